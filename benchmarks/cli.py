@@ -1,0 +1,172 @@
+"""Command line interface: ``python -m benchmarks <suite> [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import SuiteContext, new_tinypl_status
+from benchmarks.legacy import LegacyRunner, default_t010_python
+from benchmarks.suites import PLANNED, SUITES
+
+PEER_DISTRIBUTIONS = ("toolz", "pypeln", "numpy", "mpire", "torch")
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("common options")
+    group.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="timed runs per measurement after one warm-up run (default: per suite)",
+    )
+    group.add_argument(
+        "--stat",
+        choices=("best", "median"),
+        default="best",
+        help="statistic used for derived figures and ratios (default: %(default)s)",
+    )
+    group.add_argument(
+        "--t010-python",
+        type=Path,
+        default=default_t010_python(),
+        help="interpreter of the tinypl 0.1.0 venv (default: /work/venvs/t010/bin/python "
+        "if it exists, otherwise the tinypl 0.1.0 column is skipped)",
+    )
+    group.add_argument("--no-t010", action="store_true", help="skip the tinypl 0.1.0 column")
+    group.add_argument(
+        "--case-timeout",
+        type=float,
+        default=60.0,
+        help="seconds allowed per run of a case before it is abandoned as n/a "
+        "(0 disables; default: %(default)s)",
+    )
+    group.add_argument(
+        "--json", type=Path, default=None, metavar="PATH", help="also write results as JSON"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per suite."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="tinypl benchmarks. Figures are informational; nothing is asserted.",
+    )
+    sub = parser.add_subparsers(dest="suite", required=True, metavar="SUITE")
+    common = _common_options()
+    for suite in SUITES.values():
+        suite_parser = sub.add_parser(
+            suite.name,
+            parents=[common],
+            help=suite.description,
+            description=f"{suite.description} (default --repeat {suite.default_repeat})",
+        )
+        suite.add_arguments(suite_parser)
+    for name, description in PLANNED.items():
+        sub.add_parser(name, help=f"(planned, not implemented yet) {description}")
+    return parser
+
+
+def _versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PEER_DISTRIBUTIONS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _environment(legacy: LegacyRunner) -> dict[str, Any]:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "loadavg": load,
+        "versions": _versions(),
+        "tinypl_new": new_tinypl_status(),
+        "tinypl_010": {"python": str(legacy.python), **legacy.info()},
+    }
+
+
+def _header(env: dict[str, Any]) -> str:
+    versions = ", ".join(f"{k} {v or 'missing'}" for k, v in env["versions"].items())
+    new = env["tinypl_new"]
+    new_text = (
+        f"{new['file']} (version {new.get('version') or '?'})"
+        if new["available"]
+        else f"n/a: {new['error']}"
+    )
+    old = env["tinypl_010"]
+    if old.get("ok"):
+        old_env = old.get("env") or {}
+        old_text = (
+            f"{old_env.get('tinypl_version')} via {old['python']} (Python {old_env.get('python')})"
+        )
+        if old.get("warning"):
+            old_text += f" WARNING: {old['warning']}"
+    else:
+        old_text = f"skipped: {old.get('error')}"
+    load = env["loadavg"]
+    load_text = "?" if load is None else " ".join(f"{x:.2f}" for x in load)
+    return "\n".join(
+        [
+            f"date {env['date']}  python {env['python']}  {env['platform']}",
+            f"cpus {env['cpu_count']}  loadavg {load_text}",
+            f"peers: {versions}",
+            f"tinypl (new):   {new_text}",
+            f"tinypl (0.1.0): {old_text}",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run one suite, print the report; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.suite in PLANNED:
+        parser.exit(2, f"suite {args.suite!r} is planned but not implemented yet\n")
+    suite = SUITES[args.suite]
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+
+    legacy = LegacyRunner(
+        None if args.no_t010 else args.t010_python, case_timeout=args.case_timeout
+    )
+    if args.no_t010:
+        legacy.skip_reason = "--no-t010"
+    ctx = SuiteContext(
+        repeat=args.repeat if args.repeat is not None else suite.default_repeat,
+        repeat_explicit=args.repeat is not None,
+        stat=args.stat,
+        case_timeout=args.case_timeout,
+        legacy=legacy,
+        options=args,
+    )
+    env = _environment(legacy)
+    print(_header(env), flush=True)
+    report = suite.run(ctx)
+    print()
+    print(report.render(), flush=True)
+    if args.json is not None:
+        document = {"suite": suite.name, "environment": env, "results": report.data}
+        args.json.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+        ctx.progress(f"wrote {args.json}")
+    if ctx.timed_out:
+        # An abandoned case may have left non-daemon threads behind; do not wait for them.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0

@@ -1,0 +1,49 @@
+"""tinypl: lazy, immutable data-processing pipelines with threads, markers and order.
+
+Two forms build the same plans: the fluent ``Pipe`` and the module-level functions of
+tinypl 0.1.0 (``pl.map``, ``pl.thread.queue``, ``pl.order.save`` …).
+
+Example:
+    >>> import tinypl as pl
+    >>> list(pl.Pipe(range(5)).map(lambda x: x * 2).filter(lambda x: x > 2))
+    [4, 6, 8]
+    >>> list(pl.filter(pl.map(range(5), lambda x: x * 2), lambda x: x > 2))
+    [4, 6, 8]
+"""
+
+from . import debug, marker, order, thread
+from ._compat import each_ as each
+from ._compat import filter_ as filter  # noqa: A004
+from ._compat import flatten_ as flatten
+from ._compat import flatten_eager_ as flatten_eager
+from ._compat import map_ as map  # noqa: A004
+from ._compat import partition_ as partition
+from ._compat import ratelimit_ as ratelimit
+from ._compat import unpack
+from ._errors import MarkerNotAllowedError, WorkerError
+from ._marker import Marker
+from ._pipe import Pipe
+from ._runtime import Stage
+
+flatten_lazy = flatten
+
+__all__ = [
+    "Marker",
+    "MarkerNotAllowedError",
+    "Pipe",
+    "Stage",
+    "WorkerError",
+    "debug",
+    "each",
+    "filter",
+    "flatten",
+    "flatten_eager",
+    "flatten_lazy",
+    "map",
+    "marker",
+    "order",
+    "partition",
+    "ratelimit",
+    "thread",
+    "unpack",
+]

@@ -1,0 +1,350 @@
+"""The module-level API of tinypl 0.1.0 (``pl.map(pipe, f)`` …), derived from ``Pipe``.
+
+Each function is the fluent method of the same stage applied to ``Pipe(pipe)`` and
+materialized at once: an iterable gets a fresh iterator, while an iterator or a live stage
+is shared, so stages built on the same upstream pull from the same state. No stage logic
+lives here. ``COUNTERPARTS`` names the fluent method behind every function; a test checks
+that the two namespaces match.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from . import _plan as plan
+from ._marker import Marker
+from ._pipe import MarkerMode, Pipe, WorkerErrorMode
+from ._runtime import Stage, ThreadWorkerError
+
+__all__ = [
+    "COUNTERPARTS",
+    "HELPERS",
+    "debug_print_on_item",
+    "each_",
+    "filter_",
+    "flatten_",
+    "flatten_eager_",
+    "map_",
+    "marker_insert_periodic",
+    "marker_on",
+    "marker_until",
+    "order_load",
+    "order_save",
+    "partition_",
+    "ratelimit_",
+    "thread_each",
+    "thread_map",
+    "thread_mutex",
+    "thread_queue",
+    "unpack",
+]
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+#: The public name of each module-level function and the ``Pipe`` method it is built on.
+COUNTERPARTS: dict[str, str] = {
+    "map": "map",
+    "filter": "filter",
+    "each": "each",
+    "flatten": "flatten",
+    "flatten_lazy": "flatten",
+    "flatten_eager": "flatten",
+    "partition": "partition",
+    "ratelimit": "ratelimit",
+    "marker.insert_periodic": "insert_marker",
+    "marker.on": "on",
+    "marker.until": "until",
+    "thread.queue": "thread",
+    "thread.map": "thread",
+    "thread.each": "thread",
+    "thread.mutex": "mutex",
+    "order.save": "order",
+    "order.load": "order",
+    "debug.print_on_item": "trace",
+}
+
+#: Names shared by both forms that are not stages.
+HELPERS = ("Pipe", "Marker", "Stage", "WorkerError", "MarkerNotAllowedError", "unpack")
+
+
+def map_(pipe: Iterable[T], fn: Callable[[T], U]) -> Stage[U]:
+    """Apply ``fn`` to every item.
+
+    Example:
+        >>> import tinypl as pl
+        >>> list(pl.map(range(4), lambda x: x + 1))
+        [1, 2, 3, 4]
+    """
+    return iter(Pipe(pipe).map(fn))
+
+
+def filter_(pipe: Iterable[T], pred: Callable[[T], object]) -> Stage[T]:
+    """Keep the items for which ``pred`` is true.
+
+    Example:
+        >>> import tinypl as pl
+        >>> list(pl.filter(range(6), lambda x: x % 3 == 0))
+        [0, 3]
+    """
+    return iter(Pipe(pipe).filter(pred))
+
+
+def each_(pipe: Iterable[T], fn: Callable[[T], object]) -> Stage[T]:
+    """Call ``fn`` on every item and pass it on.
+
+    Example:
+        >>> import tinypl as pl
+        >>> seen = []
+        >>> list(pl.each([1, 2], seen.append)), seen
+        ([1, 2], [1, 2])
+    """
+    return iter(Pipe(pipe).each(fn))
+
+
+def flatten_(pipe: Iterable[Iterable[T]]) -> Stage[T]:
+    """Yield the elements of each item, lazily (also ``pl.flatten_lazy``).
+
+    Example:
+        >>> import tinypl as pl
+        >>> list(pl.flatten([[1], [2, 3]]))
+        [1, 2, 3]
+    """
+    return iter(Pipe(pipe).flatten())
+
+
+def flatten_eager_(pipe: Iterable[Iterable[T]]) -> Stage[T]:
+    """Yield the elements of each item, listing an item's elements first.
+
+    Example:
+        >>> import tinypl as pl
+        >>> list(pl.flatten_eager([(1, 2), (3,)]))
+        [1, 2, 3]
+    """
+    return iter(Pipe(pipe).flatten(eager=True))
+
+
+def partition_(
+    pipe: Iterable[T], n: int, markers: MarkerMode = None, split_on_marker: bool = False
+) -> Stage[list[T]]:
+    """Group items into lists of ``n`` (see ``Pipe.partition``).
+
+    Example:
+        >>> import tinypl as pl
+        >>> list(pl.partition(range(5), 2))
+        [[0, 1], [2, 3], [4]]
+    """
+    return iter(Pipe(pipe).partition(n, markers, split_on_marker))
+
+
+def ratelimit_(pipe: Iterable[T], num: int, period: float) -> Stage[T]:
+    """Let at most ``num`` items pass per ``period`` seconds.
+
+    Example:
+        >>> import tinypl as pl
+        >>> list(pl.ratelimit(range(3), num=10, period=1.0))
+        [0, 1, 2]
+    """
+    return iter(Pipe(pipe).ratelimit(num, period))
+
+
+def unpack(fn: Callable[..., U]) -> Callable[[Iterable[Any]], U]:
+    """Wrap ``fn(*args)`` to take one tuple of arguments; generator functions stay
+    generator functions.
+
+    Example:
+        >>> import tinypl as pl
+        >>> list(pl.map([(1, 2), (3, 4)], pl.unpack(lambda a, b: a + b)))
+        [3, 7]
+    """
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generate(args: Iterable[Any]) -> Any:
+            yield from fn(*args)
+
+        return generate
+
+    @functools.wraps(fn)
+    def call(args: Iterable[Any]) -> U:
+        return fn(*args)
+
+    return call
+
+
+# -- pl.marker ---------------------------------------------------------------------------
+
+
+def marker_insert_periodic(
+    pipe: Iterable[T], n: int = 1, after: bool = True
+) -> tuple[Stage[T], Marker]:
+    """Insert a new marker after (``after=False``: before) every ``n`` items.
+
+    Returns the stage and the marker, which identifies the markers inserted here.
+
+    Example:
+        >>> import tinypl as pl
+        >>> stage, marker = pl.marker.insert_periodic(range(6), n=2)
+        >>> list(pl.marker.until(stage, marker=marker))
+        [0, 1]
+    """
+    marker = Marker("periodic")
+    return iter(Pipe(pipe).insert_marker(marker, n, after)), marker
+
+
+def marker_on(
+    pipe: Iterable[T],
+    fn: Callable[[], object],
+    marker: Marker | None = None,
+    consume: bool = False,
+) -> Stage[T]:
+    """Call ``fn()`` whenever ``marker`` passes (``None``: any marker).
+
+    Example:
+        >>> import tinypl as pl
+        >>> calls = []
+        >>> stage, marker = pl.marker.insert_periodic([1, 2])
+        >>> list(pl.marker.on(stage, lambda: calls.append("!"), marker=marker)), calls
+        ([1, 2], ['!', '!'])
+    """
+    return iter(Pipe(pipe).on(marker, fn, consume))
+
+
+def marker_until(pipe: Iterable[T], marker: Marker | None = None) -> Stage[T]:
+    """Stop at the first ``marker`` (``None``: any marker), consuming it.
+
+    Example:
+        >>> import tinypl as pl
+        >>> stage, marker = pl.marker.insert_periodic(range(4), n=3)
+        >>> list(pl.marker.until(stage, marker)), list(pl.marker.until(stage, marker))
+        ([0, 1, 2], [3])
+    """
+    return iter(Pipe(pipe).until(marker))
+
+
+# -- pl.thread ---------------------------------------------------------------------------
+
+
+def thread_queue(
+    pipe: Iterable[T],
+    workers: int,
+    maxsize: int | None = None,
+    on_worker_error: WorkerErrorMode = "raise",
+) -> Stage[T]:
+    """Prefetch items into a queue of ``maxsize`` using ``workers`` threads, each pulling
+    through the stages before it (see ``Pipe.thread``). Items may change order.
+
+    Example:
+        >>> import tinypl as pl
+        >>> stage = pl.thread.queue(pl.map(range(10), lambda x: 2 * x), workers=4, maxsize=8)
+        >>> sorted(stage)
+        [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
+    """
+    return iter(Pipe(pipe).thread(workers, maxsize, on_worker_error))
+
+
+thread_queue.WorkerException = ThreadWorkerError  # type: ignore[attr-defined]
+
+
+def thread_map(
+    pipe: Iterable[T],
+    fn: Callable[[T], U],
+    workers: int,
+    maxsize: int | None = None,
+    on_worker_error: WorkerErrorMode = "raise",
+) -> Stage[U]:
+    """``pl.map`` followed by ``pl.thread.queue``: ``fn`` runs in ``workers`` threads.
+
+    Example:
+        >>> import tinypl as pl
+        >>> sorted(pl.thread.map(range(5), lambda x: x * x, workers=2))
+        [0, 1, 4, 9, 16]
+    """
+    return iter(Pipe(pipe).map(fn).thread(workers, maxsize, on_worker_error))
+
+
+def thread_each(
+    pipe: Iterable[T],
+    fn: Callable[[T], object],
+    workers: int,
+    maxsize: int | None = None,
+    on_worker_error: WorkerErrorMode = "raise",
+) -> Stage[T]:
+    """``pl.each`` followed by ``pl.thread.queue``.
+
+    Example:
+        >>> import tinypl as pl
+        >>> sorted(pl.thread.each(range(3), print, workers=1))
+        0
+        1
+        2
+        [0, 1, 2]
+    """
+    return iter(Pipe(pipe).each(fn).thread(workers, maxsize, on_worker_error))
+
+
+def thread_mutex(pipe: Iterable[T]) -> Stage[T]:
+    """Let only one thread at a time pull through the stages before this one.
+
+    Example:
+        >>> import tinypl as pl
+        >>> def numbers():
+        ...     yield from range(4)
+        >>> sorted(pl.thread.map(pl.thread.mutex(numbers()), str, workers=3))
+        ['0', '1', '2', '3']
+    """
+    return iter(Pipe(pipe).mutex())
+
+
+# -- pl.order ----------------------------------------------------------------------------
+
+
+def order_save(pipe: Iterable[T], maxsize: int) -> Stage[T]:
+    """Number items so that ``pl.order.load`` can restore their order; at most
+    ``maxsize`` items pass before the load hands the oldest out. Pulls through it are
+    mutually exclusive, as with ``pl.thread.mutex``.
+
+    Example:
+        >>> import tinypl as pl
+        >>> pipe = order = pl.order.save(range(6), maxsize=4)
+        >>> pipe = pl.thread.map(pipe, lambda x: x * 10, workers=3)
+        >>> list(pl.order.load(pipe, order))
+        [0, 10, 20, 30, 40, 50]
+    """
+    source = Pipe(pipe)
+    return iter(source._then(plan.Save(source.plan, maxsize)))
+
+
+def order_load(pipe: Iterable[T], order: Stage[Any]) -> Stage[T]:
+    """Restore the order saved by the ``order`` stage (a ``pl.order.save`` stage).
+
+    Example:
+        >>> import tinypl as pl
+        >>> order = pl.order.save([3, 1, 2], maxsize=2)
+        >>> list(pl.order.load(pl.thread.queue(order, workers=2), order))
+        [3, 1, 2]
+    """
+    if not isinstance(order, Stage) or not isinstance(order.node, plan.Save):
+        raise TypeError(
+            f"order.load: order must be the stage returned by pl.order.save, got"
+            f" {type(order).__name__}"
+        )
+    source = Pipe(pipe)
+    return iter(source._then(plan.Load(source.plan, order)))
+
+
+# -- pl.debug ----------------------------------------------------------------------------
+
+
+def debug_print_on_item(pipe: Iterable[T], msg_fn: str | Callable[..., object]) -> Stage[T]:
+    """Log every pull and every item to the ``tinypl.debug`` logger (INFO).
+
+    Example:
+        >>> import tinypl as pl
+        >>> list(pl.debug.print_on_item([1], "numbers"))
+        [1]
+    """
+    return iter(Pipe(pipe).trace(msg_fn))

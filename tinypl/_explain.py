@@ -1,0 +1,204 @@
+"""Rendering of plans: ``repr(pipe)``, ``pipe.explain()`` and stage reprs.
+
+Dispatch is by node type through ``functools.singledispatch``, so a new stage kind adds a
+renderer here instead of growing methods on the description classes.
+"""
+
+from __future__ import annotations
+
+import functools
+import reprlib
+from typing import Any
+
+from . import _plan as plan
+from ._planner import optimize
+
+__all__ = ["describe", "explain", "short"]
+
+_repr = reprlib.Repr()
+_repr.maxstring = 40
+_repr.maxother = 40
+
+
+def name_of(fn: Any) -> str:
+    """A callable by qualified name (``<lambda>``, ``module.function``, ``Class.method``)."""
+    qualname = getattr(fn, "__qualname__", None)
+    if isinstance(qualname, str):
+        return qualname
+    func = getattr(fn, "func", None)  # functools.partial
+    if func is not None:
+        return f"partial({name_of(func)})"
+    return _repr.repr(fn)
+
+
+@functools.singledispatch
+def _args(node: plan.Node) -> list[str]:
+    return []
+
+
+@_args.register
+def _(node: plan.Source) -> list[str]:
+    return [_repr.repr(node.source)]
+
+
+@_args.register
+def _(node: plan.Map) -> list[str]:
+    return [name_of(node.fn)]
+
+
+@_args.register
+def _(node: plan.Filter) -> list[str]:
+    return [name_of(node.pred)]
+
+
+@_args.register
+def _(node: plan.Each) -> list[str]:
+    return [name_of(node.fn)]
+
+
+@_args.register
+def _(node: plan.Flatten) -> list[str]:
+    return ["eager=True"] if node.eager else []
+
+
+@_args.register
+def _(node: plan.Partition) -> list[str]:
+    args = [str(node.size)]
+    if node.markers is not None:
+        args.append(f"markers={node.markers!r}")
+    if node.split_on_marker:
+        args.append("split_on_marker=True")
+    return args
+
+
+@_args.register
+def _(node: plan.InsertMarker) -> list[str]:
+    args = [repr(node.marker)]
+    if node.every != 1:
+        args.append(f"every={node.every}")
+    if not node.after:
+        args.append("after=False")
+    return args
+
+
+@_args.register
+def _(node: plan.On) -> list[str]:
+    args = [repr(node.marker), name_of(node.fn)]
+    if node.consume:
+        args.append("consume=True")
+    return args
+
+
+@_args.register
+def _(node: plan.Until) -> list[str]:
+    return [repr(node.marker)]
+
+
+@_args.register
+def _(node: plan.Ratelimit) -> list[str]:
+    return [str(node.num), f"{node.period:g}"]
+
+
+@_args.register
+def _(node: plan.Trace) -> list[str]:
+    return [node.message if isinstance(node.message, str) else name_of(node.message)]
+
+
+@_args.register
+def _(node: plan.Mutex) -> list[str]:
+    return ["auto"] if node.auto else []
+
+
+@_args.register
+def _(node: plan.Thread) -> list[str]:
+    args = [str(node.workers)]
+    if node.maxsize is not None:
+        args.append(f"maxsize={node.maxsize}")
+    if node.on_worker_error != "raise":
+        args.append(f"on_worker_error={node.on_worker_error!r}")
+    return args
+
+
+@_args.register
+def _(node: plan.Order) -> list[str]:
+    return [] if node.maxsize is None else [f"maxsize={node.maxsize}"]
+
+
+@_args.register
+def _(node: plan.Fused) -> list[str]:
+    parts = []
+    for kind, arg in node.ops:
+        if kind == "on":
+            parts.append(f"on({arg[0]!r})")
+        elif kind == "flatten":
+            parts.append("flatten")
+        else:
+            parts.append(f"{kind}({name_of(arg)})")
+    return [" -> ".join(parts)]
+
+
+@_args.register
+def _(node: plan.Save) -> list[str]:
+    return [f"window={node.maxsize}"]
+
+
+_LABELS: dict[type[plan.Node], str] = {
+    plan.Source: "Pipe",
+    plan.InsertMarker: "insert_marker",
+    plan.Fused: "fused",
+    plan.Save: "order.save",
+    plan.Load: "order.load",
+}
+
+
+def describe(node: plan.Node) -> str:
+    """One node as ``name(args)``."""
+    label = _LABELS.get(type(node), plan.stage_name(node))
+    return f"{label}({', '.join(_args(node))})"
+
+
+def short(node: plan.Node) -> str:
+    """The fluent spelling of a plan: ``Pipe(range(0, 10)).map(f).thread(4)``."""
+    return ".".join(describe(n) for n in plan.chain(node))
+
+
+_NOTES: dict[type[plan.Node], str] = {
+    plan.Mutex: "one thread at a time pulls what is above",
+    plan.Save: "numbers items for the load below",
+    plan.Load: "restores the order numbered above",
+    plan.Fused: "one step per item",
+}
+
+
+def explain(node: plan.Node, *, optimized: bool = True) -> str:
+    """A multi-line rendering of a plan, source first; ``optimized`` shows what runs."""
+    nodes = plan.chain(optimize(node) if optimized else node)
+    title = "physical plan (what iter() builds)" if optimized else "logical plan (as written)"
+    lines = [title]
+    in_threads = _thread_members(nodes) if optimized else set()
+    for index, current in enumerate(nodes):
+        text = f"{index:>3}  {describe(current)}"
+        notes = []
+        if optimized and isinstance(current, plan.Thread):
+            notes.append(f"{current.workers} threads pull the stages marked *")
+        if optimized and type(current) in _NOTES:
+            notes.append(_NOTES[type(current)])
+        if id(current) in in_threads:
+            text = text.replace(f"{index:>3}  ", f"{index:>3} *", 1)
+        if notes:
+            text += "    # " + "; ".join(notes)
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def _thread_members(nodes: list[plan.Node]) -> set[int]:
+    """Nodes that worker threads execute: those between a thread stage and the boundary
+    below it (the previous thread stage or the source)."""
+    members: set[int] = set()
+    for index, node in enumerate(nodes):
+        if isinstance(node, plan.Thread):
+            below = index - 1
+            while below > 0 and not isinstance(nodes[below], plan.Thread):
+                members.add(id(nodes[below]))
+                below -= 1
+    return members

@@ -1,0 +1,262 @@
+"""The fluent builder: ``Pipe(source).map(f).thread(4).order()``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, Literal, TypeVar
+
+import attrs
+
+from . import _plan as plan
+from ._explain import explain, short
+from ._marker import Marker
+from ._planner import optimize
+from ._runtime import Stage, materialize
+
+__all__ = ["Pipe"]
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+MarkerMode = Literal["after", "before"] | None
+WorkerErrorMode = Literal["raise", "forward", "forward-and-print", "exit"]
+
+
+def _to_plan(source: Any) -> plan.Node:
+    if isinstance(source, Pipe):
+        return source.plan
+    if isinstance(source, plan.Node):
+        return source
+    return plan.Source(source)
+
+
+@attrs.frozen(repr=False)
+class Pipe(Generic[T]):
+    """An immutable description of a pipeline; iterating it runs the pipeline.
+
+    ``source`` is any iterable (each iteration of the pipe starts it afresh), an iterator
+    (consumed once, by whichever iteration pulls it), another ``Pipe``, or a live stage.
+    Every builder method checks its arguments at once and returns a new ``Pipe``; nothing
+    runs, and no thread starts, until the pipe is iterated.
+
+    Example:
+        >>> from tinypl import Pipe
+        >>> pipe = Pipe(range(10)).map(lambda x: 3 * x + 1).filter(lambda x: x % 2 == 0)
+        >>> pipe
+        Pipe(range(0, 10)).map(<lambda>).filter(<lambda>)
+        >>> list(pipe.partition(2))
+        [[4, 10], [16, 22], [28]]
+        >>> list(pipe) == list(pipe)  # each iteration is a fresh run
+        True
+    """
+
+    plan: plan.Node = attrs.field(converter=_to_plan, alias="source")
+
+    # -- running -------------------------------------------------------------------------
+
+    def __iter__(self) -> Stage[T]:
+        """A fresh run of the pipeline: a live, closeable ``Stage``."""
+        return materialize(self.plan)
+
+    # -- per-item stages -----------------------------------------------------------------
+
+    def _then(self, node: plan.Node) -> Any:
+        return attrs.evolve(self, source=node)
+
+    def map(self, fn: Callable[[T], U]) -> Pipe[U]:
+        """Apply ``fn`` to every item.
+
+        Example:
+            >>> list(Pipe(range(4)).map(lambda x: x * x))
+            [0, 1, 4, 9]
+        """
+        return self._then(plan.Map(self.plan, fn))  # type: ignore[no-any-return]
+
+    def filter(self, pred: Callable[[T], object]) -> Pipe[T]:
+        """Keep the items for which ``pred`` is true.
+
+        Example:
+            >>> list(Pipe(range(6)).filter(lambda x: x % 2))
+            [1, 3, 5]
+        """
+        return self._then(plan.Filter(self.plan, pred))  # type: ignore[no-any-return]
+
+    def each(self, fn: Callable[[T], object]) -> Pipe[T]:
+        """Call ``fn`` on every item and pass the item on unchanged.
+
+        Example:
+            >>> seen = []
+            >>> list(Pipe("ab").each(seen.append)), seen
+            (['a', 'b'], ['a', 'b'])
+        """
+        return self._then(plan.Each(self.plan, fn))  # type: ignore[no-any-return]
+
+    def flatten(self: Pipe[Iterable[U]], *, eager: bool = False) -> Pipe[U]:
+        """Yield the elements of each item (each item must be iterable), lazily.
+
+        ``eager=True`` lists an item's elements before yielding the first of them.
+
+        Example:
+            >>> list(Pipe([[1, 2], [], [3]]).flatten())
+            [1, 2, 3]
+        """
+        return self._then(plan.Flatten(self.plan, eager))  # type: ignore[no-any-return]
+
+    def partition(
+        self, n: int, markers: MarkerMode = None, split_on_marker: bool = False
+    ) -> Pipe[list[T]]:
+        """Group items into lists of ``n``; the last list may be shorter.
+
+        A marker reaching a partition built with ``markers=None`` raises
+        ``MarkerNotAllowedError``. ``markers="after"`` holds the marker until the list in
+        construction is emitted; ``markers="before"`` emits it at once.
+        ``split_on_marker=True`` also emits the partial list when a marker arrives.
+
+        Example:
+            >>> list(Pipe(range(5)).partition(2))
+            [[0, 1], [2, 3], [4]]
+        """
+        return self._then(  # type: ignore[no-any-return]
+            plan.Partition(self.plan, n, markers, split_on_marker)
+        )
+
+    # -- markers -------------------------------------------------------------------------
+
+    def insert_marker(self, marker: Marker, every: int = 1, after: bool = True) -> Pipe[T]:
+        """Emit ``marker`` after every ``every`` items (``after=False``: before each group).
+
+        Example:
+            >>> from tinypl import Marker
+            >>> m = Marker("m")
+            >>> list(Pipe(range(4)).insert_marker(m, every=2).until(m))
+            [0, 1]
+        """
+        return self._then(  # type: ignore[no-any-return]
+            plan.InsertMarker(self.plan, marker, every, after)
+        )
+
+    def on(
+        self, marker: Marker | None, fn: Callable[[], object], consume: bool = False
+    ) -> Pipe[T]:
+        """Call ``fn()`` whenever ``marker`` passes (``None``: any marker).
+
+        ``consume=True`` drops the marker here.
+
+        Example:
+            >>> from tinypl import Marker
+            >>> m, calls = Marker("m"), []
+            >>> list(Pipe(range(3)).insert_marker(m).on(m, lambda: calls.append(1))), calls
+            ([0, 1, 2], [1, 1, 1])
+        """
+        return self._then(plan.On(self.plan, marker, fn, consume))  # type: ignore[no-any-return]
+
+    def until(self, marker: Marker | None) -> Pipe[T]:
+        """End the stream at the first ``marker`` (``None``: any marker), consuming it.
+
+        Example:
+            >>> from tinypl import Marker
+            >>> m = Marker("m")
+            >>> list(Pipe(range(10)).insert_marker(m, every=3).until(m))
+            [0, 1, 2]
+        """
+        return self._then(plan.Until(self.plan, marker))  # type: ignore[no-any-return]
+
+    # -- flow control --------------------------------------------------------------------
+
+    def ratelimit(self, num: int, period: float) -> Pipe[T]:
+        """Let at most ``num`` items pass per ``period`` seconds.
+
+        Example:
+            >>> list(Pipe(range(3)).ratelimit(100, 1.0))
+            [0, 1, 2]
+        """
+        return self._then(plan.Ratelimit(self.plan, num, period))  # type: ignore[no-any-return]
+
+    def trace(self, message: str | Callable[..., object]) -> Pipe[T]:
+        """Log every pull and every item at INFO level to the ``tinypl.debug`` logger.
+
+        ``message`` is a string, or a callable called with no argument before a pull and
+        with the item after it.
+
+        Example:
+            >>> list(Pipe([1, 2]).trace("numbers"))
+            [1, 2]
+        """
+        return self._then(plan.Trace(self.plan, message))  # type: ignore[no-any-return]
+
+    # -- concurrency ---------------------------------------------------------------------
+
+    def mutex(self) -> Pipe[T]:
+        """Let only one thread at a time pull through the stages above.
+
+        Thread stages already guard whatever needs it; this makes it explicit.
+
+        Example:
+            >>> list(Pipe(iter(range(3))).mutex().map(str).thread(2).order())
+            ['0', '1', '2']
+        """
+        return self._then(plan.Mutex(self.plan))  # type: ignore[no-any-return]
+
+    def thread(
+        self,
+        workers: int,
+        maxsize: int | None = None,
+        on_worker_error: WorkerErrorMode = "raise",
+    ) -> Pipe[T]:
+        """Run the stages above, back to the previous thread stage, in ``workers`` threads.
+
+        Items go through a queue of ``maxsize`` (default ``2 * workers``), not necessarily
+        in order; add ``.order()`` to restore it. A stage that is unsafe to enter from
+        several threads (a generator source, flatten, partition, ...) is guarded with a
+        lock automatically. A worker's exception is raised at the consumer's next pull;
+        ``on_worker_error="forward"`` raises ``WorkerError`` from it instead, and
+        ``"forward-and-print"`` (or ``"exit"``) also logs it.
+
+        Example:
+            >>> import time
+            >>> pipe = Pipe(range(8)).map(lambda x: time.sleep(0.01) or x).thread(4)
+            >>> sorted(pipe)
+            [0, 1, 2, 3, 4, 5, 6, 7]
+        """
+        return self._then(  # type: ignore[no-any-return]
+            plan.Thread(self.plan, workers, maxsize, on_worker_error)
+        )
+
+    def order(self, maxsize: int | None = None) -> Pipe[T]:
+        """Restore the order items had before the earliest concurrent stage since the
+        previous ``order()`` (or the source). Without a concurrent stage it does nothing.
+
+        At most ``maxsize`` items (default: what the concurrent stages can hold) are
+        between the two ends; when the next item is slow the others wait (backpressure).
+        Markers keep their exact positions.
+
+        Example:
+            >>> import random, time
+            >>> slow = lambda x: time.sleep(random.uniform(0, 0.005)) or x
+            >>> list(Pipe(range(10)).map(slow).thread(4).order())
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+        """
+        pipe = self._then(plan.Order(self.plan, maxsize))
+        optimize(pipe.plan)  # fails here, not at iteration, when the order cannot be restored
+        return pipe  # type: ignore[no-any-return]
+
+    # -- rendering -----------------------------------------------------------------------
+
+    def explain(self, optimized: bool = True) -> str:
+        """The plan, one stage per line, source first.
+
+        ``optimized=True`` shows what iteration builds: fused per-item steps, the locks
+        that guard unsafe stages and the numbering behind ``order()``.
+
+        Example:
+            >>> print(Pipe(range(3)).map(str).explain(optimized=False))
+            logical plan (as written)
+              0  Pipe(range(0, 3))
+              1  map(str)
+        """
+        return explain(self.plan, optimized=optimized)
+
+    def __repr__(self) -> str:
+        return short(self.plan)
+
+

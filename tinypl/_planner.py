@@ -1,0 +1,157 @@
+"""Plan rewriting: from what the user described to what the runtime builds.
+
+- ``order``: each ``Order`` becomes a ``Save`` just below the per-item stages that the
+  region's first concurrent stage runs, and a ``Load`` in its place (or disappears when its
+  region has no concurrent stage).
+- ``guard``: a ``Mutex(auto=True)`` goes below the per-item stages a thread stage's workers
+  pull through, so a generator or other stateful stage is never entered by two threads.
+- ``fuse``: runs of map/filter/each (inside an ordered region also flatten/on) become one
+  ``Fused`` node, compiled to nested builtins or to one step per item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ._plan import (
+    CONCURRENT,
+    Each,
+    Filter,
+    Flatten,
+    Fused,
+    Load,
+    Map,
+    Mutex,
+    Node,
+    On,
+    Order,
+    Save,
+    Source,
+    Thread,
+    Trace,
+    chain,
+    stage_name,
+)
+
+__all__ = ["optimize"]
+
+# Stages that act on one item at a time with no state across items.
+_STATELESS: tuple[type[Node], ...] = (Map, Filter, Each, On, Trace, Fused)
+# Stages that can sit inside an ordered region, acting on each numbered item's group.
+_GROUPABLE: tuple[type[Node], ...] = (*_STATELESS, Flatten, Mutex)
+# Stages whose output may be pulled from several threads at once.
+_THREAD_SAFE: tuple[type[Node], ...] = (Thread, Mutex, Save)
+
+
+def optimize(plan: Node) -> Node:
+    """The physical plan for ``plan``. Raises ``ValueError`` for an order that cannot be
+    restored (a stateful stage between a concurrent stage and its ``order()``)."""
+    nodes = chain(plan)
+    nodes = _place_order(nodes)
+    nodes = _guard_threads(nodes)
+    nodes = _fuse(nodes)
+    return _relink(nodes)
+
+
+def _relink(nodes: list[Node]) -> Node:
+    current = nodes[0]
+    for node in nodes[1:]:
+        current = attrs.evolve(node, upstream=current)  # type: ignore[misc]
+    return current
+
+
+def _place_order(nodes: list[Node]) -> list[Node]:
+    out: list[Node] = []
+    region = 1  # index in ``out`` where the current ordered region starts
+    for node in nodes:
+        if not isinstance(node, Order):
+            if isinstance(node, Load):
+                region = len(out) + 1
+            out.append(node)
+            continue
+        concurrent = [i for i in range(region, len(out)) if isinstance(out[i], CONCURRENT)]
+        if not concurrent:
+            continue  # nothing reorders items here: order() is a no-op
+        start = concurrent[0]
+        while start - 1 >= region and isinstance(out[start - 1], _GROUPABLE):
+            start -= 1
+        for inner in out[start:]:
+            if not isinstance(inner, (*_GROUPABLE, *CONCURRENT)):
+                raise ValueError(
+                    f"order: cannot restore the order across the {stage_name(inner)} stage,"
+                    " which sits between a concurrent stage and order(); call .order()"
+                    f" before {stage_name(inner)}()"
+                )
+        window = node.maxsize
+        if window is None:
+            window = sum(
+                n.workers + n.queue_size for n in out[start:] if isinstance(n, Thread)
+            )
+        out.insert(start, Save(out[start - 1], window))
+        out.append(Load(out[-1]))
+        region = len(out)
+    return out
+
+
+def _guard_threads(nodes: list[Node]) -> list[Node]:
+    out: list[Node] = []
+    tagged = False
+    for node in nodes:
+        if isinstance(node, Save):
+            tagged = True
+        elif isinstance(node, Load):
+            tagged = False
+        if isinstance(node, Thread):
+            # Inside an ordered region flatten acts per numbered item, so it is stateless.
+            stateless = (*_STATELESS, Flatten) if tagged else _STATELESS
+            start = len(out)
+            while start - 1 >= 1 and isinstance(out[start - 1], stateless):
+                start -= 1
+            below = out[start - 1]
+            if not isinstance(below, _THREAD_SAFE):
+                out.insert(start, Mutex(below, auto=True))
+        out.append(node)
+    return out
+
+
+_FUSABLE_KIND: dict[type[Node], Callable[[Any], tuple[str, Any]]] = {
+    Map: lambda n: ("map", n.fn),
+    Filter: lambda n: ("filter", n.pred),
+    Each: lambda n: ("each", n.fn),
+}
+_GROUP_ONLY_KIND: dict[type[Node], Callable[[Any], tuple[str, Any]]] = {
+    Flatten: lambda n: ("flatten", None),
+    On: lambda n: ("on", (n.marker, n.fn, n.consume)),
+}
+
+
+def _fuse(nodes: list[Node]) -> list[Node]:
+    out: list[Node] = []
+    ops: list[tuple[str, Any]] = []
+    tagged = False
+
+    def flush() -> None:
+        if ops:
+            out.append(Fused(out[-1], tuple(ops)))
+            ops.clear()
+
+    for node in nodes:
+        kind = type(node)
+        if kind in _FUSABLE_KIND:
+            ops.append(_FUSABLE_KIND[kind](node))
+            continue
+        if tagged and kind in _GROUP_ONLY_KIND and not getattr(node, "eager", False):
+            ops.append(_GROUP_ONLY_KIND[kind](node))
+            continue
+        flush()
+        if isinstance(node, Save):
+            tagged = True
+        elif isinstance(node, Load):
+            tagged = False
+        out.append(node)
+    flush()
+    assert isinstance(out[0], Source)
+    return out

@@ -1,0 +1,10 @@
+"""Runtime: materializes plans into live stages. Importing it registers every backend."""
+
+from __future__ import annotations
+
+from . import _sync, _threads  # noqa: F401  (registration)
+from ._registry import build, materialize
+from ._stage import Stage
+from ._threads import ThreadStage, ThreadWorkerError
+
+__all__ = ["Stage", "ThreadStage", "ThreadWorkerError", "build", "materialize"]

@@ -1,0 +1,251 @@
+"""Order restoration: numbering items at ``Save``, putting them back in order at ``Load``.
+
+Between the two, items travel as records ``(n, items)``: ``n`` is the sequence number the
+save gave to one upstream item and ``items`` is the list of what became of it (one item
+after a map, none after a filter drops it, many after a flatten; markers included). Because
+every number always reaches the load, even as an empty list, a filter, a flatten or an
+error between the two ends can never leave the load waiting for a number that never comes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .._marker import Marker
+
+__all__ = ["GroupApply", "LoadRaw", "SaveRaw", "Tagger", "group_function"]
+
+Record = tuple[int, list[Any]]
+
+
+class Tagger:
+    """The shared state of one ordered region: which numbers were issued and completed.
+
+    ``issue`` blocks while ``window`` numbers are outstanding (backpressure, so the load's
+    buffer stays bounded); ``complete`` marks a number as handed out (or abandoned).
+    """
+
+    def __init__(self, window: int) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._issued = 0
+        self._next = 0  # lowest number not yet completed
+        self._done: set[int] = set()
+        self._waiting = 0
+        self._stopping = False
+        self._window = window
+
+    @property
+    def window(self) -> int:
+        return self._window
+
+    @window.setter
+    def window(self, value: int) -> None:
+        with self._cond:
+            self._window = value
+            self._cond.notify_all()
+
+    @property
+    def next(self) -> int:
+        """The lowest sequence number not yet completed."""
+        return self._next
+
+    @property
+    def outstanding(self) -> int:
+        """How many issued numbers are not yet completed."""
+        return self._issued - self._next - len(self._done)
+
+    def issue(self) -> int:
+        with self._cond:
+            while self._issued >= self._next + self._window and not self._stopping:
+                self._waiting += 1
+                try:
+                    self._cond.wait()
+                finally:
+                    self._waiting -= 1
+            if self._stopping:
+                raise StopIteration
+            n = self._issued
+            self._issued = n + 1
+            return n
+
+    def complete(self, n: int) -> None:
+        with self._cond:
+            if n == self._next:
+                n += 1
+                done = self._done
+                while n in done:
+                    done.remove(n)
+                    n += 1
+                self._next = n
+                if self._waiting:
+                    self._cond.notify_all()
+            elif n > self._next:
+                self._done.add(n)
+
+    def divert(self, record: Record) -> list[Any]:
+        """Hand a record's items to someone other than the load (a public pull)."""
+        self.complete(record[0])
+        return record[1]
+
+    # Core protocol: the tagger is the resource a save stage owns.
+    def signal(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def shutdown(self) -> None:
+        self.signal()
+
+
+class SaveRaw:
+    """Numbers each element pulled from upstream: ``x`` becomes ``(n, [x])``."""
+
+    __slots__ = ("_pull", "_tagger", "lock")
+
+    def __init__(self, upstream: Iterator[Any], tagger: Tagger) -> None:
+        self._pull = upstream.__next__
+        self._tagger = tagger
+        self.lock = threading.Lock()
+
+    def __iter__(self) -> SaveRaw:
+        return self
+
+    def __next__(self) -> Record:
+        with self.lock:
+            n = self._tagger.issue()
+            try:
+                x = self._pull()
+            except BaseException:
+                self._tagger.complete(n)
+                raise
+            return (n, [x])
+
+
+class LoadRaw:
+    """Pulls records and hands their items out in sequence order."""
+
+    __slots__ = ("_buffer", "_pending", "_pull", "_tagger")
+
+    def __init__(self, upstream: Iterator[Any], tagger: Tagger) -> None:
+        self._pull = upstream.__next__
+        self._tagger = tagger
+        self._buffer: dict[int, list[Any]] = {}
+        self._pending: deque[Any] = deque()
+
+    def __iter__(self) -> LoadRaw:
+        return self
+
+    def __next__(self) -> Any:
+        pending = self._pending
+        tagger = self._tagger
+        buffer = self._buffer
+        while True:
+            if pending:
+                return pending.popleft()
+            expected = tagger.next
+            items = buffer.pop(expected, None)
+            if items is None:
+                try:
+                    n, items = self._pull()
+                except StopIteration:
+                    if not buffer:
+                        raise
+                    # A number was handed out elsewhere (see Tagger.divert): skip the gap.
+                    expected = min(buffer)
+                    items = buffer.pop(expected)
+                else:
+                    if n != expected:
+                        buffer[n] = items
+                        continue
+            tagger.complete(expected)
+            if len(items) == 1:
+                return items[0]
+            pending.extend(items)
+
+
+class GroupApply:
+    """Applies per-item stages to the items of each record, keeping its number."""
+
+    __slots__ = ("_apply", "_pull", "_tagger")
+
+    def __init__(
+        self, upstream: Iterator[Any], apply: Callable[[list[Any]], list[Any]], tagger: Tagger
+    ) -> None:
+        self._pull = upstream.__next__
+        self._apply = apply
+        self._tagger = tagger
+
+    def __iter__(self) -> GroupApply:
+        return self
+
+    def __next__(self) -> Record:
+        n, items = self._pull()
+        try:
+            return (n, self._apply(items))
+        except BaseException:
+            # The record is lost with the error: release its number so no load waits for it.
+            self._tagger.complete(n)
+            raise
+
+
+def _group_op(kind: str, arg: Any) -> Callable[[list[Any]], list[Any]]:
+    if kind == "map":
+        fn = arg
+        return lambda items: [x if x.__class__ is Marker else fn(x) for x in items]
+    if kind == "filter":
+        pred = arg
+        return lambda items: [x for x in items if x.__class__ is Marker or pred(x)]
+    if kind == "each":
+        each = arg
+
+        def run_each(items: list[Any]) -> list[Any]:
+            for x in items:
+                if x.__class__ is not Marker:
+                    each(x)
+            return items
+
+        return run_each
+    if kind == "flatten":
+
+        def flatten(items: list[Any]) -> list[Any]:
+            out: list[Any] = []
+            for x in items:
+                if x.__class__ is Marker:
+                    out.append(x)
+                else:
+                    out.extend(x)
+            return out
+
+        return flatten
+    if kind == "on":
+        marker, fn, consume = arg
+
+        def on(items: list[Any]) -> list[Any]:
+            out: list[Any] = []
+            for x in items:
+                if x.__class__ is Marker and (marker is None or x is marker):
+                    fn()
+                    if consume:
+                        continue
+                out.append(x)
+            return out
+
+        return on
+    raise ValueError(f"no group operation for {kind!r}")
+
+
+def group_function(ops: tuple[tuple[str, Any], ...]) -> Callable[[list[Any]], list[Any]]:
+    """One function applying the per-item ``ops`` in turn to a record's item list."""
+    steps = [_group_op(kind, arg) for kind, arg in ops]
+    if len(steps) == 1:
+        return steps[0]
+
+    def apply(items: list[Any]) -> list[Any]:
+        for step in steps:
+            items = step(items)
+        return items
+
+    return apply

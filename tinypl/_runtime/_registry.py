@@ -1,0 +1,39 @@
+"""The one registry from description types to the code that materializes them.
+
+Backends register with ``@build.register``; ``materialize`` optimizes a plan and builds it
+bottom-up, each node on the live stage below it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from .._plan import Node, Source, chain
+from .._planner import optimize
+from ._stage import Stage
+
+__all__ = ["build", "materialize"]
+
+
+@functools.singledispatch
+def build(node: Node, upstream: Stage[Any]) -> Stage[Any]:
+    """Materialize ``node`` on the live ``upstream`` stage."""
+    raise NotImplementedError(f"tinypl: no runtime is registered for {type(node).__name__}")
+
+
+@functools.singledispatch
+def build_source(node: Node) -> Stage[Any]:
+    raise NotImplementedError(f"tinypl: {type(node).__name__} cannot start a pipeline")
+
+
+def materialize(plan: Node) -> Stage[Any]:
+    """A fresh run of ``plan``: optimize it, then build each node on the one below."""
+    nodes = chain(optimize(plan))
+    first = nodes[0]
+    if not isinstance(first, Source):
+        raise TypeError(f"tinypl: a plan must start with a Source, got {type(first).__name__}")
+    stage = build_source(first)
+    for node in nodes[1:]:
+        stage = build(node, stage)
+    return stage

@@ -1,0 +1,175 @@
+"""Runtime iterator objects.
+
+Every live stage is a ``Stage``: a closeable iterator whose ``__next__`` is a C-level
+builtin (``map``, ``filter``, ``chain`` or ``filterfalse``), so pulling an item costs no
+Python frame for the stage itself. Besides its public, marker-free view each stage exposes
+``raw``: the iterator of everything that flows out of it, markers (and, inside an ordered
+region, sequence-numbered records) included. Downstream stages pull ``raw``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from .._marker import is_marker
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .._plan import Node
+    from ._order import Tagger
+
+__all__ = ["ChainStage", "Core", "FilterStage", "MapStage", "SourceStage", "Stage", "ViewStage"]
+
+T_co = TypeVar("T_co", covariant=True)
+log = logging.getLogger("tinypl")
+
+
+class Core(Protocol):
+    """The resources a stage owns (threads, queues, windows)."""
+
+    def signal(self) -> None:
+        """Ask to stop and wake every waiter; must not block."""
+
+    def shutdown(self) -> None:
+        """Stop, join and release; idempotent."""
+
+
+class Stage(Generic[T_co]):
+    """A live pipeline stage: an iterator over items that can be closed.
+
+    Stages are what ``iter(pipe)`` and the module-level functions (``pl.map`` …) return.
+    ``close()`` is idempotent and closes everything upstream; a stage is also a context
+    manager. Markers are never yielded by a stage.
+
+    Example:
+        >>> import tinypl as pl
+        >>> with pl.map(range(5), lambda x: x * 10) as stage:
+        ...     print(next(stage), next(stage))
+        0 10
+    """
+
+    __slots__ = ()
+
+    raw: Iterator[Any]
+    node: Node | None
+    may_mark: bool
+    thread_safe: bool
+    tagger: Tagger | None
+    _upstream: Any
+    _core: Core | None
+    _closed: bool
+
+    def _attach(
+        self,
+        *,
+        raw: Iterator[Any] | None,
+        node: Node | None,
+        upstream: Any,
+        may_mark: bool,
+        thread_safe: bool,
+        tagger: Tagger | None = None,
+        core: Core | None = None,
+    ) -> None:
+        self.raw = self if raw is None else raw  # type: ignore[assignment]
+        self.node = node
+        self._upstream = upstream
+        self.may_mark = may_mark
+        self.thread_safe = thread_safe
+        self.tagger = tagger
+        self._core = core
+        self._closed = False
+
+    def __iter__(self) -> Stage[T_co]:
+        return self
+
+    def close(self) -> None:
+        """Stop this stage and everything upstream of it; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        # Wake every blocked worker up the chain before joining any of them, so a worker
+        # blocked on an upstream queue is not waited for while nobody feeds that queue.
+        self._signal_stop()
+        if self._core is not None:
+            self._core.shutdown()
+        upstream = self._upstream
+        if isinstance(upstream, Stage):
+            upstream.close()
+        elif upstream is not None and hasattr(upstream, "close"):
+            try:
+                upstream.close()
+            except ValueError as error:  # "generator already executing" in a stuck thread
+                warnings.warn(
+                    f"tinypl: could not close the source {upstream!r}: {error}",
+                    ResourceWarning,
+                    stacklevel=2,
+                )
+
+    def _signal_stop(self) -> None:
+        if self._core is not None:
+            self._core.signal()
+        if isinstance(self._upstream, Stage):
+            self._upstream._signal_stop()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` has been called."""
+        return self._closed
+
+    def __enter__(self) -> Stage[T_co]:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        from .._explain import describe
+
+        where = "closed" if self._closed else "live"
+        what = "source" if self.node is None else describe(self.node)
+        return f"<tinypl.Stage {what} ({where})>"
+
+
+# The concrete classes inherit __next__ from a builtin, so iteration runs at C speed.
+
+
+class MapStage(map, Stage[T_co]):  # type: ignore[type-arg,misc]
+    """A stage whose items come from a builtin ``map`` (no markers can occur)."""
+
+
+class FilterStage(filter, Stage[T_co]):  # type: ignore[type-arg,misc]
+    """A stage whose items come from a builtin ``filter`` (no markers can occur)."""
+
+
+class ChainStage(itertools.chain, Stage[T_co]):  # type: ignore[type-arg,misc]
+    """A stage whose items come from ``itertools.chain`` (no markers can occur)."""
+
+
+class SourceStage(itertools.islice, Stage[T_co]):  # type: ignore[type-arg,misc]
+    """The source of a pipeline: passes its iterator through unchanged."""
+
+
+class ViewStage(itertools.filterfalse, Stage[T_co]):  # type: ignore[type-arg,misc]
+    """The public view of a raw stream: markers removed, ordered records unpacked."""
+
+
+V = TypeVar("V", bound=ViewStage[Any])
+
+
+def make_view(raw: Iterator[Any], tagger: Tagger | None, cls: type[V] = ViewStage) -> V:  # type: ignore[assignment]
+    """The public iterator over ``raw``: markers dropped and, when ``raw`` carries
+    sequence-numbered records of an ordered region, the records unpacked."""
+    if tagger is not None:
+        inner: Iterator[Any] = itertools.chain.from_iterable(map(tagger.divert, raw))
+        return cls(is_marker, inner)
+    return cls(is_marker, raw)

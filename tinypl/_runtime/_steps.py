@@ -1,0 +1,307 @@
+"""Raw iterators of the synchronous stages when markers can occur in the stream.
+
+Each is a small class with ``__next__`` rather than a generator, so an exception raised
+by a user function does not finish the stream: the next pull carries on, as it does for
+the builtin ``map`` the marker-free fast path compiles to.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .._errors import MarkerNotAllowedError
+from .._marker import Marker
+
+__all__ = [
+    "Batches",
+    "Flatten",
+    "InsertMarker",
+    "Locked",
+    "MarkedStep",
+    "On",
+    "Partition",
+    "Ratelimit",
+    "Trace",
+    "Until",
+    "tap",
+]
+
+debug_log = logging.getLogger("tinypl.debug")
+
+
+def tap(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``fn`` as a map function that passes its argument on (the ``each`` stage)."""
+
+    def each(x: Any) -> Any:
+        fn(x)
+        return x
+
+    each.__qualname__ = f"each({getattr(fn, '__qualname__', repr(fn))})"
+    return each
+
+
+class _Raw:
+    __slots__ = ("_pull",)
+
+    def __init__(self, upstream: Iterator[Any]) -> None:
+        self._pull = upstream.__next__
+
+    def __iter__(self) -> _Raw:
+        return self
+
+
+class MarkedStep(_Raw):
+    """A fused run of map/filter/each stages; markers pass untouched."""
+
+    __slots__ = ("_ops",)
+
+    def __init__(self, upstream: Iterator[Any], ops: tuple[tuple[str, Any], ...]) -> None:
+        super().__init__(upstream)
+        self._ops = tuple((kind == "filter", tap(fn) if kind == "each" else fn) for kind, fn in ops)
+
+    def __next__(self) -> Any:
+        pull = self._pull
+        ops = self._ops
+        while True:
+            x = pull()
+            if x.__class__ is Marker:
+                return x
+            for is_filter, fn in ops:
+                if is_filter:
+                    if not fn(x):
+                        break
+                else:
+                    x = fn(x)
+            else:
+                return x
+
+
+class Flatten(_Raw):
+    """Yields the elements of each item lazily (eagerly: the item is listed first)."""
+
+    __slots__ = ("_eager", "_inner")
+
+    def __init__(self, upstream: Iterator[Any], eager: bool) -> None:
+        super().__init__(upstream)
+        self._eager = eager
+        self._inner: Iterator[Any] | None = None
+
+    def __next__(self) -> Any:
+        while True:
+            inner = self._inner
+            if inner is not None:
+                for x in inner:
+                    return x
+                self._inner = None
+            x = self._pull()
+            if x.__class__ is Marker:
+                return x
+            self._inner = iter(list(x)) if self._eager else iter(x)
+
+
+class InsertMarker(_Raw):
+    """Emits ``marker`` after (or before) every ``every`` items."""
+
+    __slots__ = ("_after", "_count", "_every", "_marker", "_pending")
+
+    def __init__(self, upstream: Iterator[Any], marker: Marker, every: int, after: bool) -> None:
+        super().__init__(upstream)
+        self._marker = marker
+        self._every = every
+        self._after = after
+        self._count = 0
+        self._pending: deque[Any] = deque()
+
+    def __next__(self) -> Any:
+        if self._pending:
+            return self._pending.popleft()
+        x = self._pull()
+        if x.__class__ is Marker:
+            return x
+        count = self._count
+        self._count = (count + 1) % self._every
+        if self._after:
+            if count + 1 == self._every:
+                self._pending.append(self._marker)
+            return x
+        if count == 0:
+            self._pending.append(x)
+            return self._marker
+        return x
+
+
+class On(_Raw):
+    """Calls ``fn()`` whenever a matching marker passes (``marker=None``: any marker)."""
+
+    __slots__ = ("_consume", "_fn", "_marker")
+
+    def __init__(
+        self, upstream: Iterator[Any], marker: Marker | None, fn: Callable[[], Any], consume: bool
+    ) -> None:
+        super().__init__(upstream)
+        self._marker = marker
+        self._fn = fn
+        self._consume = consume
+
+    def __next__(self) -> Any:
+        while True:
+            x = self._pull()
+            if x.__class__ is Marker and (self._marker is None or x is self._marker):
+                self._fn()
+                if self._consume:
+                    continue
+            return x
+
+
+class Until(_Raw):
+    """Ends the stream at the first matching marker, which it consumes."""
+
+    __slots__ = ("_ended", "_marker")
+
+    def __init__(self, upstream: Iterator[Any], marker: Marker | None) -> None:
+        super().__init__(upstream)
+        self._marker = marker
+        self._ended = False
+
+    def __next__(self) -> Any:
+        if self._ended:
+            raise StopIteration
+        x = self._pull()
+        if x.__class__ is Marker and (self._marker is None or x is self._marker):
+            self._ended = True
+            raise StopIteration
+        return x
+
+
+class Batches(_Raw):
+    """Lists of up to ``size`` items, when no marker can occur."""
+
+    __slots__ = ("_size", "_upstream")
+
+    def __init__(self, upstream: Iterator[Any], size: int) -> None:
+        super().__init__(upstream)
+        self._upstream = upstream
+        self._size = size
+
+    def __next__(self) -> list[Any]:
+        batch = [x for _, x in zip(range(self._size), self._upstream)]
+        if not batch:
+            raise StopIteration
+        return batch
+
+
+class Partition(_Raw):
+    """Lists of up to ``size`` items, with a policy for the markers between them."""
+
+    __slots__ = ("_batch", "_ended", "_held", "_markers", "_pending", "_size", "_split")
+
+    def __init__(
+        self, upstream: Iterator[Any], size: int, markers: str | None, split_on_marker: bool
+    ) -> None:
+        super().__init__(upstream)
+        self._size = size
+        self._markers = markers
+        self._split = split_on_marker
+        self._batch: list[Any] = []
+        self._held: list[Marker] = []
+        self._pending: deque[Any] = deque()
+        self._ended = False
+
+    def _flush(self) -> None:
+        if self._batch:
+            self._pending.append(self._batch)
+            self._batch = []
+        self._pending.extend(self._held)
+        self._held.clear()
+
+    def __next__(self) -> Any:
+        pending = self._pending
+        while not pending:
+            if self._ended:
+                raise StopIteration
+            try:
+                x = self._pull()
+            except StopIteration:
+                self._ended = True
+                self._flush()
+                continue
+            if x.__class__ is Marker:
+                if self._markers is None:
+                    raise MarkerNotAllowedError(
+                        f"partition: {x!r} reached a partition stage built with markers=None;"
+                        " pass markers='after' (hold it until the batch is emitted) or"
+                        " markers='before' (emit it at once)"
+                    )
+                if self._markers == "before" or not self._batch:
+                    pending.append(x)
+                else:
+                    self._held.append(x)
+                if self._split:
+                    self._flush()
+            else:
+                self._batch.append(x)
+                if len(self._batch) == self._size:
+                    self._flush()
+        return pending.popleft()
+
+
+class Ratelimit(_Raw):
+    """At most ``num`` items per ``period`` seconds (markers pass freely)."""
+
+    __slots__ = ("_num", "_period", "_times")
+
+    def __init__(self, upstream: Iterator[Any], num: int, period: float) -> None:
+        super().__init__(upstream)
+        self._num = num
+        self._period = period
+        self._times: deque[float] = deque()
+
+    def __next__(self) -> Any:
+        times = self._times
+        if len(times) >= self._num:
+            wait = times[0] + self._period - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            times.popleft()
+        x = self._pull()
+        if x.__class__ is not Marker:
+            times.append(time.monotonic())
+        return x
+
+
+class Trace(_Raw):
+    """Logs every pull and what it returned to the ``tinypl.debug`` logger (INFO)."""
+
+    __slots__ = ("_message",)
+
+    def __init__(self, upstream: Iterator[Any], message: Any) -> None:
+        super().__init__(upstream)
+        self._message = message
+
+    def _text(self, *item: Any) -> str:
+        message = self._message
+        return message if isinstance(message, str) else str(message(*item))
+
+    def __next__(self) -> Any:
+        debug_log.info("Pulling   %s", self._text())
+        x = self._pull()
+        debug_log.info("Returning %s", self._text(x))
+        return x
+
+
+class Locked(_Raw):
+    """Pulls upstream under a lock: the mutex stage."""
+
+    __slots__ = ("lock",)
+
+    def __init__(self, upstream: Iterator[Any], lock: Any) -> None:
+        super().__init__(upstream)
+        self.lock = lock
+
+    def __next__(self) -> Any:
+        with self.lock:
+            return self._pull()
