@@ -13,10 +13,10 @@ Example:
 
 from . import debug, marker, order, thread
 from ._compat import each_ as each
-from ._compat import filter_ as filter  # noqa: A004
+from ._compat import filter_ as filter
 from ._compat import flatten_ as flatten
 from ._compat import flatten_eager_ as flatten_eager
-from ._compat import map_ as map  # noqa: A004
+from ._compat import map_ as map
 from ._compat import partition_ as partition
 from ._compat import ratelimit_ as ratelimit
 from ._compat import unpack

@@ -314,8 +314,9 @@ def order_save(pipe: Iterable[T], maxsize: int) -> Stage[T]:
         >>> list(pl.order.load(pipe, order))
         [0, 10, 20, 30, 40, 50]
     """
-    source = Pipe(pipe)
-    return iter(source._then(plan.Save(source.plan, maxsize)))
+    source: Pipe[T] = Pipe(pipe)
+    saved: Pipe[T] = source._then(plan.Save(source.plan, maxsize))
+    return iter(saved)
 
 
 def order_load(pipe: Iterable[T], order: Stage[Any]) -> Stage[T]:
@@ -332,8 +333,9 @@ def order_load(pipe: Iterable[T], order: Stage[Any]) -> Stage[T]:
             f"order.load: order must be the stage returned by pl.order.save, got"
             f" {type(order).__name__}"
         )
-    source = Pipe(pipe)
-    return iter(source._then(plan.Load(source.plan, order)))
+    source: Pipe[T] = Pipe(pipe)
+    loaded: Pipe[T] = source._then(plan.Load(source.plan, order))
+    return iter(loaded)
 
 
 # -- pl.debug ----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import attrs
 
-from . import _plan as plan
+from . import _plan
 from ._explain import explain, short
 from ._marker import Marker
 from ._planner import optimize
@@ -22,12 +22,12 @@ MarkerMode = Literal["after", "before"] | None
 WorkerErrorMode = Literal["raise", "forward", "forward-and-print", "exit"]
 
 
-def _to_plan(source: Any) -> plan.Node:
+def _to_plan(source: Any) -> _plan.Node:
     if isinstance(source, Pipe):
         return source.plan
-    if isinstance(source, plan.Node):
+    if isinstance(source, _plan.Node):
         return source
-    return plan.Source(source)
+    return _plan.Source(source)
 
 
 @attrs.frozen(repr=False)
@@ -50,7 +50,7 @@ class Pipe(Generic[T]):
         True
     """
 
-    plan: plan.Node = attrs.field(converter=_to_plan, alias="source")
+    plan: _plan.Node = attrs.field(converter=_to_plan, alias="source")
 
     # -- running -------------------------------------------------------------------------
 
@@ -60,7 +60,7 @@ class Pipe(Generic[T]):
 
     # -- per-item stages -----------------------------------------------------------------
 
-    def _then(self, node: plan.Node) -> Any:
+    def _then(self, node: _plan.Node) -> Any:
         return attrs.evolve(self, source=node)
 
     def map(self, fn: Callable[[T], U]) -> Pipe[U]:
@@ -70,7 +70,7 @@ class Pipe(Generic[T]):
             >>> list(Pipe(range(4)).map(lambda x: x * x))
             [0, 1, 4, 9]
         """
-        return self._then(plan.Map(self.plan, fn))  # type: ignore[no-any-return]
+        return self._then(_plan.Map(self.plan, fn))  # type: ignore[no-any-return]
 
     def filter(self, pred: Callable[[T], object]) -> Pipe[T]:
         """Keep the items for which ``pred`` is true.
@@ -79,7 +79,7 @@ class Pipe(Generic[T]):
             >>> list(Pipe(range(6)).filter(lambda x: x % 2))
             [1, 3, 5]
         """
-        return self._then(plan.Filter(self.plan, pred))  # type: ignore[no-any-return]
+        return self._then(_plan.Filter(self.plan, pred))  # type: ignore[no-any-return]
 
     def each(self, fn: Callable[[T], object]) -> Pipe[T]:
         """Call ``fn`` on every item and pass the item on unchanged.
@@ -89,7 +89,7 @@ class Pipe(Generic[T]):
             >>> list(Pipe("ab").each(seen.append)), seen
             (['a', 'b'], ['a', 'b'])
         """
-        return self._then(plan.Each(self.plan, fn))  # type: ignore[no-any-return]
+        return self._then(_plan.Each(self.plan, fn))  # type: ignore[no-any-return]
 
     def flatten(self: Pipe[Iterable[U]], *, eager: bool = False) -> Pipe[U]:
         """Yield the elements of each item (each item must be iterable), lazily.
@@ -100,7 +100,7 @@ class Pipe(Generic[T]):
             >>> list(Pipe([[1, 2], [], [3]]).flatten())
             [1, 2, 3]
         """
-        return self._then(plan.Flatten(self.plan, eager))  # type: ignore[no-any-return]
+        return self._then(_plan.Flatten(self.plan, eager))  # type: ignore[no-any-return]
 
     def partition(
         self, n: int, markers: MarkerMode = None, split_on_marker: bool = False
@@ -117,7 +117,7 @@ class Pipe(Generic[T]):
             [[0, 1], [2, 3], [4]]
         """
         return self._then(  # type: ignore[no-any-return]
-            plan.Partition(self.plan, n, markers, split_on_marker)
+            _plan.Partition(self.plan, n, markers, split_on_marker)
         )
 
     # -- markers -------------------------------------------------------------------------
@@ -132,12 +132,10 @@ class Pipe(Generic[T]):
             [0, 1]
         """
         return self._then(  # type: ignore[no-any-return]
-            plan.InsertMarker(self.plan, marker, every, after)
+            _plan.InsertMarker(self.plan, marker, every, after)
         )
 
-    def on(
-        self, marker: Marker | None, fn: Callable[[], object], consume: bool = False
-    ) -> Pipe[T]:
+    def on(self, marker: Marker | None, fn: Callable[[], object], consume: bool = False) -> Pipe[T]:
         """Call ``fn()`` whenever ``marker`` passes (``None``: any marker).
 
         ``consume=True`` drops the marker here.
@@ -148,7 +146,7 @@ class Pipe(Generic[T]):
             >>> list(Pipe(range(3)).insert_marker(m).on(m, lambda: calls.append(1))), calls
             ([0, 1, 2], [1, 1, 1])
         """
-        return self._then(plan.On(self.plan, marker, fn, consume))  # type: ignore[no-any-return]
+        return self._then(_plan.On(self.plan, marker, fn, consume))  # type: ignore[no-any-return]
 
     def until(self, marker: Marker | None) -> Pipe[T]:
         """End the stream at the first ``marker`` (``None``: any marker), consuming it.
@@ -159,7 +157,7 @@ class Pipe(Generic[T]):
             >>> list(Pipe(range(10)).insert_marker(m, every=3).until(m))
             [0, 1, 2]
         """
-        return self._then(plan.Until(self.plan, marker))  # type: ignore[no-any-return]
+        return self._then(_plan.Until(self.plan, marker))  # type: ignore[no-any-return]
 
     # -- flow control --------------------------------------------------------------------
 
@@ -170,7 +168,7 @@ class Pipe(Generic[T]):
             >>> list(Pipe(range(3)).ratelimit(100, 1.0))
             [0, 1, 2]
         """
-        return self._then(plan.Ratelimit(self.plan, num, period))  # type: ignore[no-any-return]
+        return self._then(_plan.Ratelimit(self.plan, num, period))  # type: ignore[no-any-return]
 
     def trace(self, message: str | Callable[..., object]) -> Pipe[T]:
         """Log every pull and every item at INFO level to the ``tinypl.debug`` logger.
@@ -182,7 +180,7 @@ class Pipe(Generic[T]):
             >>> list(Pipe([1, 2]).trace("numbers"))
             [1, 2]
         """
-        return self._then(plan.Trace(self.plan, message))  # type: ignore[no-any-return]
+        return self._then(_plan.Trace(self.plan, message))  # type: ignore[no-any-return]
 
     # -- concurrency ---------------------------------------------------------------------
 
@@ -195,7 +193,7 @@ class Pipe(Generic[T]):
             >>> list(Pipe(iter(range(3))).mutex().map(str).thread(2).order())
             ['0', '1', '2']
         """
-        return self._then(plan.Mutex(self.plan))  # type: ignore[no-any-return]
+        return self._then(_plan.Mutex(self.plan))  # type: ignore[no-any-return]
 
     def thread(
         self,
@@ -219,7 +217,7 @@ class Pipe(Generic[T]):
             [0, 1, 2, 3, 4, 5, 6, 7]
         """
         return self._then(  # type: ignore[no-any-return]
-            plan.Thread(self.plan, workers, maxsize, on_worker_error)
+            _plan.Thread(self.plan, workers, maxsize, on_worker_error)
         )
 
     def order(self, maxsize: int | None = None) -> Pipe[T]:
@@ -236,7 +234,7 @@ class Pipe(Generic[T]):
             >>> list(Pipe(range(10)).map(slow).thread(4).order())
             [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
         """
-        pipe = self._then(plan.Order(self.plan, maxsize))
+        pipe = self._then(_plan.Order(self.plan, maxsize))
         optimize(pipe.plan)  # fails here, not at iteration, when the order cannot be restored
         return pipe  # type: ignore[no-any-return]
 
@@ -258,5 +256,3 @@ class Pipe(Generic[T]):
 
     def __repr__(self) -> str:
         return short(self.plan)
-
-

@@ -64,13 +64,22 @@ def _callable(attr: str) -> Any:
     return attrs.field(validator=validate)
 
 
-def _int(attr: str, *, minimum: int = 1, optional: bool = False, default: Any = attrs.NOTHING) -> Any:
+def _int(
+    attr: str, *, minimum: int = 1, optional: bool = False, default: Any = attrs.NOTHING
+) -> Any:
     def validate(node: Node, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is None and optional:
             return
         check_int(stage_name(node), attr, value, minimum=minimum)
 
     return attrs.field(validator=validate, default=default)
+
+
+def _number(attr: str) -> Any:
+    def validate(node: Node, attribute: attrs.Attribute[Any], value: Any) -> None:
+        check_number(stage_name(node), attr, value)
+
+    return attrs.field(validator=validate)
 
 
 def _bool(attr: str, default: bool) -> Any:
@@ -171,11 +180,7 @@ class Until(Node):
 class Ratelimit(Node):
     upstream: Node
     num: int = _int("num")
-    period: float = attrs.field()
-
-    @period.validator
-    def _check_period(self, attribute: attrs.Attribute[Any], value: Any) -> None:
-        check_number("ratelimit", "period", value)
+    period: float = _number("period")
 
 
 @attrs.frozen(slots=True, repr=False)

@@ -87,9 +87,7 @@ def _place_order(nodes: list[Node]) -> list[Node]:
                 )
         window = node.maxsize
         if window is None:
-            window = sum(
-                n.workers + n.queue_size for n in out[start:] if isinstance(n, Thread)
-            )
+            window = sum(n.workers + n.queue_size for n in out[start:] if isinstance(n, Thread))
         out.insert(start, Save(out[start - 1], window))
         out.append(Load(out[-1]))
         region = len(out)

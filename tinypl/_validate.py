@@ -34,17 +34,19 @@ def check_callable(where: str, name: str, value: T) -> T:
 def check_int(where: str, name: str, value: Any, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{where}: {name} must be an int, got {_type(value)}")
-    if value < minimum:
-        raise ValueError(f"{where}: {name} must be >= {minimum}, got {value}")
-    return int(value)
+    number = int(value)
+    if number < minimum:
+        raise ValueError(f"{where}: {name} must be >= {minimum}, got {number}")
+    return number
 
 
 def check_number(where: str, name: str, value: Any, *, positive: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{where}: {name} must be a number, got {_type(value)}")
-    if positive and not value > 0:
-        raise ValueError(f"{where}: {name} must be > 0, got {value}")
-    return float(value)
+    number = float(value)
+    if positive and not number > 0:
+        raise ValueError(f"{where}: {name} must be > 0, got {number:g}")
+    return number
 
 
 def check_bool(where: str, name: str, value: Any) -> bool:
@@ -75,4 +77,3 @@ def check_iterable(where: str, name: str, value: Any) -> Any:
     if not (hasattr(kind, "__iter__") or hasattr(kind, "__getitem__")):
         raise TypeError(f"{where}: {name} must be an iterable or an iterator, got {_type(value)}")
     return value
-

@@ -53,8 +53,6 @@ class Stage(Generic[T_co]):
         0 10
     """
 
-    __slots__ = ()
-
     raw: Iterator[Any]
     node: Node | None
     may_mark: bool
@@ -75,7 +73,7 @@ class Stage(Generic[T_co]):
         tagger: Tagger | None = None,
         core: Core | None = None,
     ) -> None:
-        self.raw = self if raw is None else raw  # type: ignore[assignment]
+        self.raw = self if raw is None else raw
         self.node = node
         self._upstream = upstream
         self.may_mark = may_mark
@@ -86,6 +84,10 @@ class Stage(Generic[T_co]):
 
     def __iter__(self) -> Stage[T_co]:
         return self
+
+    if TYPE_CHECKING:
+
+        def __next__(self) -> T_co: ...
 
     def close(self) -> None:
         """Stop this stage and everything upstream of it; idempotent."""
@@ -143,33 +145,34 @@ class Stage(Generic[T_co]):
 # The concrete classes inherit __next__ from a builtin, so iteration runs at C speed.
 
 
-class MapStage(map, Stage[T_co]):  # type: ignore[type-arg,misc]
+class MapStage(map, Stage[T_co]):  # type: ignore[type-arg]
     """A stage whose items come from a builtin ``map`` (no markers can occur)."""
 
 
-class FilterStage(filter, Stage[T_co]):  # type: ignore[type-arg,misc]
+class FilterStage(filter, Stage[T_co]):  # type: ignore[type-arg]
     """A stage whose items come from a builtin ``filter`` (no markers can occur)."""
 
 
-class ChainStage(itertools.chain, Stage[T_co]):  # type: ignore[type-arg,misc]
+class ChainStage(itertools.chain, Stage[T_co]):  # type: ignore[type-arg]
     """A stage whose items come from ``itertools.chain`` (no markers can occur)."""
 
 
-class SourceStage(itertools.islice, Stage[T_co]):  # type: ignore[type-arg,misc]
+class SourceStage(itertools.islice, Stage[T_co]):  # type: ignore[type-arg]
     """The source of a pipeline: passes its iterator through unchanged."""
 
 
-class ViewStage(itertools.filterfalse, Stage[T_co]):  # type: ignore[type-arg,misc]
+class ViewStage(itertools.filterfalse, Stage[T_co]):  # type: ignore[type-arg]
     """The public view of a raw stream: markers removed, ordered records unpacked."""
 
 
 V = TypeVar("V", bound=ViewStage[Any])
 
 
-def make_view(raw: Iterator[Any], tagger: Tagger | None, cls: type[V] = ViewStage) -> V:  # type: ignore[assignment]
+def make_view(raw: Iterator[Any], tagger: Tagger | None, cls: type[V] | None = None) -> V:
     """The public iterator over ``raw``: markers dropped and, when ``raw`` carries
     sequence-numbered records of an ordered region, the records unpacked."""
+    kind: Any = ViewStage if cls is None else cls
     if tagger is not None:
         inner: Iterator[Any] = itertools.chain.from_iterable(map(tagger.divert, raw))
-        return cls(is_marker, inner)
-    return cls(is_marker, raw)
+        return kind(is_marker, inner)  # type: ignore[no-any-return]
+    return kind(is_marker, raw)  # type: ignore[no-any-return]

@@ -44,7 +44,7 @@ def tap(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return each
 
 
-class _Raw:
+class _Raw(Iterator[Any]):
     __slots__ = ("_pull",)
 
     def __init__(self, upstream: Iterator[Any]) -> None:
@@ -188,7 +188,7 @@ class Batches(_Raw):
         self._size = size
 
     def __next__(self) -> list[Any]:
-        batch = [x for _, x in zip(range(self._size), self._upstream)]
+        batch = [x for _, x in zip(range(self._size), self._upstream, strict=False)]
         if not batch:
             raise StopIteration
         return batch

@@ -10,7 +10,7 @@ Each builder handles the three kinds of stream it may be put on:
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .. import _plan as plan
@@ -35,9 +35,9 @@ from ._steps import (
 __all__: list[str] = []
 
 # Iterators whose __next__ is one atomic C call, so several threads may pull them at once.
+_EMPTY: tuple[Iterable[Any], ...] = (range(0), [], (), "", b"", bytearray(), {}, set())
 _THREAD_SAFE_ITERATORS = frozenset(
-    type(iter(x))
-    for x in (range(0), [], (), "", b"", {}, {}.values(), {}.items(), set(), frozenset(), bytearray())
+    [*(type(iter(x)) for x in _EMPTY), type(iter({}.values())), type(iter({}.items()))]
 )
 
 
@@ -50,7 +50,7 @@ def _view(
     thread_safe: bool,
     tagger: Tagger | None = None,
 ) -> Stage[Any]:
-    stage = make_view(raw, tagger)
+    stage: ViewStage[Any] = make_view(raw, tagger)
     stage._attach(
         raw=raw,
         node=node,
@@ -222,7 +222,7 @@ def _save(node: plan.Save, upstream: Stage[Any]) -> Stage[Any]:
     tagger = Tagger(node.maxsize)
     raw = SaveRaw(upstream.raw, tagger)
     # Pulled directly, a save stage hands out plain items: only raw pulls are numbered.
-    stage = ViewStage(is_marker, Locked(upstream.raw, raw.lock))
+    stage: ViewStage[Any] = ViewStage(is_marker, Locked(upstream.raw, raw.lock))
     stage._attach(
         raw=raw,
         node=node,
