@@ -11,7 +11,7 @@ Example:
     [4, 6, 8]
 """
 
-from . import debug, marker, order, thread
+from . import debug, marker, order, process, thread
 from ._compat import each_ as each
 from ._compat import filter_ as filter
 from ._compat import flatten_ as flatten
@@ -23,7 +23,7 @@ from ._compat import unpack
 from ._errors import MarkerNotAllowedError, WorkerError
 from ._marker import Marker
 from ._pipe import Pipe
-from ._runtime import Stage
+from ._runtime import Stage, WorkerDied
 
 flatten_lazy = flatten
 
@@ -32,6 +32,7 @@ __all__ = [
     "MarkerNotAllowedError",
     "Pipe",
     "Stage",
+    "WorkerDied",
     "WorkerError",
     "debug",
     "each",
@@ -43,6 +44,7 @@ __all__ = [
     "marker",
     "order",
     "partition",
+    "process",
     "ratelimit",
     "thread",
     "unpack",

@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 
 from . import _plan as plan
 from ._marker import Marker
-from ._pipe import MarkerMode, Pipe, WorkerErrorMode
+from ._pipe import MarkerMode, Pipe, StartMethod, WorkerErrorMode
 from ._runtime import Stage, ThreadWorkerError
+from ._validate import check_int
 
 __all__ = [
     "COUNTERPARTS",
@@ -34,6 +35,8 @@ __all__ = [
     "order_load",
     "order_save",
     "partition_",
+    "process_each",
+    "process_map",
     "ratelimit_",
     "thread_each",
     "thread_map",
@@ -65,10 +68,20 @@ COUNTERPARTS: dict[str, str] = {
     "order.save": "order",
     "order.load": "order",
     "debug.print_on_item": "trace",
+    "process.map": "process",
+    "process.each": "process",
 }
 
 #: Names shared by both forms that are not stages.
-HELPERS = ("Pipe", "Marker", "Stage", "WorkerError", "MarkerNotAllowedError", "unpack")
+HELPERS = (
+    "Pipe",
+    "Marker",
+    "Stage",
+    "WorkerError",
+    "WorkerDied",
+    "MarkerNotAllowedError",
+    "unpack",
+)
 
 
 def map_(pipe: Iterable[T], fn: Callable[[T], U]) -> Stage[U]:
@@ -191,6 +204,7 @@ def marker_insert_periodic(
         >>> list(pl.marker.until(stage, marker=marker))
         [0, 1]
     """
+    check_int("marker.insert_periodic", "n", n)
     marker = Marker("periodic")
     return iter(Pipe(pipe).insert_marker(marker, n, after)), marker
 
@@ -349,4 +363,81 @@ def debug_print_on_item(pipe: Iterable[T], msg_fn: str | Callable[..., object]) 
         >>> list(pl.debug.print_on_item([1], "numbers"))
         [1]
     """
+    if not (isinstance(msg_fn, str) or callable(msg_fn)):
+        raise TypeError(
+            f"debug.print_on_item: msg_fn must be a str or a callable, got {type(msg_fn).__name__}"
+        )
     return iter(Pipe(pipe).trace(msg_fn))
+
+
+# -- pl.process --------------------------------------------------------------------------
+
+
+def process_map(
+    pipe: Iterable[T],
+    fn: Callable[[T], U],
+    workers: int = 1,
+    maxsize: int | None = None,
+    *,
+    on_worker_error: WorkerErrorMode = "raise",
+    start_method: StartMethod | None = None,
+    limit_threads: bool = True,
+    multiprocessing_context: Any = None,
+    force_single_thread: bool | None = None,
+) -> Stage[U]:
+    """``pl.map`` run by ``workers`` worker processes (see ``Pipe.process``).
+
+    ``fn`` is shipped once per worker with cloudpickle, so lambdas and closures work.
+    tinypl 0.1.0's ``multiprocessing_context`` (a context or start method name) and
+    ``force_single_thread`` are accepted as aliases of ``start_method`` and
+    ``limit_threads``.
+
+    Example:
+        >>> import tinypl as pl
+        >>> sorted(pl.process.map(range(5), lambda x: x * x, workers=2))
+        [0, 1, 4, 9, 16]
+    """
+    method = _start_method(start_method, multiprocessing_context)
+    limit = limit_threads if force_single_thread is None else force_single_thread
+    return iter(Pipe(pipe).map(fn).process(workers, maxsize, method, limit, on_worker_error))
+
+
+def process_each(
+    pipe: Iterable[T],
+    fn: Callable[[T], object],
+    workers: int = 1,
+    maxsize: int | None = None,
+    *,
+    on_worker_error: WorkerErrorMode = "raise",
+    start_method: StartMethod | None = None,
+    limit_threads: bool = True,
+    multiprocessing_context: Any = None,
+    force_single_thread: bool | None = None,
+) -> Stage[T]:
+    """``pl.each`` run by worker processes: ``fn`` is called in a worker, the item
+    passes on unchanged.
+
+    Example:
+        >>> import tinypl as pl
+        >>> sorted(pl.process.each(range(3), abs, workers=1))
+        [0, 1, 2]
+    """
+    method = _start_method(start_method, multiprocessing_context)
+    limit = limit_threads if force_single_thread is None else force_single_thread
+    return iter(Pipe(pipe).each(fn).process(workers, maxsize, method, limit, on_worker_error))
+
+
+def _start_method(start_method: Any, context: Any) -> Any:
+    if context is None:
+        return start_method
+    if start_method is not None:
+        raise TypeError("process.map: pass start_method or multiprocessing_context, not both")
+    if isinstance(context, str):
+        return context
+    get = getattr(context, "get_start_method", None)
+    if get is None:
+        raise TypeError(
+            "process.map: multiprocessing_context must be a multiprocessing context or a"
+            f" start method name, got {type(context).__name__}"
+        )
+    return get()

@@ -120,6 +120,19 @@ def _(node: plan.Thread) -> list[str]:
 
 
 @_args.register
+def _(node: plan.Process) -> list[str]:
+    args = [str(node.workers)]
+    if node.maxsize is not None:
+        args.append(f"maxsize={node.maxsize}")
+    if node.start_method is not None:
+        args.append(f"start_method={node.start_method!r}")
+    if node.ops:
+        steps = [kind if kind == "flatten" else f"{kind}({name_of(fn)})" for kind, fn in node.ops]
+        args.append("runs=" + " -> ".join(steps))
+    return args
+
+
+@_args.register
 def _(node: plan.Order) -> list[str]:
     return [] if node.maxsize is None else [f"maxsize={node.maxsize}"]
 
@@ -181,6 +194,8 @@ def explain(node: plan.Node, *, optimized: bool = True) -> str:
         notes = []
         if optimized and isinstance(current, plan.Thread):
             notes.append(f"{current.workers} threads pull the stages marked *")
+        if optimized and isinstance(current, plan.Process):
+            notes.append(f"{current.workers} worker processes; a feeder thread pulls above")
         if optimized and type(current) in _NOTES:
             notes.append(_NOTES[type(current)])
         if id(current) in in_threads:
@@ -198,7 +213,7 @@ def _thread_members(nodes: list[plan.Node]) -> set[int]:
     for index, node in enumerate(nodes):
         if isinstance(node, plan.Thread):
             below = index - 1
-            while below > 0 and not isinstance(nodes[below], plan.Thread):
+            while below > 0 and not isinstance(nodes[below], plan.CONCURRENT):
                 members.add(id(nodes[below]))
                 below -= 1
     return members

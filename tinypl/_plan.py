@@ -38,7 +38,9 @@ __all__ = [
     "On",
     "Order",
     "Partition",
+    "Process",
     "Ratelimit",
+    "SHIPPABLE",
     "Save",
     "Source",
     "Thread",
@@ -223,6 +225,36 @@ class Thread(Node):
         return 2 * self.workers if self.maxsize is None else self.maxsize
 
 
+START_METHODS = ("fork", "forkserver", "spawn")
+
+
+@attrs.frozen(slots=True, repr=False)
+class Process(Node):
+    """Runs the per-item stages directly upstream (``ops``, filled in by the planner) in
+    ``workers`` worker processes."""
+
+    upstream: Node
+    workers: int = _int("workers")
+    maxsize: int | None = _int("maxsize", optional=True, default=None)
+    start_method: str | None = attrs.field(default=None)
+    limit_threads: bool = _bool("limit_threads", True)
+    on_worker_error: str = attrs.field(default="raise")
+    ops: tuple[tuple[str, Any], ...] = attrs.field(default=())
+
+    @start_method.validator
+    def _check_start(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            check_choice("process", "start_method", value, START_METHODS)
+
+    @on_worker_error.validator
+    def _check_mode(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        check_choice("process", "on_worker_error", value, WORKER_ERROR_MODES)
+
+    @property
+    def queue_size(self) -> int:
+        return 2 * self.workers if self.maxsize is None else self.maxsize
+
+
 @attrs.frozen(slots=True, repr=False)
 class Order(Node):
     """Restores the order items had before the earliest concurrent stage of its region."""
@@ -249,6 +281,8 @@ class Save(Node):
 
     upstream: Node
     maxsize: int = _int("maxsize")
+    #: May the window grow when a process stage sends items in large chunks?
+    adaptive: bool = _bool("adaptive", False)
 
 
 @attrs.frozen(slots=True, repr=False)
@@ -262,7 +296,9 @@ class Load(Node):
 #: Stages that act on one item at a time, with no state across items.
 PER_ITEM: tuple[type[Node], ...] = (Map, Filter, Each, On, Fused)
 #: Stages that run upstream work concurrently and so may reorder items.
-CONCURRENT: tuple[type[Node], ...] = (Thread,)
+CONCURRENT: tuple[type[Node], ...] = (Thread, Process)
+#: Stages a process stage can run in its workers.
+SHIPPABLE: tuple[type[Node], ...] = (Map, Filter, Each, Flatten)
 
 _NAMES: dict[type[Node], str] = {
     Source: "Pipe",

@@ -18,6 +18,7 @@ import attrs
 
 from ._plan import (
     CONCURRENT,
+    SHIPPABLE,
     Each,
     Filter,
     Flatten,
@@ -28,6 +29,7 @@ from ._plan import (
     Node,
     On,
     Order,
+    Process,
     Save,
     Source,
     Thread,
@@ -43,7 +45,7 @@ _STATELESS: tuple[type[Node], ...] = (Map, Filter, Each, On, Trace, Fused)
 # Stages that can sit inside an ordered region, acting on each numbered item's group.
 _GROUPABLE: tuple[type[Node], ...] = (*_STATELESS, Flatten, Mutex)
 # Stages whose output may be pulled from several threads at once.
-_THREAD_SAFE: tuple[type[Node], ...] = (Thread, Mutex, Save)
+_THREAD_SAFE: tuple[type[Node], ...] = (Thread, Mutex, Save, Process)
 
 
 def optimize(plan: Node) -> Node:
@@ -51,6 +53,7 @@ def optimize(plan: Node) -> Node:
     restored (a stateful stage between a concurrent stage and its ``order()``)."""
     nodes = chain(plan)
     nodes = _place_order(nodes)
+    nodes = _ship_to_processes(nodes)
     nodes = _guard_threads(nodes)
     nodes = _fuse(nodes)
     return _relink(nodes)
@@ -87,10 +90,43 @@ def _place_order(nodes: list[Node]) -> list[Node]:
                 )
         window = node.maxsize
         if window is None:
-            window = sum(n.workers + n.queue_size for n in out[start:] if isinstance(n, Thread))
-        out.insert(start, Save(out[start - 1], window))
+            # Room for everything the concurrent stages can hold at once.
+            window = 0
+            for inner in out[start:]:
+                if isinstance(inner, (Thread, Process)):
+                    window += inner.workers + inner.queue_size
+        out.insert(start, Save(out[start - 1], window, adaptive=node.maxsize is None))
         out.append(Load(out[-1]))
         region = len(out)
+    return out
+
+
+_SHIP_KIND: dict[type[Node], Callable[[Any], tuple[str, Any]]] = {
+    Map: lambda n: ("map", n.fn),
+    Filter: lambda n: ("filter", n.pred),
+    Each: lambda n: ("each", n.fn),
+    Flatten: lambda n: ("flatten", None),
+}
+
+
+def _ship_to_processes(nodes: list[Node]) -> list[Node]:
+    """Move the per-item run directly above each process stage into it."""
+    out: list[Node] = []
+    for node in nodes:
+        if isinstance(node, Process) and not node.ops:
+            start = len(out)
+            while start - 1 >= 1 and isinstance(out[start - 1], SHIPPABLE):
+                start -= 1
+            if start == len(out):
+                raise ValueError(
+                    "process: no map, filter, each or flatten stage stands directly before"
+                    " process(); there is nothing to run in the worker processes"
+                )
+            ops = tuple(_SHIP_KIND[type(n)](n) for n in out[start:])
+            del out[start:]
+            out.append(attrs.evolve(node, ops=ops))
+        else:
+            out.append(node)
     return out
 
 

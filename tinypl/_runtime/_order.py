@@ -28,7 +28,9 @@ class Tagger:
     buffer stays bounded); ``complete`` marks a number as handed out (or abandoned).
     """
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, adaptive: bool = False) -> None:
+        #: Whether a stage downstream may widen the window (``order()`` without maxsize).
+        self.adaptive = adaptive
         self._cond = threading.Condition(threading.Lock())
         self._issued = 0
         self._next = 0  # lowest number not yet completed
@@ -56,6 +58,10 @@ class Tagger:
     def outstanding(self) -> int:
         """How many issued numbers are not yet completed."""
         return self._issued - self._next - len(self._done)
+
+    def would_block(self) -> bool:
+        """Whether ``issue`` would wait now (a feeder flushes what it holds first)."""
+        return self._issued >= self._next + self._window
 
     def issue(self) -> int:
         with self._cond:

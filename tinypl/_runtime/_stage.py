@@ -53,7 +53,7 @@ class Stage(Generic[T_co]):
         0 10
     """
 
-    raw: Iterator[Any]
+    _raw: Iterator[Any] | None
     node: Node | None
     may_mark: bool
     thread_safe: bool
@@ -73,7 +73,7 @@ class Stage(Generic[T_co]):
         tagger: Tagger | None = None,
         core: Core | None = None,
     ) -> None:
-        self.raw = self if raw is None else raw
+        self._raw = raw  # None: the stage is its own raw stream (no reference cycle)
         self.node = node
         self._upstream = upstream
         self.may_mark = may_mark
@@ -84,6 +84,12 @@ class Stage(Generic[T_co]):
 
     def __iter__(self) -> Stage[T_co]:
         return self
+
+    @property
+    def raw(self) -> Iterator[Any]:
+        """Everything that flows out of this stage, markers included."""
+        raw = self._raw
+        return self if raw is None else raw
 
     if TYPE_CHECKING:
 
@@ -99,18 +105,22 @@ class Stage(Generic[T_co]):
         self._signal_stop()
         if self._core is not None:
             self._core.shutdown()
+        self._stop_own()
         upstream = self._upstream
         if isinstance(upstream, Stage):
             upstream.close()
-        elif upstream is not None and hasattr(upstream, "close"):
+        elif upstream is not None:
             try:
-                upstream.close()
+                upstream()  # the source's stop function
             except ValueError as error:  # "generator already executing" in a stuck thread
                 warnings.warn(
-                    f"tinypl: could not close the source {upstream!r}: {error}",
+                    f"tinypl: could not close the source: {error}",
                     ResourceWarning,
                     stacklevel=2,
                 )
+
+    def _stop_own(self) -> None:
+        """Make this stage's own iterator yield nothing more (see ChainStage)."""
 
     def _signal_stop(self) -> None:
         if self._core is not None:
@@ -155,6 +165,10 @@ class FilterStage(filter, Stage[T_co]):  # type: ignore[type-arg]
 
 class ChainStage(itertools.chain, Stage[T_co]):  # type: ignore[type-arg]
     """A stage whose items come from ``itertools.chain`` (no markers can occur)."""
+
+    def _stop_own(self) -> None:
+        # Drop the element in progress, or close() would leave its rest to be yielded.
+        self.__setstate__((iter(()),))  # type: ignore[attr-defined]
 
 
 class SourceStage(itertools.islice, Stage[T_co]):  # type: ignore[type-arg]

@@ -180,17 +180,25 @@ class Until(_Raw):
 class Batches(_Raw):
     """Lists of up to ``size`` items, when no marker can occur."""
 
-    __slots__ = ("_size", "_upstream")
+    __slots__ = ("_batch", "_size")
 
     def __init__(self, upstream: Iterator[Any], size: int) -> None:
         super().__init__(upstream)
-        self._upstream = upstream
         self._size = size
+        self._batch: list[Any] = []
 
     def __next__(self) -> list[Any]:
-        batch = [x for _, x in zip(range(self._size), self._upstream, strict=False)]
-        if not batch:
-            raise StopIteration
+        # The batch lives on the object, so an error in an upstream function loses nothing.
+        batch = self._batch
+        pull = self._pull
+        size = self._size
+        try:
+            while len(batch) < size:
+                batch.append(pull())
+        except StopIteration:
+            if not batch:
+                raise
+        self._batch = []
         return batch
 
 
@@ -250,7 +258,7 @@ class Partition(_Raw):
 
 
 class Ratelimit(_Raw):
-    """At most ``num`` items per ``period`` seconds (markers pass freely)."""
+    """At most ``num`` items per ``period`` seconds (markers and the end pass at once)."""
 
     __slots__ = ("_num", "_period", "_times")
 
@@ -261,15 +269,16 @@ class Ratelimit(_Raw):
         self._times: deque[float] = deque()
 
     def __next__(self) -> Any:
+        x = self._pull()
+        if x.__class__ is Marker:
+            return x
         times = self._times
         if len(times) >= self._num:
             wait = times[0] + self._period - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
             times.popleft()
-        x = self._pull()
-        if x.__class__ is not Marker:
-            times.append(time.monotonic())
+        times.append(time.monotonic())
         return x
 
 
@@ -289,7 +298,8 @@ class Trace(_Raw):
     def __next__(self) -> Any:
         debug_log.info("Pulling   %s", self._text())
         x = self._pull()
-        debug_log.info("Returning %s", self._text(x))
+        # A marker is never handed to a user function.
+        debug_log.info("Returning %s", repr(x) if x.__class__ is Marker else self._text(x))
         return x
 
 

@@ -9,8 +9,10 @@ Each builder handles the three kinds of stream it may be put on:
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from types import GeneratorType
 from typing import Any
 
 from .. import _plan as plan
@@ -85,20 +87,37 @@ def _not_in_ordered_region(node: plan.Node, upstream: Stage[Any]) -> None:
         )
 
 
+# Iterators of builtin sequences that ``__setstate__`` can move to their end.
+_SEQUENCES: tuple[Iterable[Any], ...] = (range(0), [], (), "", b"", bytearray())
+_EXHAUSTIBLE = frozenset(type(iter(x)) for x in _SEQUENCES)
+
+
+def _detachable(iterator: Iterator[Any]) -> Iterator[Any]:
+    yield from iterator
+
+
+def _stopper(iterator: Iterator[Any]) -> Callable[[], None]:
+    return lambda: iterator.__setstate__(sys.maxsize)  # type: ignore[attr-defined]
+
+
 @build_source.register
 def _source(node: plan.Source) -> Stage[Any]:
     source = node.source
     if isinstance(source, Stage):
         return source  # a live stage is shared, as the module-level API promises
     iterator = iter(source)
+    safe = type(iterator) in _THREAD_SAFE_ITERATORS
+    stop: Callable[[], None]
+    if isinstance(iterator, GeneratorType):
+        stop = iterator.close
+    elif iterator is not source and type(iterator) in _EXHAUSTIBLE:
+        stop = _stopper(iterator)  # our own iterator: closing may move it to its end
+    else:
+        # Someone else's iterator (maybe shared): closing detaches this run from it.
+        iterator = _detachable(iterator)
+        stop = iterator.close  # type: ignore[attr-defined]
     stage: SourceStage[Any] = SourceStage(iterator, None)
-    stage._attach(
-        raw=iterator,
-        node=None,
-        upstream=iterator,
-        may_mark=False,
-        thread_safe=type(iterator) in _THREAD_SAFE_ITERATORS,
-    )
+    stage._attach(raw=iterator, node=None, upstream=stop, may_mark=False, thread_safe=safe)
     return stage
 
 
@@ -219,7 +238,7 @@ def _save(node: plan.Save, upstream: Stage[Any]) -> Stage[Any]:
             "order: ordered regions cannot nest; load the outer order (pl.order.load or"
             " .order()) before saving a new one"
         )
-    tagger = Tagger(node.maxsize)
+    tagger = Tagger(node.maxsize, node.adaptive)
     raw = SaveRaw(upstream.raw, tagger)
     # Pulled directly, a save stage hands out plain items: only raw pulls are numbered.
     stage: ViewStage[Any] = ViewStage(is_marker, Locked(upstream.raw, raw.lock))

@@ -1,0 +1,160 @@
+"""The code that runs inside a worker process of a process stage.
+
+Kept small and importable on its own: under the forkserver and spawn start methods a
+worker imports this module, unpickles its chain of per-item stages once, and then loops
+over chunks of items until its task pipe says stop or closes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["WorkerSpec", "chunk_function", "pack_error", "run_worker"]
+
+Ops = tuple[tuple[str, Any], ...]
+STOP = b""  # a task message meaning "no more chunks"
+
+
+def _op(kind: str, fn: Any) -> Callable[[list[Any]], list[Any]]:
+    # Markers never enter a worker, so these need no marker checks.
+    if kind == "map":
+        return lambda items: [fn(x) for x in items]
+    if kind == "filter":
+        return lambda items: [x for x in items if fn(x)]
+    if kind == "each":
+
+        def each(items: list[Any]) -> list[Any]:
+            for x in items:
+                fn(x)
+            return items
+
+        return each
+    if kind == "flatten":
+        return lambda items: [y for x in items for y in x]
+    raise ValueError(f"process: no worker operation for {kind!r}")
+
+
+def chunk_function(ops: Ops, tagged: bool) -> Callable[[list[Any]], list[Any]]:
+    """What a worker does with one chunk: apply ``ops`` to its items, or, in an ordered
+    region, to the item list of each ``(n, items)`` record."""
+    steps = [_op(kind, fn) for kind, fn in ops]
+
+    def apply(items: list[Any]) -> list[Any]:
+        for step in steps:
+            items = step(items)
+        return items
+
+    if not tagged:
+        return apply
+    return lambda records: [(n, apply(items)) for n, items in records]
+
+
+def pack_error(error: BaseException, where: str) -> tuple[str, str, str, bytes | None]:
+    """An exception as ``(type name, message, traceback text, pickle or None)``."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    data: bytes | None
+    try:
+        data = pickle.dumps(error, protocol=5)
+        pickle.loads(data)  # some exceptions pickle but cannot be rebuilt
+    except Exception:
+        data = None
+    return (f"{type(error).__module__}.{type(error).__qualname__}", str(error), text, data)
+
+
+class WorkerSpec:
+    """Everything a worker needs, shipped once when it starts (cloudpickled ``ops``)."""
+
+    def __init__(
+        self, ops_payload: bytes, tagged: bool, limit_threads: bool, stage: str, pool: Any
+    ) -> None:
+        self.ops_payload = ops_payload
+        self.tagged = tagged
+        self.limit_threads = limit_threads
+        self.stage = stage
+        self.pool = pool  # factory of the result serializer, called in the worker
+
+
+def _limit_thread_pools() -> Any:
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return None
+    return threadpool_limits(limits=1)
+
+
+def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any) -> None:
+    """The main loop of a worker process (the ``Process`` target).
+
+    ``stop`` is an event the parent sets when it closes the stage: chunks still queued
+    for this worker are then dropped unprocessed.
+    """
+    # The parent decides when workers stop; a Ctrl-C reaches the whole process group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limits = _limit_thread_pools() if spec.limit_threads else None
+    serializer = spec.pool()
+    try:
+        import cloudpickle
+
+        ops = cloudpickle.loads(spec.ops_payload)
+        apply = chunk_function(ops, spec.tagged)
+        recv = tasks.recv_bytes
+        send = results.send_bytes
+        while True:
+            try:
+                message = recv()
+            except (EOFError, OSError):
+                break  # the parent is gone or closed the pipe
+            if message == STOP or stop.is_set():
+                break
+            chunk_id, items = pickle.loads(message)
+            start = time.perf_counter()
+            try:
+                out = apply(items)
+            except BaseException as error:
+                send(pickle.dumps((chunk_id, "error", pack_error(error, spec.stage)), protocol=5))
+                continue
+            elapsed = time.perf_counter() - start
+            try:
+                data = serializer.dumps((chunk_id, "ok", elapsed, len(items), out))
+            except Exception as error:
+                bad = _unpicklable(out)
+                failure = TypeError(
+                    f"{spec.stage}: a result of type {bad} cannot be pickled to send it"
+                    f" back to the parent process: {error}"
+                )
+                data = pickle.dumps((chunk_id, "error", pack_error(failure, spec.stage)))
+            try:
+                send(data)
+            except (BrokenPipeError, OSError):
+                break
+    finally:
+        serializer.close()
+        if limits is not None:
+            limits.unregister()
+
+
+def _unpicklable(items: list[Any]) -> str:
+    for item in items:
+        try:
+            pickle.dumps(item, protocol=5)
+        except Exception:
+            return type(item).__qualname__
+    return "unknown"
+
+
+class PickleSerializer:
+    """Results as plain pickles (arrays are copied through the pipe)."""
+
+    def dumps(self, obj: Any) -> bytes:
+        return pickle.dumps(obj, protocol=5)
+
+    def close(self) -> None:
+        pass

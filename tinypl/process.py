@@ -1,0 +1,7 @@
+"""Multi-processing stages of the module-level API (``pl.process.map`` …)."""
+
+from ._compat import process_each as each
+from ._compat import process_map as map
+from ._runtime import ProcessWorkerError as WorkerException
+
+__all__ = ["WorkerException", "each", "map"]
