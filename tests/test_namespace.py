@@ -1,0 +1,264 @@
+"""The module-level namespace and the fluent ``Pipe`` stay in step (in the manner of
+toolz's ``test_curried_namespace``), and the package's import structure stays clean."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import pkgutil
+import types
+from pathlib import Path
+
+import pytest
+
+import tinypl
+import tinypl.debug
+import tinypl.marker
+import tinypl.order
+import tinypl.thread
+from tinypl import _compat
+
+PACKAGE_DIR = Path(tinypl.__file__).parent
+
+
+def _public_submodules() -> dict[str, types.ModuleType]:
+    found = {}
+    for info in pkgutil.iter_modules(tinypl.__path__):
+        if not info.name.startswith("_"):
+            found[info.name + "."] = importlib.import_module(f"tinypl.{info.name}")
+    return found
+
+
+PUBLIC_MODULES: dict[str, types.ModuleType] = {"": tinypl, **_public_submodules()}
+
+
+def test_public_modules_found() -> None:
+    assert {"thread.", "marker.", "order.", "debug."} <= set(PUBLIC_MODULES)
+    assert PUBLIC_MODULES["thread."] is tinypl.thread
+    assert PUBLIC_MODULES["debug."] is tinypl.debug
+
+
+def test_public_submodules_are_attributes_of_the_package() -> None:
+    for prefix, module in PUBLIC_MODULES.items():
+        if prefix:
+            assert getattr(tinypl, prefix[:-1]) is module
+
+
+def _public_names(module: types.ModuleType) -> set[str]:
+    return {name for name in vars(module) if not name.startswith("_")}
+
+
+def _is_stage_function(name: str, obj: object) -> bool:
+    if name in _compat.HELPERS:
+        return False
+    if isinstance(obj, (types.ModuleType, type)):
+        return False  # submodules, classes and exception types
+    return callable(obj)
+
+
+def _module_level_functions() -> set[str]:
+    names = set()
+    for prefix, module in PUBLIC_MODULES.items():
+        for name in _public_names(module):
+            if _is_stage_function(name, getattr(module, name)):
+                names.add(prefix + name)
+    return names
+
+
+def _pipe_builder_methods() -> set[str]:
+    return {
+        name
+        for name, member in vars(tinypl.Pipe).items()
+        if not name.startswith("_") and inspect.isfunction(member) and name != "explain"
+    }
+
+
+def test_module_level_functions_found() -> None:
+    # Guard against a vacuous pass of the comparisons below.
+    found = _module_level_functions()
+    assert {"map", "filter", "marker.until", "thread.queue", "order.load"} <= found
+    assert "unpack" not in found
+    assert "Pipe" not in found
+    assert "thread.WorkerException" not in found
+
+
+def test_every_module_level_function_has_a_counterpart() -> None:
+    missing = _module_level_functions() - set(_compat.COUNTERPARTS)
+    assert not missing, f"module-level functions without a COUNTERPARTS entry: {missing}"
+
+
+def test_every_counterpart_key_is_a_module_level_function() -> None:
+    extra = set(_compat.COUNTERPARTS) - _module_level_functions()
+    assert not extra, f"COUNTERPARTS keys that are not module-level functions: {extra}"
+
+
+@pytest.mark.parametrize("key", sorted(_compat.COUNTERPARTS))
+def test_counterpart_resolves_to_a_function(key: str) -> None:
+    *package, name = key.split(".")
+    module = PUBLIC_MODULES[package[0] + "." if package else ""]
+    assert callable(getattr(module, name))
+
+
+@pytest.mark.parametrize("method", sorted(set(_compat.COUNTERPARTS.values())))
+def test_every_counterpart_value_is_a_public_pipe_method(method: str) -> None:
+    assert not method.startswith("_")
+    assert inspect.isfunction(vars(tinypl.Pipe).get(method)), method
+
+
+def test_every_pipe_builder_method_has_a_module_level_form() -> None:
+    methods = _pipe_builder_methods()
+    assert {"map", "partition", "insert_marker", "thread", "order"} <= methods
+    uncovered = methods - set(_compat.COUNTERPARTS.values())
+    assert not uncovered, f"Pipe methods with no module-level function: {uncovered}"
+
+
+def test_helpers_are_exported_by_the_package() -> None:
+    for name in _compat.HELPERS:
+        assert name in tinypl.__all__
+        assert hasattr(tinypl, name)
+
+
+@pytest.mark.parametrize("prefix", sorted(PUBLIC_MODULES))
+def test_all_lists_exactly_the_public_names(prefix: str) -> None:
+    module = PUBLIC_MODULES[prefix]
+    assert len(module.__all__) == len(set(module.__all__)), "duplicates in __all__"
+    assert set(module.__all__) == _public_names(module)
+
+
+def test_flatten_lazy_is_flatten() -> None:
+    assert tinypl.flatten_lazy is tinypl.flatten
+
+
+# -- import structure ----------------------------------------------------------------------
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES: dict[str, Path] = {_module_name(p): p for p in sorted(PACKAGE_DIR.rglob("*.py"))}
+
+
+def _package_of(module: str, path: Path) -> str:
+    return module if path.name == "__init__.py" else module.rpartition(".")[0]
+
+
+def _imports(module: str) -> list[tuple[str, list[str], int]]:
+    """``(target module, imported names, line)`` for every import statement, including
+    those inside functions and ``if TYPE_CHECKING`` blocks."""
+    path = MODULES[module]
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append((alias.name, [], node.lineno))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = _package_of(module, path).split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.append((target, [alias.name for alias in node.names], node.lineno))
+    return found
+
+
+def test_modules_found() -> None:
+    assert {"tinypl", "tinypl._pipe", "tinypl._runtime", "tinypl._runtime._sync"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m != "tinypl"))
+def test_internal_modules_never_import_the_package_as_a_whole(module: str) -> None:
+    for target, names, line in _imports(module):
+        assert not (target == "tinypl" and not names), f"{module}:{line}: import tinypl"
+        if target == "tinypl":
+            # ``from .. import _plan`` imports a submodule; anything else is the package.
+            not_submodules = [n for n in names if f"tinypl.{n}" not in MODULES]
+            assert not not_submodules, f"{module}:{line}: from tinypl import {not_submodules}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m != "tinypl"))
+def test_internal_modules_have_no_textual_import_of_tinypl(module: str) -> None:
+    # The same check on the source text, outside docstrings (whose examples do import it).
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                first = body[0]
+                docstrings.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
+    lines = MODULES[module].read_text(encoding="utf-8").splitlines()
+    for number, text in enumerate(lines, start=1):
+        if number in docstrings:
+            continue
+        code = text.split("#", 1)[0].strip()
+        assert not code.startswith(("import tinypl", "from tinypl import")), f"{module}:{number}"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {module: set() for module in MODULES}
+    for module in MODULES:
+        for target, names, _line in _imports(module):
+            if not target.startswith("tinypl"):
+                continue
+            submodules = {f"{target}.{n}" for n in names if f"{target}.{n}" in MODULES}
+            # ``from pkg import sub`` imports the submodule; any other name is pkg's own.
+            targets = set(submodules)
+            if len(submodules) < len(names) or not names:
+                targets.add(target)
+            for t in list(targets):
+                # Importing ``a.b.c`` first runs ``a.b``'s __init__ (not the root package's,
+                # which every module trivially sits under).
+                parent = t.rpartition(".")[0]
+                while parent and parent != "tinypl" and not module.startswith(parent + "."):
+                    targets.add(parent)
+                    parent = parent.rpartition(".")[0]
+            graph[module].update(t for t in targets if t in MODULES and t != module)
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of ``graph`` as a path that ends where it starts, or ``None``."""
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(graph, white)
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        colour[node] = grey
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if colour[target] == grey:
+                return [*stack[stack.index(target) :], target]
+            if colour[target] == white:
+                cycle = visit(target)
+                if cycle:
+                    return cycle
+        stack.pop()
+        colour[node] = black
+        return None
+
+    for node in sorted(graph):
+        if colour[node] == white:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_cycle_finder_finds_cycles() -> None:
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_import_graph_is_acyclic() -> None:
+    graph = _import_graph()
+    assert graph["tinypl._pipe"] >= {"tinypl._plan", "tinypl._runtime"}
+    assert graph["tinypl._compat"] >= {"tinypl._pipe"}
+    cycle = _find_cycle(graph)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle or [])}"
