@@ -101,8 +101,13 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         run, check = CASES[case](pl, params)
+        time_cap = params.get("time_cap")
         timing = _timing.measure(
-            run, int(params["repeat"]), warmup=int(params.get("warmup", 1)), check=check
+            run,
+            int(params["repeat"]),
+            warmup=int(params.get("warmup", 1)),
+            check=check,
+            time_cap=None if time_cap is None else float(time_cap),
         )
     except Exception as exc:
         _emit(

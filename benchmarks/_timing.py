@@ -88,12 +88,28 @@ def _timed_run(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
+MIN_REPEAT_UNDER_CAP = 3
+"""A time cap never reduces the number of timed runs below this."""
+
+
+def capped_repeat(repeat: int, run_seconds: float | None, time_cap: float | None) -> int:
+    """Number of timed runs so that they take about ``time_cap`` seconds at most.
+
+    ``run_seconds`` is the duration of one (warm-up) run.  The result is ``repeat`` when
+    there is no cap, otherwise ``min(repeat, max(MIN_REPEAT_UNDER_CAP, cap // run))``.
+    """
+    if not time_cap or not run_seconds or run_seconds <= 0:
+        return repeat
+    return min(repeat, max(MIN_REPEAT_UNDER_CAP, int(time_cap // run_seconds)))
+
+
 def measure(
     fn: Callable[[], Any],
     repeat: int,
     *,
     warmup: int = 1,
     check: Check | None = None,
+    time_cap: float | None = None,
 ) -> Timing:
     """Run ``fn`` ``warmup`` times untimed-for-figures, then ``repeat`` timed times.
 
@@ -101,6 +117,9 @@ def measure(
     example ``list(...)``), and return the consumed result.  The result of the first run
     is passed to ``check``; a failed check is reported in :attr:`Timing.check_error`
     instead of raising, so that a wrong result is visible next to its timing.
+
+    With ``time_cap`` (seconds), slow cases get fewer timed runs (see
+    :func:`capped_repeat`); the requested count is kept in ``extra["requested_repeat"]``.
     """
     if repeat < 1:
         raise ValueError("repeat must be >= 1")
@@ -114,6 +133,8 @@ def measure(
             check_error = check(result)
             checked = True
         del result
+    requested = repeat
+    repeat = capped_repeat(repeat, warmup_time / warmup if warmup_time else None, time_cap)
     samples: list[float] = []
     for _ in range(repeat):
         elapsed, result = _timed_run(fn)
@@ -122,7 +143,12 @@ def measure(
             checked = True
         del result
         samples.append(elapsed)
-    return Timing(samples=samples, warmup=warmup_time, check_error=check_error)
+    return Timing(
+        samples=samples,
+        warmup=warmup_time,
+        check_error=check_error,
+        extra={"requested_repeat": requested},
+    )
 
 
 def call_durations(fn: Callable[[int], Any], calls: int) -> list[float]:

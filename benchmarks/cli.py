@@ -50,6 +50,13 @@ def _common_options() -> argparse.ArgumentParser:
         "(0 disables; default: %(default)s)",
     )
     group.add_argument(
+        "--time-cap",
+        type=float,
+        default=15.0,
+        help="seconds of timed runs per measurement; slower cases get fewer runs "
+        "(never fewer than 3; 0 disables; default: %(default)s)",
+    )
+    group.add_argument(
         "--json", type=Path, default=None, metavar="PATH", help="also write results as JSON"
     )
     return common
@@ -105,7 +112,7 @@ def _header(env: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v or 'missing'}" for k, v in env["versions"].items())
     new = env["tinypl_new"]
     new_text = (
-        f"{new['file']} (version {new.get('version') or '?'})"
+        f"{new['file']}" + (f" (version {new['version']})" if new.get("version") else "")
         if new["available"]
         else f"n/a: {new['error']}"
     )
@@ -142,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be >= 1")
 
+    time_cap = args.time_cap or None
     legacy = LegacyRunner(
-        None if args.no_t010 else args.t010_python, case_timeout=args.case_timeout
+        None if args.no_t010 else args.t010_python,
+        case_timeout=args.case_timeout,
+        time_cap=time_cap,
     )
     if args.no_t010:
         legacy.skip_reason = "--no-t010"
@@ -152,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         repeat_explicit=args.repeat is not None,
         stat=args.stat,
         case_timeout=args.case_timeout,
+        time_cap=time_cap,
         legacy=legacy,
         options=args,
     )

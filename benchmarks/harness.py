@@ -55,6 +55,15 @@ class PeerResult:
         return self.timing.stat(stat) if self.ok and self.timing is not None else None
 
     @property
+    def runs_text(self) -> str:
+        """Number of timed runs, flagged when the time cap reduced it."""
+        if self.timing is None:
+            return "-"
+        runs = len(self.timing.samples)
+        requested = self.timing.extra.get("requested_repeat", runs)
+        return f"{runs}" if runs >= requested else f"{runs} (cap)"
+
+    @property
     def status(self) -> str:
         """Short human-readable status for the report."""
         if self.skipped is not None:
@@ -162,11 +171,15 @@ def new_tinypl_status() -> dict[str, Any]:
         pl = new_tinypl()
     except ImportError as exc:
         return {"available": False, "error": str(exc)}
-    return {
-        "available": True,
-        "file": getattr(pl, "__file__", None),
-        "version": getattr(pl, "__version__", None),
-    }
+    version = getattr(pl, "__version__", None)
+    if version is None:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("tinypl")  # e.g. an editable install of the repo
+        except metadata.PackageNotFoundError:
+            version = None
+    return {"available": True, "file": getattr(pl, "__file__", None), "version": version}
 
 
 # --------------------------------------------------------------------------- context
@@ -181,6 +194,7 @@ class SuiteContext:
     case_timeout: float
     legacy: Any  # benchmarks.legacy.LegacyRunner (kept untyped to avoid an import cycle)
     options: Any  # the argparse namespace, for suite-specific options
+    time_cap: float | None = None
     repeat_explicit: bool = False
     timed_out: bool = False
 
@@ -212,7 +226,7 @@ class SuiteContext:
         budget = self.case_timeout * (repeat + 1) if self.case_timeout > 0 else None
         try:
             with time_limit(budget):
-                result.timing = measure(run, repeat, warmup=1, check=check)
+                result.timing = measure(run, repeat, warmup=1, check=check, time_cap=self.time_cap)
         except CaseTimeoutError as exc:
             self.timed_out = True
             result.error = f"{exc} (later figures may be disturbed by leftover threads)"

@@ -34,9 +34,12 @@ def default_t010_python() -> Path | None:
 class LegacyRunner:
     """Runs legacy cases with a given interpreter, or reports why it cannot."""
 
-    def __init__(self, python: Path | None, *, case_timeout: float) -> None:
+    def __init__(
+        self, python: Path | None, *, case_timeout: float, time_cap: float | None = None
+    ) -> None:
         self.python = python
         self.case_timeout = case_timeout
+        self.time_cap = time_cap
         self.skip_reason: str | None = None
         self._info: dict[str, Any] | None = None
         if python is None:
@@ -100,7 +103,8 @@ class LegacyRunner:
         timeout = (
             self.case_timeout * (repeat + 1) + STARTUP_ALLOWANCE if self.case_timeout > 0 else None
         )
-        payload = self._invoke(case, {**params, "repeat": repeat, "warmup": 1}, timeout)
+        run_params = {**params, "repeat": repeat, "warmup": 1, "time_cap": self.time_cap}
+        payload = self._invoke(case, run_params, timeout)
         result.info = dict(payload.get("env") or {})
         if not payload.get("ok"):
             result.error = str(payload.get("error"))

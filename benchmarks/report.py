@@ -11,8 +11,8 @@ from typing import Any
 class Table:
     """A titled table of pre-formatted cells.
 
-    The first and the last column (label and status) are left-aligned, as are the
-    columns listed in ``left``; all others are right-aligned.
+    The first column, a column headed ``status`` and the columns listed in ``left`` are
+    left-aligned; all others are right-aligned.
     """
 
     title: str
@@ -34,10 +34,9 @@ class Table:
             widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
 
         def line(cells: Sequence[str]) -> str:
-            last = len(cells) - 1
             out = []
             for i, (cell, width) in enumerate(zip(cells, widths, strict=True)):
-                is_left = i in (0, last) or i in self.left
+                is_left = i == 0 or self.headers[i] == "status" or i in self.left
                 out.append(cell.ljust(width) if is_left else cell.rjust(width))
             return "  ".join(out).rstrip()
 
@@ -107,8 +106,8 @@ def target_max(value: float | None, limit: float) -> str:
     return f"<= {limit:g}x: {'met' if value <= limit else 'MISSED'}"
 
 
-def target_min_pct(value: float | None, limit: float) -> str:
-    """Describe whether ``value >= limit`` for fractions (informational only)."""
+def verdict_min(value: float | None, limit: float) -> str:
+    """``met``/``MISSED``/``n/a`` for ``value >= limit`` (informational only)."""
     if value is None:
-        return f">= {100 * limit:g}%: n/a"
-    return f">= {100 * limit:g}%: {'met' if value >= limit else 'MISSED'}"
+        return "n/a"
+    return "met" if value >= limit else "MISSED"

@@ -94,9 +94,10 @@ def run(ctx: SuiteContext) -> SuiteReport:
 
     table = Table(
         title=f"map(x*2) -> filter(x%3) -> map(x+1) over {n:,} ints "
-        f"(figures from the {stat} of {ctx.repeat} runs)",
+        f"(derived figures from the {stat} run)",
         headers=[
             "peer",
+            "runs",
             "best ms",
             "median ms",
             "ns/item",
@@ -105,7 +106,7 @@ def run(ctx: SuiteContext) -> SuiteReport:
             "target",
             "status",
         ],
-        left=frozenset({6}),
+        left=frozenset({7}),
     )
     rows_data: list[dict[str, Any]] = []
     for key, res in results.items():
@@ -117,6 +118,7 @@ def run(ctx: SuiteContext) -> SuiteReport:
         table.add_row(
             [
                 res.label,
+                res.runs_text,
                 fmt_float(None if timing is None else timing.best * 1e3),
                 fmt_float(None if timing is None else timing.median * 1e3),
                 fmt_float(per_item),
@@ -146,20 +148,20 @@ def run(ctx: SuiteContext) -> SuiteReport:
         "all other peers run in this process"
     )
 
-    def rel(a: str, b: str) -> float | None:
+    def rel_of(a: str, b: str) -> float | None:
         return ratio(results[a].value(stat), results[b].value(stat))
 
     ratios = Section(title=f"Ratios ({stat}; < 1 means faster than the reference)")
     ratios.lines = [
-        f"toolz               / builtins      = {fmt_ratio(rel('toolz', 'builtins'))}",
-        f"tinypl fluent       / builtins      = {fmt_ratio(rel('fluent', 'builtins'))}"
-        f"   (target {target_max(rel('fluent', 'builtins'), FLUENT_TARGET)})",
-        f"tinypl module-level / builtins      = {fmt_ratio(rel('module', 'builtins'))}"
-        f"   (target {target_max(rel('module', 'builtins'), MODULE_LEVEL_TARGET)})",
-        f"tinypl 0.1.0        / builtins      = {fmt_ratio(rel('t010', 'builtins'))}",
-        f"tinypl fluent       / module-level  = {fmt_ratio(rel('fluent', 'module'))}",
-        f"tinypl module-level / tinypl 0.1.0  = {fmt_ratio(rel('module', 't010'))}",
-        f"tinypl fluent       / tinypl 0.1.0  = {fmt_ratio(rel('fluent', 't010'))}",
+        f"toolz               / builtins      = {fmt_ratio(rel_of('toolz', 'builtins'))}",
+        f"tinypl fluent       / builtins      = {fmt_ratio(rel_of('fluent', 'builtins'))}"
+        f"   (target {target_max(rel_of('fluent', 'builtins'), FLUENT_TARGET)})",
+        f"tinypl module-level / builtins      = {fmt_ratio(rel_of('module', 'builtins'))}"
+        f"   (target {target_max(rel_of('module', 'builtins'), MODULE_LEVEL_TARGET)})",
+        f"tinypl 0.1.0        / builtins      = {fmt_ratio(rel_of('t010', 'builtins'))}",
+        f"tinypl fluent       / module-level  = {fmt_ratio(rel_of('fluent', 'module'))}",
+        f"tinypl module-level / tinypl 0.1.0  = {fmt_ratio(rel_of('module', 't010'))}",
+        f"tinypl fluent       / tinypl 0.1.0  = {fmt_ratio(rel_of('fluent', 't010'))}",
     ]
     return SuiteReport(
         suite="sync",
