@@ -11,27 +11,33 @@ directly (inside an ordered region their sequence number keeps them in place).
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.machinery
 import itertools
 import logging
 import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import wait
 from queue import SimpleQueue
 from typing import Any, NoReturn
+
+import cloudpickle
 
 from .. import _plan as plan
 from .._errors import WorkerError
 from .._marker import Marker
 from ._registry import build
 from ._stage import Stage, ViewStage, make_view
-from ._worker import STOP, PickleSerializer, WorkerSpec, run_worker
+from .._shm import loads as load_pooled
+from ._worker import PLAIN, STOP, WorkerSpec, run_worker, shared_memory_pool
 
 __all__ = [
     "GRACE_PERIOD",
@@ -51,6 +57,10 @@ GRACE_PERIOD = 1.0
 CHUNK_SECONDS = 0.005
 GATHER_SECONDS = 0.002
 MAX_CHUNK = 4096
+#: Shared memory each worker may use for result buffers (allocated as needed), and the
+#: smallest buffer (in bytes) worth sending through it rather than through the pipe.
+SHM_CAPACITY = 512 << 20
+SHM_MIN_BUFFER = 64 << 10
 
 _ids = itertools.count()
 
@@ -96,6 +106,36 @@ def default_start_method() -> str:
     forkserver forks workers from a clean single-threaded server, cheaper than spawn."""
     methods = multiprocessing.get_all_start_methods()
     return "forkserver" if "forkserver" in methods else "spawn"
+
+
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_main_reimport(method: str) -> Iterator[None]:
+    """Start workers without re-running the parent's ``__main__`` in them.
+
+    Under forkserver and spawn, multiprocessing re-imports the main script in every
+    child, which runs an unguarded script (no ``if __name__ == "__main__"``) once more
+    per worker. Workers need nothing from it: stage functions and items travel by
+    value (cloudpickle). Naming the main module ``__main__`` for the moment the children
+    are prepared makes multiprocessing skip that import.
+    """
+    main = sys.modules.get("__main__")
+    if method == "fork" or main is None:
+        yield
+        return
+    with _MAIN_LOCK:
+        missing = object()
+        saved = main.__dict__.get("__spec__", missing)
+        main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+        try:
+            yield
+        finally:
+            if saved is missing:
+                del main.__spec__
+            else:
+                main.__spec__ = saved
 
 
 def _describe_exit(exitcode: int | None) -> str:
@@ -166,6 +206,7 @@ class ProcessCore:
             self._credits.put(None)
         self._control: SimpleQueue[Any] = SimpleQueue()
         self._wake_r, self._wake_w = -1, -1
+        self._stop_event: Any = None
         self._processes: list[Any] = []
         self._tasks: list[Any] = []
         self._results: list[Any] = []
@@ -179,22 +220,24 @@ class ProcessCore:
         self.error: BaseException | None = None
         self._raised = False
         self.item_cost = 0.0  # seconds of worker time per item (moving average)
-        self._loads: Callable[[bytes], Any] = pickle.loads
 
     # -- starting ------------------------------------------------------------------------
 
     def _start(self) -> None:
         method = self.node.start_method or default_start_method()
         context: Any = multiprocessing.get_context(method)
+        pool = functools.partial(shared_memory_pool, SHM_CAPACITY, SHM_MIN_BUFFER)
         spec = WorkerSpec(
-            self._ops_payload,
-            self.tagged,
-            self.node.limit_threads,
-            self.stage_name,
-            PickleSerializer,
+            self._ops_payload, self.tagged, self.node.limit_threads, self.stage_name, pool
         )
         self._wake_r, self._wake_w = os.pipe()
         self._stop_event = context.Event()
+        with _without_main_reimport(method):
+            self._spawn(context, spec)
+        self._feeder = threading.Thread(target=self._feed, name=f"{self.name}-feeder", daemon=True)
+        self._feeder.start()
+
+    def _spawn(self, context: Any, spec: WorkerSpec) -> None:
         for index in range(self.workers):
             task_reader, task_writer = context.Pipe(duplex=False)
             result_reader, result_writer = context.Pipe(duplex=False)
@@ -211,8 +254,6 @@ class ProcessCore:
             self._tasks.append(task_writer)
             self._results.append(result_reader)
             self._outstanding.append(0)
-        self._feeder = threading.Thread(target=self._feed, name=f"{self.name}-feeder", daemon=True)
-        self._feeder.start()
 
     # -- the feeder thread ---------------------------------------------------------------
 
@@ -289,7 +330,8 @@ class ProcessCore:
         if self._stopping:
             raise _Stopped
         try:
-            data = pickle.dumps((chunk_id, chunk), protocol=5)
+            # By value where needed: classes defined in __main__ do not exist in workers.
+            data = cloudpickle.dumps((chunk_id, chunk), protocol=5)
         except Exception as error:
             bad = _unpicklable([x[1] if self.tagged else x for x in chunk])
             raise TypeError(
@@ -376,7 +418,7 @@ class ProcessCore:
                 process.exitcode,
             )
             self.fail()
-        message = self._loads(data)
+        message = pickle.loads(data[1:]) if data[:1] == PLAIN else load_pooled(data[1:])
         with self._state:
             self._outstanding[index] -= 1
         self._credits.put(None)
@@ -435,7 +477,8 @@ class ProcessCore:
             # Workers drop queued chunks once the event is set; closing our result ends
             # makes a worker blocked on sending fail at once, which also frees the feeder
             # if it is blocked on sending to that worker.
-            self._stop_event.set()
+            if self._stop_event is not None:
+                self._stop_event.set()
             for connection in self._results:
                 connection.close()
             feeder = self._feeder
@@ -463,9 +506,10 @@ class ProcessCore:
                     process.join()
             for process in self._processes:
                 process.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._wake_w = -1
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1
             self.ready.clear()
 
 
@@ -525,8 +569,6 @@ class ProcessStage(ViewStage[Any]):
 
 @build.register
 def _process(node: plan.Process, upstream: Stage[Any]) -> Stage[Any]:
-    import cloudpickle
-
     try:
         payload = cloudpickle.dumps(node.ops)
     except Exception as error:

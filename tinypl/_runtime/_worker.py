@@ -119,18 +119,15 @@ def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any) -> None:
             try:
                 out = apply(items)
             except BaseException as error:
-                send(pickle.dumps((chunk_id, "error", pack_error(error, spec.stage)), protocol=5))
+                failed = (chunk_id, "error", pack_error(error, spec.stage))
+                send(PLAIN + pickle.dumps(failed, protocol=5))
                 continue
             elapsed = time.perf_counter() - start
+            result = (chunk_id, "ok", elapsed, len(items), out)
             try:
-                data = serializer.dumps((chunk_id, "ok", elapsed, len(items), out))
-            except Exception as error:
-                bad = _unpicklable(out)
-                failure = TypeError(
-                    f"{spec.stage}: a result of type {bad} cannot be pickled to send it"
-                    f" back to the parent process: {error}"
-                )
-                data = pickle.dumps((chunk_id, "error", pack_error(failure, spec.stage)))
+                data = POOLED + serializer.dumps(result)
+            except Exception:
+                data = _by_value(result, spec.stage)
             try:
                 send(data)
             except (BrokenPipeError, OSError):
@@ -141,10 +138,28 @@ def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any) -> None:
             limits.unregister()
 
 
+def _by_value(result: tuple[Any, ...], stage: str) -> bytes:
+    # Instances of classes that came by value (defined in the parent's __main__) do not
+    # pickle by reference here; cloudpickle sends them by value.
+    import cloudpickle
+
+    try:
+        return PLAIN + cloudpickle.dumps(result, protocol=5)
+    except Exception as error:
+        bad = _unpicklable(result[-1])
+        failure = TypeError(
+            f"{stage}: a result of type {bad} cannot be pickled to send it back to the"
+            f" parent process: {error}"
+        )
+        return PLAIN + pickle.dumps((result[0], "error", pack_error(failure, stage)))
+
+
 def _unpicklable(items: list[Any]) -> str:
+    import cloudpickle
+
     for item in items:
         try:
-            pickle.dumps(item, protocol=5)
+            cloudpickle.dumps(item, protocol=5)
         except Exception:
             return type(item).__qualname__
     return "unknown"
@@ -158,3 +173,15 @@ class PickleSerializer:
 
     def close(self) -> None:
         pass
+
+
+# Every result message starts with one byte that says how to read the rest.
+PLAIN = b"P"  # a pickle (cloudpickle where needed)
+POOLED = b"S"  # a shared-memory pool message (tinypl._shm.loads)
+
+
+def shared_memory_pool(capacity: int, min_buffer: int) -> Any:
+    """The default result serializer: large buffers travel through shared memory."""
+    from .._shm import ShmPool
+
+    return ShmPool(capacity, min_buffer)
