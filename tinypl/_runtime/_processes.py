@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from multiprocessing.connection import wait
 from queue import SimpleQueue
 from typing import Any, NoReturn
@@ -34,9 +34,9 @@ import cloudpickle
 from .. import _plan as plan
 from .._errors import WorkerError
 from .._marker import Marker
+from .._shm import loads as load_pooled
 from ._registry import build
 from ._stage import Stage, ViewStage, make_view
-from .._shm import loads as load_pooled
 from ._worker import PLAIN, STOP, WorkerSpec, run_worker, shared_memory_pool
 
 __all__ = [

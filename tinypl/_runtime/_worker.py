@@ -144,7 +144,8 @@ def _by_value(result: tuple[Any, ...], stage: str) -> bytes:
     import cloudpickle
 
     try:
-        return PLAIN + cloudpickle.dumps(result, protocol=5)
+        data: bytes = cloudpickle.dumps(result, protocol=5)
+        return PLAIN + data
     except Exception as error:
         bad = _unpicklable(result[-1])
         failure = TypeError(
