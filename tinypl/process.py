@@ -3,5 +3,13 @@
 from ._compat import process_each as each
 from ._compat import process_map as map
 from ._runtime import ProcessWorkerError as WorkerException
+from ._shm import BufferClosedError, RingBufferRef, SharedMemoryRingBuffer
 
-__all__ = ["WorkerException", "each", "map"]
+__all__ = [
+    "BufferClosedError",
+    "RingBufferRef",
+    "SharedMemoryRingBuffer",
+    "WorkerException",
+    "each",
+    "map",
+]

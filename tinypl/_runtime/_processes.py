@@ -34,6 +34,7 @@ import cloudpickle
 from .. import _plan as plan
 from .._errors import WorkerError
 from .._marker import Marker
+from .._shm import cleanup_orphans
 from .._shm import loads as load_pooled
 from ._registry import build
 from ._stage import Stage, ViewStage, make_view
@@ -206,7 +207,8 @@ class ProcessCore:
             self._credits.put(None)
         self._control: SimpleQueue[Any] = SimpleQueue()
         self._wake_r, self._wake_w = -1, -1
-        self._stop_event: Any = None
+        self._stop_reader: Any = None
+        self._stop_writer: Any = None
         self._processes: list[Any] = []
         self._tasks: list[Any] = []
         self._results: list[Any] = []
@@ -226,12 +228,14 @@ class ProcessCore:
     def _start(self) -> None:
         method = self.node.start_method or default_start_method()
         context: Any = multiprocessing.get_context(method)
-        pool = functools.partial(shared_memory_pool, SHM_CAPACITY, SHM_MIN_BUFFER)
+        pool = functools.partial(shared_memory_pool, SHM_CAPACITY, SHM_MIN_BUFFER, os.getpid())
         spec = WorkerSpec(
             self._ops_payload, self.tagged, self.node.limit_threads, self.stage_name, pool
         )
         self._wake_r, self._wake_w = os.pipe()
-        self._stop_event = context.Event()
+        # A pipe rather than an Event: no named semaphore to clean up, and every worker
+        # sees the one message, since workers only poll it and never read it.
+        self._stop_reader, self._stop_writer = context.Pipe(duplex=False)
         with _without_main_reimport(method):
             self._spawn(context, spec)
         self._feeder = threading.Thread(target=self._feed, name=f"{self.name}-feeder", daemon=True)
@@ -243,7 +247,7 @@ class ProcessCore:
             result_reader, result_writer = context.Pipe(duplex=False)
             process = context.Process(
                 target=run_worker,
-                args=(spec, task_reader, result_writer, self._stop_event),
+                args=(spec, task_reader, result_writer, self._stop_reader),
                 name=f"{self.name}-{index}",
                 daemon=True,
             )
@@ -477,8 +481,9 @@ class ProcessCore:
             # Workers drop queued chunks once the event is set; closing our result ends
             # makes a worker blocked on sending fail at once, which also frees the feeder
             # if it is blocked on sending to that worker.
-            if self._stop_event is not None:
-                self._stop_event.set()
+            if self._stop_writer is not None:
+                with contextlib.suppress(OSError):
+                    self._stop_writer.send_bytes(b"stop")
             for connection in self._results:
                 connection.close()
             feeder = self._feeder
@@ -504,8 +509,14 @@ class ProcessCore:
                 if process.exitcode is None:
                     process.kill()
                     process.join()
+            pids = [process.pid for process in self._processes]
             for process in self._processes:
                 process.close()
+            for connection in (self._stop_reader, self._stop_writer):
+                connection.close()
+            # Results still in the closed pipes were never loaded: their segments would
+            # outlive the workers otherwise.
+            cleanup_orphans(pids=pids)
             for fd in (self._wake_r, self._wake_w):
                 if fd >= 0:
                     os.close(fd)

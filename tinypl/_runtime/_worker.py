@@ -93,8 +93,8 @@ def _limit_thread_pools() -> Any:
 def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any) -> None:
     """The main loop of a worker process (the ``Process`` target).
 
-    ``stop`` is an event the parent sets when it closes the stage: chunks still queued
-    for this worker are then dropped unprocessed.
+    ``stop`` is the read end of a pipe the parent writes to when it closes the stage:
+    chunks still queued for this worker are then dropped unprocessed.
     """
     # The parent decides when workers stop; a Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -112,7 +112,7 @@ def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any) -> None:
                 message = recv()
             except (EOFError, OSError):
                 break  # the parent is gone or closed the pipe
-            if message == STOP or stop.is_set():
+            if message == STOP or stop.poll():
                 break
             chunk_id, items = pickle.loads(message)
             start = time.perf_counter()
@@ -181,8 +181,8 @@ PLAIN = b"P"  # a pickle (cloudpickle where needed)
 POOLED = b"S"  # a shared-memory pool message (tinypl._shm.loads)
 
 
-def shared_memory_pool(capacity: int, min_buffer: int) -> Any:
+def shared_memory_pool(capacity: int, min_buffer: int, reader_pid: int) -> Any:
     """The default result serializer: large buffers travel through shared memory."""
     from .._shm import ShmPool
 
-    return ShmPool(capacity, min_buffer)
+    return ShmPool(capacity, min_buffer, reader_pid=reader_pid)

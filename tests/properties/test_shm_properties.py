@@ -1,0 +1,132 @@
+"""Property tests for tinypl._shm: random shapes/dtypes round-trip exactly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from tinypl import _shm
+from tinypl._shm import RingBufferRef, SharedMemoryRingBuffer, ShmPool, loads
+
+DTYPES = (
+    hnp.scalar_dtypes()
+    | hnp.byte_string_dtypes()
+    | hnp.unicode_string_dtypes()
+    | hnp.array_dtypes(subtype_strategy=hnp.scalar_dtypes(), max_size=3)
+)
+SHAPES = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=4)
+
+
+@st.composite
+def arrays(draw: st.DrawFn) -> np.ndarray:
+    """Random arrays, often non-contiguous views (basic indexing, transposes)."""
+    arr = draw(hnp.arrays(DTYPES, SHAPES))
+    if arr.ndim and draw(st.booleans()):
+        arr = arr[draw(hnp.basic_indices(arr.shape, allow_newaxis=True))]
+    if arr.ndim > 1 and draw(st.booleans()):
+        arr = arr.transpose(draw(st.permutations(range(arr.ndim))))
+    if draw(st.booleans()):
+        arr = np.asfortranarray(arr)
+    return np.asarray(arr)
+
+
+def assert_same(a: Any, b: Any) -> None:
+    if isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray)
+        assert (a.dtype, a.shape) == (b.dtype, b.shape)
+        assert a.tobytes() == b.tobytes()
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b)
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_same(x, y)
+    else:
+        assert a == b
+
+
+@pytest.fixture(scope="module")
+def ring() -> Iterator[SharedMemoryRingBuffer]:
+    with SharedMemoryRingBuffer(4 << 20, allow_pickle=False) as buffer:
+        yield buffer
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ShmPool]:
+    with ShmPool(16 << 20, min_buffer=0, reader_pid=os.getpid()) as p:
+        yield p
+
+
+@given(arr=arrays())
+def test_ring_roundtrip(ring: SharedMemoryRingBuffer, arr: np.ndarray) -> None:
+    assert_same(arr, ring.read(ring.write(arr)))
+    assert ring.bytes_in_use() == 0
+
+
+@given(arrs=st.lists(arrays(), max_size=4))
+def test_ring_roundtrip_containers(ring: SharedMemoryRingBuffer, arrs: list[np.ndarray]) -> None:
+    obj = (arrs, {"k": arrs[:1]})
+    out = ring.read(ring.write(obj))
+    assert_same(arrs, out[0])
+    assert_same(arrs[:1], out[1]["k"])
+
+
+@given(arr=arrays())
+def test_pool_roundtrip(pool: ShmPool, arr: np.ndarray) -> None:
+    out = loads(pool.dumps(arr))
+    assert_same(arr, out)
+    del out  # reference counting frees the region at once (no gc.collect() needed)
+    assert pool.stats()["regions_in_use"] == 0
+
+
+# A random program of writes and out-of-order reads on a small buffer: exercises
+# wrap-around, padding blocks and tail reclamation. With timeout=0 a write that
+# does not fit raises TimeoutError at once instead of blocking.
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.integers(0, 20_000)),
+        st.tuples(st.just("read"), st.integers(0, 1_000)),
+    ),
+    max_size=40,
+)
+
+
+def check_block_invariants(buffer: SharedMemoryRingBuffer) -> None:
+    """Blocks tile the data area exactly; the used counter matches the blocks."""
+    core = buffer._core
+    assert core is not None
+    with core.locked() as mm:
+        pos = used = 0
+        while pos < core.capacity:
+            size, _token, state, _pid = core._block(mm, pos)
+            if state != _shm._FREE:
+                used += size
+            pos += size
+        assert pos == core.capacity
+        assert used == _shm._Q.unpack_from(mm, _shm._RH_USED)[0]
+
+
+@given(ops=OPS)
+def test_ring_random_program(ops: list[tuple[str, int]]) -> None:
+    with SharedMemoryRingBuffer(64 << 10, timeout=0) as buffer:
+        live: list[tuple[RingBufferRef, np.ndarray]] = []
+        for i, (op, arg) in enumerate(ops):
+            if op == "write":
+                arr = np.full(arg, i % 251, dtype=np.uint8)
+                try:
+                    live.append((buffer.write(arr), arr))
+                except TimeoutError:
+                    assert live  # an empty buffer always has room for this
+            elif live:
+                ref, arr = live.pop(arg % len(live))
+                assert_same(arr, buffer.read(ref))
+            check_block_invariants(buffer)
+        for ref, arr in live:
+            assert_same(arr, buffer.read(ref))
+        assert buffer.bytes_in_use() == 0
