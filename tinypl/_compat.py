@@ -382,6 +382,7 @@ def process_map(
     on_worker_error: WorkerErrorMode = "raise",
     start_method: StartMethod | None = None,
     limit_threads: bool = True,
+    chunksize: int | None = None,
     multiprocessing_context: Any = None,
     force_single_thread: bool | None = None,
 ) -> Stage[U]:
@@ -399,7 +400,18 @@ def process_map(
     """
     method = _start_method(start_method, multiprocessing_context)
     limit = limit_threads if force_single_thread is None else force_single_thread
-    return iter(Pipe(pipe).map(fn).process(workers, maxsize, method, limit, on_worker_error))
+    return iter(
+        Pipe(pipe)
+        .map(fn)
+        .process(
+            workers,
+            maxsize,
+            start_method=method,
+            limit_threads=limit,
+            on_worker_error=on_worker_error,
+            chunksize=chunksize,
+        )
+    )
 
 
 def process_each(
@@ -411,6 +423,7 @@ def process_each(
     on_worker_error: WorkerErrorMode = "raise",
     start_method: StartMethod | None = None,
     limit_threads: bool = True,
+    chunksize: int | None = None,
     multiprocessing_context: Any = None,
     force_single_thread: bool | None = None,
 ) -> Stage[T]:
@@ -424,7 +437,18 @@ def process_each(
     """
     method = _start_method(start_method, multiprocessing_context)
     limit = limit_threads if force_single_thread is None else force_single_thread
-    return iter(Pipe(pipe).each(fn).process(workers, maxsize, method, limit, on_worker_error))
+    return iter(
+        Pipe(pipe)
+        .each(fn)
+        .process(
+            workers,
+            maxsize,
+            start_method=method,
+            limit_threads=limit,
+            on_worker_error=on_worker_error,
+            chunksize=chunksize,
+        )
+    )
 
 
 def _start_method(start_method: Any, context: Any) -> Any:

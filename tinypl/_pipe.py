@@ -225,9 +225,11 @@ class Pipe(Generic[T]):
         self,
         workers: int,
         maxsize: int | None = None,
+        *,
         start_method: StartMethod | None = None,
         limit_threads: bool = True,
         on_worker_error: WorkerErrorMode = "raise",
+        chunksize: int | None = None,
     ) -> Pipe[T]:
         """Run the map/filter/each/flatten stages directly above in ``workers`` processes.
 
@@ -240,7 +242,8 @@ class Pipe(Generic[T]):
         ``limit_threads`` limits BLAS/OpenMP pools in the workers to one thread.
         Markers never enter a worker. Items come out in completion order; add
         ``.order()`` to restore it. Large numpy arrays in results travel through shared
-        memory.
+        memory. ``chunksize`` fixes the number of items per chunk (default: adaptive, so
+        that a chunk keeps a worker busy for a few milliseconds).
 
         Example:
             >>> sorted(Pipe(range(6)).map(abs).process(2))

@@ -239,6 +239,7 @@ class Process(Node):
     start_method: str | None = attrs.field(default=None)
     limit_threads: bool = _bool("limit_threads", True)
     on_worker_error: str = attrs.field(default="raise")
+    chunksize: int | None = _int("chunksize", optional=True, default=None)
     ops: tuple[tuple[str, Any], ...] = attrs.field(default=())
 
     @start_method.validator

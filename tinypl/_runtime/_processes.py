@@ -139,6 +139,13 @@ def _without_main_reimport(method: str) -> Iterator[None]:
                 main.__spec__ = saved
 
 
+def _forkserver_running() -> bool:
+    from multiprocessing import forkserver
+
+    server: Any = forkserver._forkserver
+    return server._forkserver_pid is not None
+
+
 def _describe_exit(exitcode: int | None) -> str:
     if exitcode is None:
         return "is gone"
@@ -228,6 +235,9 @@ class ProcessCore:
     def _start(self) -> None:
         method = self.node.start_method or default_start_method()
         context: Any = multiprocessing.get_context(method)
+        if method == "forkserver" and not _forkserver_running():
+            # The server imports tinypl and numpy once, so each worker starts warm.
+            context.set_forkserver_preload(["tinypl._runtime._worker", "tinypl._shm"])
         pool = functools.partial(shared_memory_pool, SHM_CAPACITY, SHM_MIN_BUFFER, os.getpid())
         spec = WorkerSpec(
             self._ops_payload, self.tagged, self.node.limit_threads, self.stage_name, pool
@@ -242,12 +252,20 @@ class ProcessCore:
         self._feeder.start()
 
     def _spawn(self, context: Any, spec: WorkerSpec) -> None:
+        forked = context.get_start_method() == "fork"
         for index in range(self.workers):
             task_reader, task_writer = context.Pipe(duplex=False)
             result_reader, result_writer = context.Pipe(duplex=False)
+            # A forked child inherits the parent's ends of every pipe; it closes them, or
+            # its task pipe would never reach end-of-file when the parent dies.
+            inherited = []
+            if forked:
+                inherited = [self._wake_r, self._wake_w, self._stop_writer.fileno()]
+                inherited += [c.fileno() for c in (*self._tasks, *self._results)]
+                inherited += [task_writer.fileno(), result_reader.fileno()]
             process = context.Process(
                 target=run_worker,
-                args=(spec, task_reader, result_writer, self._stop_reader),
+                args=(spec, task_reader, result_writer, self._stop_reader, inherited),
                 name=f"{self.name}-{index}",
                 daemon=True,
             )
@@ -274,7 +292,8 @@ class ProcessCore:
         tagged = self.tagged
         tagger = self.upstream.tagger
         chunk: list[Any] = []
-        size = 1
+        fixed = self.node.chunksize
+        size = 1 if fixed is None else fixed
         chunk_ids = itertools.count()
         started = 0.0
         try:
@@ -306,7 +325,8 @@ class ProcessCore:
                     gathered = (time.perf_counter() - started) / len(chunk)
                     self._send(next(chunk_ids), chunk)
                     chunk = []
-                    size = self._next_size(size, gathered)
+                    if fixed is None:
+                        size = self._next_size(size, gathered)
                     if tagger is not None and tagger.adaptive:
                         wanted = (self.maxsize + self.workers) * size
                         tagger.window = max(tagger.window, wanted)

@@ -88,6 +88,7 @@ class ThreadCore:
         for _ in range(maxsize):
             self._slots.put(None)
         self.free = self._slots.put
+        self.free_slots = self._slots.qsize
         self.get: Callable[[], Any] = self._start_and_get
         self._pull = upstream.raw.__next__
         self._lock = threading.Lock()
@@ -266,7 +267,9 @@ class ThreadStage(ViewStage[Any]):
     def fill(self) -> float:
         """How full the queue is, from 0.0 to 1.0."""
         core = self._thread_core
-        return min(core.out.qsize(), core.maxsize) / core.maxsize
+        # Every queued item holds a slot; control messages hold none.
+        queued = core.maxsize - core.free_slots()
+        return min(max(queued, 0), core.maxsize) / core.maxsize
 
 
 @build.register

@@ -7,6 +7,7 @@ over chunks of items until its task pipe says stop or closes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -90,7 +91,7 @@ def _limit_thread_pools() -> Any:
     return threadpool_limits(limits=1)
 
 
-def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any) -> None:
+def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any, inherited: list[int]) -> None:
     """The main loop of a worker process (the ``Process`` target).
 
     ``stop`` is the read end of a pipe the parent writes to when it closes the stage:
@@ -98,6 +99,9 @@ def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any) -> None:
     """
     # The parent decides when workers stop; a Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in inherited:  # the parent's pipe ends, inherited through fork
+        with contextlib.suppress(OSError):
+            os.close(fd)
     limits = _limit_thread_pools() if spec.limit_threads else None
     serializer = spec.pool()
     try:
