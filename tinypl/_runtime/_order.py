@@ -38,6 +38,8 @@ class Tagger:
         self._waiting = 0
         self._stopping = False
         self._window = window
+        #: Numbers whose record was lost to an error (the load must not skip them).
+        self.failed: dict[int, BaseException] = {}
 
     @property
     def window(self) -> int:
@@ -90,6 +92,14 @@ class Tagger:
                     self._cond.notify_all()
             elif n > self._next:
                 self._done.add(n)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def fail(self, n: int, error: BaseException) -> None:
+        with self._cond:
+            self.failed[n] = error
 
     def divert(self, record: Record) -> list[Any]:
         """Hand a record's items to someone other than the load (a public pull)."""
@@ -157,11 +167,25 @@ class LoadRaw:
                 try:
                     n, items = self._pull()
                 except StopIteration:
-                    if not buffer:
+                    error = tagger.failed.pop(expected, None)
+                    if error is not None:
+                        tagger.complete(expected)
+                        raise error from None
+                    if not buffer or tagger.stopping:
+                        buffer.clear()  # closed: hand out nothing more, and never a gap
                         raise
                     # A number was handed out elsewhere (see Tagger.divert): skip the gap.
                     expected = min(buffer)
                     items = buffer.pop(expected)
+                except BaseException as error:
+                    # An error raised through here (e.g. a stage in this thread) releases
+                    # the number it cost, so a later pull goes on after it.
+                    failed = tagger.failed
+                    for k, v in list(failed.items()):
+                        if v is error or v is error.__cause__:
+                            del failed[k]
+                            tagger.complete(k)
+                    raise
                 else:
                     if n != expected:
                         buffer[n] = items
@@ -191,9 +215,10 @@ class GroupApply:
         n, items = self._pull()
         try:
             return (n, self._apply(items))
-        except BaseException:
-            # The record is lost with the error: release its number so no load waits for it.
-            self._tagger.complete(n)
+        except BaseException as error:
+            # The record is lost with the error: the load must neither skip the number
+            # (items after it would come before the error) nor wait for it forever.
+            self._tagger.fail(n, error)
             raise
 
 

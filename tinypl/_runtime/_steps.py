@@ -306,12 +306,22 @@ class Trace(_Raw):
 class Locked(_Raw):
     """Pulls upstream under a lock: the mutex stage."""
 
-    __slots__ = ("lock",)
+    __slots__ = ("lock", "stopped")
 
     def __init__(self, upstream: Iterator[Any], lock: Any) -> None:
         super().__init__(upstream)
         self.lock = lock
+        self.stopped = False
 
     def __next__(self) -> Any:
         with self.lock:
+            if self.stopped:  # close() was called while this pull waited for the lock
+                raise StopIteration
             return self._pull()
+
+    # Core protocol: the mutex stage's resource is its gate.
+    def signal(self) -> None:
+        self.stopped = True
+
+    def shutdown(self) -> None:
+        self.stopped = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from types import GeneratorType
 from typing import Any
@@ -116,6 +117,7 @@ def _source(node: plan.Source) -> Stage[Any]:
         # Someone else's iterator (maybe shared): closing detaches this run from it.
         iterator = _detachable(iterator)
         stop = iterator.close  # type: ignore[attr-defined]
+        safe = False  # now a generator
     stage: SourceStage[Any] = SourceStage(iterator, None)
     stage._attach(raw=iterator, node=None, upstream=stop, may_mark=False, thread_safe=safe)
     return stage
@@ -125,6 +127,8 @@ def _source(node: plan.Source) -> Stage[Any]:
 def _fused(node: plan.Fused, upstream: Stage[Any]) -> Stage[Any]:
     if upstream.tagger is not None:
         return _group(node, upstream, node.ops)
+    # Thread-safe exactly when the upstream is: a lock per item here would slow every
+    # single-threaded pipeline over a generator. Thread stages guard what needs it.
     if upstream.may_mark:
         raw = MarkedStep(upstream.raw, node.ops)
         return _view(raw, node, upstream, may_mark=True, thread_safe=upstream.thread_safe)
@@ -221,14 +225,17 @@ def _mutex(node: plan.Mutex, upstream: Stage[Any]) -> Stage[Any]:
     if node.auto and upstream.thread_safe:
         return upstream
     raw = Locked(upstream.raw, threading.Lock())
-    return _view(
-        raw,
-        node,
-        upstream,
+    stage: ViewStage[Any] = make_view(raw, upstream.tagger)
+    stage._attach(
+        raw=raw,
+        node=node,
+        upstream=upstream,
         may_mark=upstream.may_mark,
         thread_safe=True,
         tagger=upstream.tagger,
+        core=raw,
     )
+    return stage
 
 
 @build.register
@@ -268,4 +275,6 @@ def _load(node: plan.Load, upstream: Stage[Any]) -> Stage[Any]:
             " than the one passed as order"
         )
     raw = LoadRaw(upstream.raw, tagger)
-    return _view(raw, node, upstream, may_mark=upstream.may_mark, thread_safe=False)
+    stage = _view(raw, node, upstream, may_mark=upstream.may_mark, thread_safe=False)
+    weakref.finalize(stage, tagger.signal)
+    return stage
