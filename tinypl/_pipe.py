@@ -10,7 +10,7 @@ import attrs
 from . import _plan
 from ._explain import explain, short
 from ._marker import Marker
-from ._planner import optimize
+from ._planner import optimize, shippable_run
 from ._runtime import Stage, materialize
 
 __all__ = ["Pipe"]
@@ -249,13 +249,21 @@ class Pipe(Generic[T]):
             >>> sorted(Pipe(range(6)).map(abs).process(2))
             [0, 1, 2, 3, 4, 5]
         """
-        if not isinstance(self.plan, _plan.SHIPPABLE):
+        if not shippable_run(_plan.chain(self.plan)):
             raise ValueError(
                 "process: no map, filter, each or flatten stage stands directly before"
                 " process(); there is nothing to run in the worker processes"
             )
         return self._then(  # type: ignore[no-any-return]
-            _plan.Process(self.plan, workers, maxsize, start_method, limit_threads, on_worker_error)
+            _plan.Process(
+                self.plan,
+                workers,
+                maxsize,
+                start_method=start_method,
+                limit_threads=limit_threads,
+                on_worker_error=on_worker_error,
+                chunksize=chunksize,
+            )
         )
 
     def order(self, maxsize: int | None = None) -> Pipe[T]:

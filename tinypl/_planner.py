@@ -38,7 +38,7 @@ from ._plan import (
     stage_name,
 )
 
-__all__ = ["optimize"]
+__all__ = ["optimize", "shippable_run"]
 
 # Stages that act on one item at a time with no state across items.
 _STATELESS: tuple[type[Node], ...] = (Map, Filter, Each, On, Trace, Fused)
@@ -79,7 +79,7 @@ def _place_order(nodes: list[Node]) -> list[Node]:
         if not concurrent:
             continue  # nothing reorders items here: order() is a no-op
         start = concurrent[0]
-        while start - 1 >= region and isinstance(out[start - 1], _GROUPABLE):
+        while start - 1 >= region and _joins_group(out, start - 1, region):
             start -= 1
         for inner in out[start:]:
             if not isinstance(inner, (*_GROUPABLE, *CONCURRENT)):
@@ -114,9 +114,7 @@ def _ship_to_processes(nodes: list[Node]) -> list[Node]:
     out: list[Node] = []
     for node in nodes:
         if isinstance(node, Process) and not node.ops:
-            start = len(out)
-            while start - 1 >= 1 and isinstance(out[start - 1], SHIPPABLE):
-                start -= 1
+            start = len(out) - shippable_run(out)
             if start == len(out):
                 raise ValueError(
                     "process: no map, filter, each or flatten stage stands directly before"
@@ -128,6 +126,35 @@ def _ship_to_processes(nodes: list[Node]) -> list[Node]:
         else:
             out.append(node)
     return out
+
+
+def _joins_group(nodes: list[Node], index: int, region: int) -> bool:
+    """Whether ``nodes[index]`` can act per numbered item inside an ordered region.
+
+    A flatten joins only when per-item work stands below it (``.map(load).flatten()``:
+    ``load`` then runs concurrently); directly after the source or a stateful stage it
+    stays outside, or all elements of one item would go to a single worker.
+    """
+    node = nodes[index]
+    if isinstance(node, Flatten):
+        return index - 1 >= region and isinstance(nodes[index - 1], _STATELESS)
+    return isinstance(node, _GROUPABLE)
+
+
+def shippable_run(nodes: list[Node]) -> int:
+    """How many nodes at the end of ``nodes`` a process stage appended there would run
+    in its workers: map/filter/each, and a flatten only with such work below it (an
+    item's elements would otherwise all go to one worker)."""
+    start = len(nodes)
+    while start - 1 >= 1 and isinstance(nodes[start - 1], SHIPPABLE):
+        if isinstance(nodes[start - 1], Flatten) and not (
+            start - 2 >= 1
+            and isinstance(nodes[start - 2], SHIPPABLE)
+            and not isinstance(nodes[start - 2], Flatten)
+        ):
+            break
+        start -= 1
+    return len(nodes) - start
 
 
 def _guard_threads(nodes: list[Node]) -> list[Node]:

@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import toolz
+
 from .._marker import Marker
 
 __all__ = ["GroupApply", "LoadRaw", "SaveRaw", "Tagger", "group_function"]
@@ -271,12 +273,4 @@ def _group_op(kind: str, arg: Any) -> Callable[[list[Any]], list[Any]]:
 def group_function(ops: tuple[tuple[str, Any], ...]) -> Callable[[list[Any]], list[Any]]:
     """One function applying the per-item ``ops`` in turn to a record's item list."""
     steps = [_group_op(kind, arg) for kind, arg in ops]
-    if len(steps) == 1:
-        return steps[0]
-
-    def apply(items: list[Any]) -> list[Any]:
-        for step in steps:
-            items = step(items)
-        return items
-
-    return apply
+    return steps[0] if len(steps) == 1 else toolz.compose_left(*steps)

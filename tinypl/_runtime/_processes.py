@@ -342,9 +342,9 @@ class ProcessCore:
     def _next_size(self, size: int, gathered: float) -> int:
         # Grow by doubling towards a chunk that keeps a worker busy for CHUNK_SECONDS,
         # but never so big that gathering it from a slow upstream delays the workers.
-        target = MAX_CHUNK
-        if self.item_cost > 0:
-            target = min(target, int(CHUNK_SECONDS / self.item_cost))
+        if self.item_cost == 0:
+            return size  # no cost measured yet: items might be large, stay small
+        target = min(MAX_CHUNK, int(CHUNK_SECONDS / self.item_cost))
         if gathered > 0:
             target = min(target, int(GATHER_SECONDS / gathered))
         return max(1, min(size * 2, target))

@@ -16,6 +16,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import toolz
+
 __all__ = ["WorkerSpec", "chunk_function", "pack_error", "run_worker"]
 
 Ops = tuple[tuple[str, Any], ...]
@@ -45,11 +47,7 @@ def chunk_function(ops: Ops, tagged: bool) -> Callable[[list[Any]], list[Any]]:
     """What a worker does with one chunk: apply ``ops`` to its items, or, in an ordered
     region, to the item list of each ``(n, items)`` record."""
     steps = [_op(kind, fn) for kind, fn in ops]
-
-    def apply(items: list[Any]) -> list[Any]:
-        for step in steps:
-            items = step(items)
-        return items
+    apply: Callable[[list[Any]], list[Any]] = toolz.compose_left(*steps)
 
     if not tagged:
         return apply
