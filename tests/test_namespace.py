@@ -32,9 +32,16 @@ def _public_submodules() -> dict[str, types.ModuleType]:
 
 PUBLIC_MODULES: dict[str, types.ModuleType] = {"": tinypl, **_public_submodules()}
 
+#: Application modules: their functions assemble whole pipelines out of several stages
+#: (``pl.dataloader.load`` is insert_marker + flatten + partition + map + thread/process +
+#: order), so no single ``Pipe`` method is their counterpart and ``COUNTERPARTS`` does not
+#: list them. They still keep ``__all__`` exact (see below).
+APPLICATIONS = ("dataloader.",)
+
 
 def test_public_modules_found() -> None:
     assert {"thread.", "marker.", "order.", "debug."} <= set(PUBLIC_MODULES)
+    assert set(APPLICATIONS) <= set(PUBLIC_MODULES)
     assert PUBLIC_MODULES["thread."] is tinypl.thread
     assert PUBLIC_MODULES["debug."] is tinypl.debug
 
@@ -60,6 +67,8 @@ def _is_stage_function(name: str, obj: object) -> bool:
 def _module_level_functions() -> set[str]:
     names = set()
     for prefix, module in PUBLIC_MODULES.items():
+        if prefix in APPLICATIONS:
+            continue
         for name in _public_names(module):
             if _is_stage_function(name, getattr(module, name)):
                 names.add(prefix + name)

@@ -11,7 +11,7 @@ Example:
     [4, 6, 8]
 """
 
-from . import debug, marker, order, process, thread
+from . import dataloader, debug, marker, order, process, thread
 from ._compat import each_ as each
 from ._compat import filter_ as filter
 from ._compat import flatten_ as flatten
@@ -34,6 +34,7 @@ __all__ = [
     "Stage",
     "WorkerDied",
     "WorkerError",
+    "dataloader",
     "debug",
     "each",
     "filter",
