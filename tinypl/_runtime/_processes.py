@@ -38,6 +38,7 @@ from .._shm import cleanup_orphans
 from .._shm import loads as load_pooled
 from ._registry import build
 from ._stage import Stage, ViewStage, make_view
+from ._threads import SPENT, Replicas
 from ._worker import PLAIN, STOP, WorkerSpec, run_worker, shared_memory_pool
 
 __all__ = [
@@ -167,7 +168,12 @@ def _rebuild_error(stage: str, packed: tuple[str, str, str, bytes | None]) -> Ba
             error = WorkerError(f"{stage}: a worker raised {type_name}: {message}\n{text}")
         else:
             error.__cause__ = RemoteTraceback(text)
-            return error
+            if not isinstance(error, SystemExit):
+                return error
+            # A SystemExit would end the consumer's program quietly.
+            wrapped = WorkerError(f"{stage}: a worker raised {type_name}: {message}")
+            wrapped.__cause__ = error
+            return wrapped
     else:
         error = WorkerError(f"{stage}: a worker raised {type_name}: {message}\n{text}")
     error.__cause__ = RemoteTraceback(text)
@@ -228,7 +234,12 @@ class ProcessCore:
         self._shut = False
         self.error: BaseException | None = None
         self._raised = False
+        self._replicas: Replicas | None = None
         self.item_cost = 0.0  # seconds of worker time per item (moving average)
+        self._chunk: list[Any] = []  # the chunk being gathered
+        self._chunk_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._chunk_ids = itertools.count()
 
     # -- starting ------------------------------------------------------------------------
 
@@ -291,18 +302,16 @@ class ProcessCore:
         pull = self.upstream.raw.__next__
         tagged = self.tagged
         tagger = self.upstream.tagger
-        chunk: list[Any] = []
         fixed = self.node.chunksize
         size = 1 if fixed is None else fixed
-        chunk_ids = itertools.count()
         started = 0.0
+        lock = self._chunk_lock
         try:
             while not self._stopping:
-                if chunk and tagger is not None and tagger.would_block():
+                if self._chunk and tagger is not None and tagger.would_block():
                     # The numbers we hold count against the order window: send them before
                     # waiting for it, or the load would wait for them forever.
-                    self._send(next(chunk_ids), chunk)
-                    chunk = []
+                    self.flush()
                 try:
                     x = pull()
                 except StopIteration:
@@ -313,25 +322,27 @@ class ProcessCore:
                 else:
                     bypass = x.__class__ is Marker
                 if bypass:
-                    if chunk:
-                        self._send(next(chunk_ids), chunk)
-                        chunk = []
+                    self.flush()
                     self._post(x)
                     continue
-                if not chunk:
-                    started = time.perf_counter()
-                chunk.append(x)
-                if len(chunk) >= size:
+                with lock:
+                    chunk = self._chunk
+                    if not chunk:
+                        started = time.perf_counter()
+                    chunk.append(x)
+                    full = len(chunk) >= size
+                    if full:
+                        self._chunk = []
+                if full:
                     gathered = (time.perf_counter() - started) / len(chunk)
-                    self._send(next(chunk_ids), chunk)
-                    chunk = []
+                    self._send(chunk)
                     if fixed is None:
                         size = self._next_size(size, gathered)
                     if tagger is not None and tagger.adaptive:
                         wanted = (self.maxsize + self.workers) * size
                         tagger.window = max(tagger.window, wanted)
-            if chunk and not self._stopping:
-                self._send(next(chunk_ids), chunk)
+            if not self._stopping:
+                self.flush()
         except _Stopped:
             pass
         except BaseException as error:
@@ -349,10 +360,18 @@ class ProcessCore:
             target = min(target, int(GATHER_SECONDS / gathered))
         return max(1, min(size * 2, target))
 
-    def _send(self, chunk_id: int, chunk: list[Any]) -> None:
+    def flush(self) -> None:
+        """Send the partial chunk, if any (the feeder, or a reader about to wait)."""
+        with self._chunk_lock:
+            chunk, self._chunk = self._chunk, []
+        if chunk:
+            self._send(chunk)
+
+    def _send(self, chunk: list[Any]) -> None:
         self._credits.get()
         if self._stopping:
             raise _Stopped
+        chunk_id = next(self._chunk_ids)
         try:
             # By value where needed: classes defined in __main__ do not exist in workers.
             data = cloudpickle.dumps((chunk_id, chunk), protocol=5)
@@ -366,7 +385,8 @@ class ProcessCore:
             index = min(range(self.workers), key=self._outstanding.__getitem__)
             self._outstanding[index] += 1
         try:
-            self._tasks[index].send_bytes(data)
+            with self._send_lock:  # the feeder and a flushing reader share the pipes
+                self._tasks[index].send_bytes(data)
         except OSError as error:
             process = self._processes[index]
             raise WorkerDied(
@@ -407,17 +427,21 @@ class ProcessCore:
                 self.fail()
         if self.ready:
             return
-        if self._feeder_done and not any(self._outstanding):
-            self._finished = True
-            self.shutdown()
-            raise StopIteration
+        if not any(self._outstanding):
+            if self._feeder_done:
+                self._finished = True
+                self.shutdown()
+                raise StopIteration
+            # Nothing in flight while the feeder waits on a slow source: send what it has
+            # gathered so far instead of waiting for the chunk to fill.
+            self.flush()
         sentinels = {p.sentinel: p for p in self._processes}
         for ready in wait([self._wake_r, *self._results, *sentinels]):
             if ready == self._wake_r:
                 os.read(self._wake_r, 65536)
             elif ready in sentinels:
                 process = sentinels[ready]
-                process.join(0)
+                process.join(1.0)  # the sentinel fires a moment before the exit status
                 self.error = WorkerDied(
                     f"{self.stage_name}: worker process {process.pid} "
                     f"{_describe_exit(process.exitcode)}",
@@ -442,10 +466,20 @@ class ProcessCore:
                 process.exitcode,
             )
             self.fail()
-        message = pickle.loads(data[1:]) if data[:1] == PLAIN else load_pooled(data[1:])
         with self._state:
             self._outstanding[index] -= 1
         self._credits.put(None)
+        try:
+            message = pickle.loads(data[1:]) if data[:1] == PLAIN else load_pooled(data[1:])
+        except Exception as error:
+            failure = WorkerError(
+                f"{self.stage_name}: a result from worker process"
+                f" {self._processes[index].pid} cannot be rebuilt here:"
+                f" {type(error).__name__}: {error}"
+            )
+            failure.__cause__ = error
+            self.error = failure
+            self.fail()
         if message[1] == "error":
             self.error = _rebuild_error(self.stage_name, message[2])
             self.fail()
@@ -462,11 +496,16 @@ class ProcessCore:
         self.ready.clear()
         with self._state:
             first, self._raised = not self._raised, True
-        if first:
-            self.close_all()
+            if first:
+                self.error = SPENT
+                self._replicas = Replicas(error)
+        if not first:
+            assert self._replicas is not None
+            raise self._replicas.make(self.name)
+        self.close_all()
         if self.node.on_worker_error == "raise" or isinstance(error, WorkerDied):
             raise error
-        if first and self.node.on_worker_error in ("forward-and-print", "exit"):
+        if self.node.on_worker_error in ("forward-and-print", "exit"):
             log.error("tinypl: a worker of %s failed", self.name, exc_info=error)
         raise ProcessWorkerError(
             f"a worker of {self.name} failed: {type(error).__name__}: {error}"

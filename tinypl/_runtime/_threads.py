@@ -12,6 +12,7 @@ they arrive in order with the items; nothing is found by polling.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import threading
@@ -19,7 +20,7 @@ import warnings
 import weakref
 from collections.abc import Callable
 from queue import SimpleQueue
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import _plan as plan
 from .._errors import WorkerError
@@ -68,6 +69,43 @@ _END = _Control("end")  # every worker has finished; re-queued for every other r
 _FAILED = _Control("failed")  # wakes a reader so it sees ``ThreadCore.error``
 
 
+class _Spent(Exception):
+    """Stands in for an error that was raised already (see ``ThreadCore.fail``)."""
+
+
+SPENT = _Spent()
+
+
+class Replicas:
+    """Copies of a worker's error, one per reader that must raise it.
+
+    The first reader raises the original. Keeping the original for later readers would
+    leak: once raised, its traceback holds the reader's frame, which holds the stage,
+    whose finalizer holds the core. So a copy is made *before* the first raise, with the
+    worker's traceback only, and every later reader raises a fresh copy of that.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        self._summary = f"{type(error).__name__}: {error}"
+        self._traceback = error.__traceback__
+        self._cause = error.__cause__
+        try:
+            self._template: BaseException | None = copy.copy(error)
+        except Exception:
+            self._template = None
+
+    def make(self, where: str) -> BaseException:
+        if self._template is not None:
+            try:
+                error = copy.copy(self._template)
+            except Exception:
+                pass
+            else:
+                error.__cause__ = self._cause
+                return error.with_traceback(self._traceback)
+        return WorkerError(f"{where} already failed with {self._summary}")
+
+
 class ThreadCore:
     """Workers, queues and shutdown of one thread stage (holds no reference to the stage)."""
 
@@ -99,6 +137,7 @@ class ThreadCore:
         #: The first worker error; readers check it before every item.
         self.error: BaseException | None = None
         self._raised = False
+        self._replicas: Replicas | None = None
         self._shut = False
 
     # -- workers -------------------------------------------------------------------------
@@ -156,18 +195,23 @@ class ThreadCore:
         if self.error is not None:
             self.fail()
 
-    def fail(self) -> None:
+    def fail(self) -> NoReturn:
         """Raise the first worker error to a reader, stopping everything the first time."""
         error = self.error
         assert error is not None
         self.out.put(_FAILED)  # other readers (downstream workers) fail as well
         with self._lock:
             first, self._raised = not self._raised, True
-        if first:
-            self.close_all()
-        if self.on_worker_error == "raise":
+            if first:
+                self.error = SPENT
+                self._replicas = Replicas(error)
+        if not first:
+            assert self._replicas is not None
+            raise self._replicas.make(self.name)
+        self.close_all()
+        if self.on_worker_error == "raise" and not isinstance(error, SystemExit):
             raise error
-        if first and self.on_worker_error in ("forward-and-print", "exit"):
+        if self.on_worker_error in ("forward-and-print", "exit"):
             log.error("tinypl: a worker of %s failed", self.name, exc_info=error)
         raise ThreadWorkerError(
             f"a worker of {self.name} failed: {type(error).__name__}: {error}"

@@ -116,7 +116,15 @@ def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any, inherited:
                 break  # the parent is gone or closed the pipe
             if message == STOP or stop.poll():
                 break
-            chunk_id, items = pickle.loads(message)
+            try:
+                chunk_id, items = pickle.loads(message)
+            except Exception as error:
+                failure = TypeError(
+                    f"{spec.stage}: a chunk of items cannot be unpickled in the worker"
+                    f" process: {type(error).__name__}: {error}"
+                )
+                send(PLAIN + pickle.dumps((-1, "error", pack_error(failure, spec.stage))))
+                continue
             start = time.perf_counter()
             try:
                 out = apply(items)
