@@ -36,9 +36,9 @@ from .._errors import WorkerError
 from .._marker import Marker
 from .._shm import cleanup_orphans
 from .._shm import loads as load_pooled
+from ._failure import FailureHandling, Replicas
 from ._registry import build
 from ._stage import Stage, ViewStage, make_view
-from ._threads import SPENT, Replicas
 from ._worker import PLAIN, STOP, WorkerSpec, run_worker, shared_memory_pool
 
 __all__ = [
@@ -200,8 +200,10 @@ class _Control:
 _FEEDER_DONE = _Control("done")
 
 
-class ProcessCore:
+class ProcessCore(FailureHandling):
     """Workers, feeder, pipes and shutdown of one process stage (no reference to it)."""
+
+    forward_error = ProcessWorkerError
 
     def __init__(self, upstream: Stage[Any], node: plan.Process, ops_payload: bytes) -> None:
         self.upstream = upstream
@@ -235,6 +237,7 @@ class ProcessCore:
         self.error: BaseException | None = None
         self._raised = False
         self._replicas: Replicas | None = None
+        self._fail_lock = self._state
         self.item_cost = 0.0  # seconds of worker time per item (moving average)
         self._chunk: list[Any] = []  # the chunk being gathered
         self._chunk_lock = threading.Lock()
@@ -491,31 +494,8 @@ class ProcessCore:
 
     def fail(self) -> NoReturn:
         """Raise the stage's error to a reader, stopping everything the first time."""
-        error = self.error
-        assert error is not None
         self.ready.clear()
-        with self._state:
-            first, self._raised = not self._raised, True
-            if first:
-                self.error = SPENT
-                self._replicas = Replicas(error)
-        if not first:
-            assert self._replicas is not None
-            raise self._replicas.make(self.name)
-        self.close_all()
-        if self.node.on_worker_error == "raise" or isinstance(error, WorkerDied):
-            raise error
-        if self.node.on_worker_error in ("forward-and-print", "exit"):
-            log.error("tinypl: a worker of %s failed", self.name, exc_info=error)
-        raise ProcessWorkerError(
-            f"a worker of {self.name} failed: {type(error).__name__}: {error}"
-        ) from error
-
-    def close_all(self) -> None:
-        self.signal()
-        self.upstream._signal_stop()
-        self.shutdown()
-        self.upstream.close()
+        self.raise_failure(self.node.on_worker_error, as_is=(WorkerDied,))
 
     # -- Core protocol -------------------------------------------------------------------
 

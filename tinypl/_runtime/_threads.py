@@ -12,7 +12,6 @@ they arrive in order with the items; nothing is found by polling.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 import threading
@@ -24,6 +23,7 @@ from typing import Any, NoReturn
 
 from .. import _plan as plan
 from .._errors import WorkerError
+from ._failure import FailureHandling, Replicas
 from ._registry import build
 from ._stage import Stage, ViewStage, make_view
 
@@ -69,45 +69,10 @@ _END = _Control("end")  # every worker has finished; re-queued for every other r
 _FAILED = _Control("failed")  # wakes a reader so it sees ``ThreadCore.error``
 
 
-class _Spent(Exception):
-    """Stands in for an error that was raised already (see ``ThreadCore.fail``)."""
-
-
-SPENT = _Spent()
-
-
-class Replicas:
-    """Copies of a worker's error, one per reader that must raise it.
-
-    The first reader raises the original. Keeping the original for later readers would
-    leak: once raised, its traceback holds the reader's frame, which holds the stage,
-    whose finalizer holds the core. So a copy is made *before* the first raise, with the
-    worker's traceback only, and every later reader raises a fresh copy of that.
-    """
-
-    def __init__(self, error: BaseException) -> None:
-        self._summary = f"{type(error).__name__}: {error}"
-        self._traceback = error.__traceback__
-        self._cause = error.__cause__
-        try:
-            self._template: BaseException | None = copy.copy(error)
-        except Exception:
-            self._template = None
-
-    def make(self, where: str) -> BaseException:
-        if self._template is not None:
-            try:
-                error = copy.copy(self._template)
-            except Exception:
-                pass
-            else:
-                error.__cause__ = self._cause
-                return error.with_traceback(self._traceback)
-        return WorkerError(f"{where} already failed with {self._summary}")
-
-
-class ThreadCore:
+class ThreadCore(FailureHandling):
     """Workers, queues and shutdown of one thread stage (holds no reference to the stage)."""
+
+    forward_error = ThreadWorkerError
 
     def __init__(
         self,
@@ -138,6 +103,7 @@ class ThreadCore:
         self.error: BaseException | None = None
         self._raised = False
         self._replicas: Replicas | None = None
+        self._fail_lock = self._lock
         self._shut = False
 
     # -- workers -------------------------------------------------------------------------
@@ -197,32 +163,8 @@ class ThreadCore:
 
     def fail(self) -> NoReturn:
         """Raise the first worker error to a reader, stopping everything the first time."""
-        error = self.error
-        assert error is not None
         self.out.put(_FAILED)  # other readers (downstream workers) fail as well
-        with self._lock:
-            first, self._raised = not self._raised, True
-            if first:
-                self.error = SPENT
-                self._replicas = Replicas(error)
-        if not first:
-            assert self._replicas is not None
-            raise self._replicas.make(self.name)
-        self.close_all()
-        if self.on_worker_error == "raise" and not isinstance(error, SystemExit):
-            raise error
-        if self.on_worker_error in ("forward-and-print", "exit"):
-            log.error("tinypl: a worker of %s failed", self.name, exc_info=error)
-        raise ThreadWorkerError(
-            f"a worker of {self.name} failed: {type(error).__name__}: {error}"
-        ) from error
-
-    def close_all(self) -> None:
-        """Stop this stage and everything upstream (after an error or an interrupt)."""
-        self.signal()
-        self.upstream._signal_stop()
-        self.shutdown()
-        self.upstream.close()
+        self.raise_failure(self.on_worker_error)
 
     # -- Core protocol -------------------------------------------------------------------
 
