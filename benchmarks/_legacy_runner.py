@@ -19,6 +19,7 @@ register it in :data:`CASES`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -50,9 +51,44 @@ def _thread_map(pl: Any, params: dict[str, Any]) -> tuple[Run, Check]:
     return run, _workloads.make_multiset_check(n)
 
 
+def _process_map(pl: Any, params: dict[str, Any]) -> tuple[Run, Check]:
+    """``pl.process.map`` (0.1.0 defaults: ``multiprocessing`` context, i.e. fork on Linux).
+
+    With ``ring_bytes``, results travel as in 0.1.0's README: the worker writes them into
+    a ``pl.process.SharedMemoryRingBuffer`` (created once per case, like a module-level
+    buffer) and the consumer reads them back.  A capped run leaves unread entries in the
+    ring, so the next run gets a fresh buffer.
+    """
+    n, workers, name = int(params["n"]), int(params["workers"]), str(params["fn"])
+    cap = params.get("cap")
+    cap = None if cap is None else float(cap)
+    kind = "array" if name == "array" else "value"
+    fn = _workloads.process_function(name, params.get("loops"))
+    check = _workloads.make_stats_check(n, _workloads.expected_process_checksum(name, n))
+    ring_bytes = params.get("ring_bytes")
+    if not ring_bytes:
+        run = _workloads.tinypl_process_module_level(pl, n, fn, workers, kind=kind, cap=cap)
+        return run, check
+    rings = [pl.process.SharedMemoryRingBuffer(int(ring_bytes))]
+
+    def run() -> dict[str, Any]:
+        ring = rings[-1]
+        ring_fn = functools.partial(_workloads.write_to_ring, ring, fn)
+        one_run = _workloads.tinypl_process_module_level(
+            pl, n, ring_fn, workers, kind=kind, cap=cap, read=ring.read
+        )
+        stats = one_run()
+        if stats["capped"]:
+            rings.append(pl.process.SharedMemoryRingBuffer(int(ring_bytes)))
+        return stats
+
+    return _workloads.LoggedRun(run), check
+
+
 CASES: dict[str, Builder] = {
     "sync.module_level": _sync_module_level,
     "thread.map": _thread_map,
+    "process.map": _process_map,
 }
 """Case name -> builder.  Extension point for the ``process``/``dataloader`` suites."""
 
@@ -119,6 +155,9 @@ def main(argv: list[str]) -> int:
             }
         )
         return 1
+    log = getattr(run, "log", None)
+    if log is not None:  # per-run consumer stats (process suite), warm-up first
+        timing.extra["runs"] = log
     _emit({"ok": True, "env": env, "timing": timing.to_dict()})
     return 0
 

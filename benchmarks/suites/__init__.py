@@ -12,16 +12,16 @@ Adding a suite (e.g. ``process`` or ``dataloader``):
 
 from __future__ import annotations
 
-from benchmarks.suites import sleep, sync, thread
+from benchmarks.suites import dataloader, process, sleep, sync, thread
 from benchmarks.suites.base import Suite
 
-SUITES: dict[str, Suite] = {suite.name: suite for suite in (sync.SUITE, thread.SUITE, sleep.SUITE)}
+SUITES: dict[str, Suite] = {
+    suite.name: suite
+    for suite in (sync.SUITE, thread.SUITE, process.SUITE, dataloader.SUITE, sleep.SUITE)
+}
 """Implemented suites, in the order they are listed by ``--help``."""
 
-PLANNED: dict[str, str] = {
-    "process": "process stages (pl.process.map / Pipe.process) vs multiprocessing, mpire",
-    "dataloader": "image-loading pipeline vs torch.utils.data.DataLoader",
-}
+PLANNED: dict[str, str] = {}
 """Suites that are planned but not implemented yet (the CLI explains this)."""
 
 __all__ = ["PLANNED", "SUITES", "Suite"]

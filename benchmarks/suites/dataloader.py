@@ -1,0 +1,581 @@
+"""Suite ``dataloader``: an image-loading pipeline, tinypl vs ``torch.utils.data.DataLoader``.
+
+Workload: 2,000 synthetic 256x256 RGB images, JPEG-encoded with Pillow and held in memory.
+Every sample is decoded (Pillow), randomly cropped to 224x224, randomly flipped and
+normalized to float32 with numpy (:class:`ImageDataset`, shared by all peers); batches of
+32 samples are stacked into one float32 array of 32x224x224x3 (a tensor for DataLoader).
+
+Each peer builds one loader over an endless shuffled sampler, then every timed run pulls
+exactly one epoch (2,000 samples, the last batch short): tinypl with
+``pl.marker.until(loader, epoch)``, DataLoader (``persistent_workers=True``) with one
+``for`` loop. Start-up falls in the untimed warm-up epoch, reported separately. Peers:
+
+* ``torch.utils.data.DataLoader``, ``num_workers=2``, batch size 32, with its default
+  collate (tensors) and a few ``prefetch_factor`` settings; the best is the reference;
+* tinypl, fluent form, in a few configurations: whole batches loaded by N threads
+  (``partition -> map(fetch) -> thread(N) -> order``; ``maxsize=2`` bounds the batches
+  in flight, and so memory), single samples loaded by threads and stacked afterwards,
+  and whole batches loaded by 2 processes (default ``maxsize`` and ``maxsize=2``);
+* tinypl ``pl.dataloader.load`` with 2 threads (the same stages as the fluent form).
+
+``--configs`` selects peers by key.
+
+Figures: samples/s of the best and of the median run, the ratio to the fastest
+DataLoader configuration by the same statistic (target >= 1.3x), and peak memory of the
+process tree while the peer runs (proportional set size, PSS, summed over this process
+and its children: shared pages are split between the processes that map them instead of
+being counted in each; sampled every 50 ms in a thread; baseline = PSS just before the
+loader is built).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import io
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from benchmarks._timing import Check
+from benchmarks.harness import PeerResult, Run, SuiteContext, new_tinypl
+from benchmarks.report import Section, SuiteReport, Table, fmt_float, fmt_ratio, ratio
+from benchmarks.suites.base import Suite
+
+IMAGES = 2000
+SIZE = 256
+CROP = 224
+BATCH = 32
+TORCH_WORKERS = 2
+TARGET = 1.3
+DEFAULT_REPEAT = 5
+
+# ImageNet statistics, scaled to 0..255 pixel values.
+MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+# --------------------------------------------------------------------------- workload
+
+
+def make_images(count: int = IMAGES, size: int = SIZE, seed: int = 0) -> list[bytes]:
+    """``count`` JPEG-encoded RGB images: smooth colour gradients, a few shapes and
+    some noise, so that they compress like photographs (about 20-25 kB each)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    images = []
+    for _ in range(count):
+        a, b, c = rng.uniform(0, 2 * np.pi, 3)
+        base = np.stack(
+            [
+                128 + 100 * np.sin(3 * x + a) * np.cos(2 * y + b),
+                128 + 100 * np.sin(2 * x + 4 * y + c),
+                128 + 100 * np.cos(5 * x * y + a + b),
+            ],
+            axis=-1,
+        )
+        noise = rng.normal(0, 12, base.shape)
+        image = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8), "RGB")
+        draw = ImageDraw.Draw(image)
+        for _ in range(4):
+            x0, y0 = rng.integers(0, size - 40, 2)
+            w, h = rng.integers(20, 120, 2)
+            colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+            draw.ellipse((int(x0), int(y0), int(x0 + w), int(y0 + h)), fill=colour)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        images.append(buffer.getvalue())
+    return images
+
+
+class ImageDataset:
+    """Map-style dataset: decode, random 224x224 crop, random horizontal flip, normalize.
+
+    Returns a float32 array of 224x224x3. Picklable (module level), so worker processes
+    of tinypl and of DataLoader can use it.
+    """
+
+    def __init__(self, images: list[bytes], crop: int = CROP) -> None:
+        self.images = images
+        self.crop = crop
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Any:
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.images[index])) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        height, width, _ = pixels.shape
+        top = random.randrange(height - self.crop + 1)
+        left = random.randrange(width - self.crop + 1)
+        pixels = pixels[top : top + self.crop, left : left + self.crop]
+        if random.random() < 0.5:
+            pixels = pixels[:, ::-1]
+        mean = np.asarray(MEAN, dtype=np.float32)
+        std = np.asarray(STD, dtype=np.float32)
+        return (pixels.astype(np.float32) - mean) / std
+
+
+def stack(samples: list[Any]) -> Any:
+    """Collate for tinypl: one contiguous float32 array per batch."""
+    import numpy as np
+
+    return np.stack(samples)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _pss_of_tree() -> int:
+    """PSS (bytes) of this process and all its descendants (RSS where PSS is missing)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            info = process.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
+
+
+class MemorySampler:
+    """Samples the PSS of the process tree every ``interval`` seconds in a thread."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.baseline = _pss_of_tree()
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.peak = max(self.peak, _pss_of_tree())
+            except Exception:  # a child exiting while read; keep sampling
+                continue
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.peak = max(self.peak, _pss_of_tree())
+        self._stop.set()
+        self._thread.join()
+
+
+# --------------------------------------------------------------------------- peers
+
+Loader = tuple[Callable[[], int], Callable[[], None]]
+"""``(one_epoch, close)``: ``one_epoch()`` pulls one epoch and returns its sample count."""
+
+
+def _consume(batches: Any) -> int:
+    count = 0
+    for batch in batches:
+        count += len(batch)
+        if batch.shape[1:] != (CROP, CROP, 3):
+            raise AssertionError(f"bad batch shape {tuple(batch.shape)}")
+    return count
+
+
+def _tinypl_loader(pipe_of: Callable[[Any, Any, Any], Any], dataset: ImageDataset) -> Loader:
+    pl = new_tinypl()
+    epoch = pl.Marker("epoch")
+    sampler = pl.dataloader.sampler.shuffle(dataset, rng=0)
+    stage = iter(pipe_of(pl, sampler, epoch))
+
+    def one_epoch() -> int:
+        return _consume(pl.marker.until(stage, epoch))
+
+    return one_epoch, stage.close
+
+
+def _batches(pl: Any, sampler: Any, epoch: Any) -> Any:
+    """Indices per epoch -> flatten -> batches of 32 indices (the last one of an epoch
+    shorter), with the epoch marker after each epoch's last batch."""
+    return (
+        pl.Pipe(sampler)
+        .insert_marker(epoch)
+        .flatten()
+        .partition(BATCH, markers="after", split_on_marker=True)
+    )
+
+
+def tinypl_batch_threads(dataset: ImageDataset, workers: int, maxsize: int | None = None) -> Loader:
+    """Whole batches loaded (decoded, transformed, stacked) by ``workers`` threads."""
+
+    def pipe_of(pl: Any, sampler: Any, epoch: Any) -> Any:
+        fetch = pl.dataloader.fetch(dataset, stack)
+        return _batches(pl, sampler, epoch).map(fetch).thread(workers, maxsize).order()
+
+    return _tinypl_loader(pipe_of, dataset)
+
+
+def tinypl_sample_threads(dataset: ImageDataset, workers: int) -> Loader:
+    """Single samples loaded by ``workers`` threads, then batched and stacked."""
+
+    def pipe_of(pl: Any, sampler: Any, epoch: Any) -> Any:
+        # A live stage as the source of the ordered part: order() numbers single indices
+        # (after a flatten in the same Pipe it would number whole epochs).
+        indices = iter(pl.Pipe(sampler).insert_marker(epoch).flatten())
+        return (
+            pl.Pipe(indices)
+            .map(dataset.__getitem__)
+            .thread(workers)
+            .order()
+            .partition(BATCH, markers="after", split_on_marker=True)
+            .map(stack)
+        )
+
+    return _tinypl_loader(pipe_of, dataset)
+
+
+def tinypl_batch_processes(
+    dataset: ImageDataset, workers: int, maxsize: int | None = None
+) -> Loader:
+    """Whole batches loaded by ``workers`` processes (results through shared memory)."""
+
+    def pipe_of(pl: Any, sampler: Any, epoch: Any) -> Any:
+        fetch = pl.dataloader.fetch(dataset, stack)
+        return _batches(pl, sampler, epoch).map(fetch).process(workers, maxsize).order()
+
+    return _tinypl_loader(pipe_of, dataset)
+
+
+def tinypl_load_threads(dataset: ImageDataset, workers: int) -> Loader:
+    """``pl.dataloader.load`` with ``map=partial(pl.thread.map, workers=N)``."""
+    pl = new_tinypl()
+    epoch = pl.Marker("epoch")
+    stage = pl.dataloader.load(
+        dataset,
+        BATCH,
+        stack,
+        map=functools.partial(pl.thread.map, workers=workers),
+        sampler=pl.dataloader.sampler.shuffle(dataset, rng=0),
+        epoch_end_mode="keep_last",
+        epoch_marker=epoch,
+    )
+
+    def one_epoch() -> int:
+        return _consume(pl.marker.until(stage, epoch))
+
+    return one_epoch, stage.close
+
+
+def torch_dataloader(dataset: ImageDataset, prefetch_factor: int) -> Loader:
+    """``DataLoader(num_workers=2, batch_size=32, persistent_workers=True)``."""
+    import torch.utils.data
+
+    generator = torch.Generator().manual_seed(0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=BATCH,
+        shuffle=True,
+        generator=generator,
+        num_workers=TORCH_WORKERS,
+        prefetch_factor=prefetch_factor,
+        persistent_workers=True,
+    )
+
+    def one_epoch() -> int:
+        return _consume(loader)
+
+    def close() -> None:
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None:
+            iterator._shutdown_workers()
+
+    return one_epoch, close
+
+
+# --------------------------------------------------------------------------- running
+
+
+@contextmanager
+def _quiet_torch_threads() -> Iterator[None]:
+    """One intra-op thread in this process while measuring (DataLoader workers use one
+    anyway), so that torch's own pool does not compete with the loaders for 2 cores."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(
+    ctx: SuiteContext,
+    label: str,
+    make: Callable[[], Loader],
+    *,
+    n: int,
+    repeat: int,
+    params: dict[str, Any],
+) -> tuple[PeerResult, dict[str, Any]]:
+    gc.collect()
+    memory: dict[str, Any] = {}
+    closers: list[Callable[[], None]] = []
+    sampler: MemorySampler | None = None
+
+    def build() -> tuple[Run, Check]:
+        nonlocal sampler
+        sampler = MemorySampler()
+        sampler.__enter__()
+        start = time.perf_counter()
+        one_epoch, close = make()
+        closers.append(close)
+        memory["build_s"] = time.perf_counter() - start
+
+        def check(count: Any) -> str | None:
+            return None if count == n else f"{count} samples in an epoch, not {n}"
+
+        return one_epoch, check
+
+    result = ctx.run_in_process(label, build, repeat=repeat, params=params)
+    for close in closers:
+        close()
+    if sampler is not None:
+        sampler.__exit__(None, None, None)
+        memory["baseline_mb"] = sampler.baseline / 2**20
+        memory["peak_mb"] = sampler.peak / 2**20
+        memory["peak_over_baseline_mb"] = (sampler.peak - sampler.baseline) / 2**20
+    return result, memory
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Suite-specific options."""
+    parser.add_argument("--images", type=int, default=IMAGES, help="(default: %(default)s)")
+    parser.add_argument(
+        "--configs",
+        default="all",
+        help="comma-separated peer keys to run (default: all; see the report for keys)",
+    )
+
+
+def _peers(dataset: ImageDataset) -> dict[str, tuple[str, Callable[[], Loader]]]:
+    return {
+        "torch-pf2": (
+            "DataLoader(workers=2, prefetch_factor=2)",
+            lambda: torch_dataloader(dataset, 2),
+        ),
+        "torch-pf4": (
+            "DataLoader(workers=2, prefetch_factor=4)",
+            lambda: torch_dataloader(dataset, 4),
+        ),
+        "batch-threads-2": (
+            "tinypl batches in 2 threads",
+            lambda: tinypl_batch_threads(dataset, 2),
+        ),
+        "batch-threads-2-max2": (
+            "tinypl batches in 2 threads, maxsize=2",
+            lambda: tinypl_batch_threads(dataset, 2, maxsize=2),
+        ),
+        "batch-threads-3": (
+            "tinypl batches in 3 threads",
+            lambda: tinypl_batch_threads(dataset, 3),
+        ),
+        "batch-threads-4": (
+            "tinypl batches in 4 threads",
+            lambda: tinypl_batch_threads(dataset, 4),
+        ),
+        "sample-threads-4": (
+            "tinypl samples in 4 threads, stack",
+            lambda: tinypl_sample_threads(dataset, 4),
+        ),
+        "batch-processes-2": (
+            "tinypl batches in 2 processes",
+            lambda: tinypl_batch_processes(dataset, 2),
+        ),
+        "batch-processes-2-max2": (
+            "tinypl batches in 2 processes, maxsize=2",
+            lambda: tinypl_batch_processes(dataset, 2, maxsize=2),
+        ),
+        "load-threads-2": (
+            "tinypl pl.dataloader.load, 2 threads",
+            lambda: tinypl_load_threads(dataset, 2),
+        ),
+    }
+
+
+def run(ctx: SuiteContext) -> SuiteReport:
+    """Build the images, measure every configuration, report samples/s and memory."""
+    n: int = ctx.options.images
+    ctx.progress(f"encoding {n} JPEG images of {SIZE}x{SIZE}")
+    start = time.perf_counter()
+    images = make_images(n)
+    encode_s = time.perf_counter() - start
+    dataset = ImageDataset(images)
+    start = time.perf_counter()
+    for index in range(min(200, n)):
+        dataset[index]
+    per_sample_ms = (time.perf_counter() - start) / min(200, n) * 1e3
+
+    peers = _peers(dataset)
+    wanted = list(peers) if ctx.options.configs == "all" else ctx.options.configs.split(",")
+    unknown = [key for key in wanted if key not in peers]
+    if unknown:
+        raise SystemExit(f"unknown --configs {unknown}; choose from {list(peers)}")
+
+    results: dict[str, tuple[PeerResult, dict[str, Any]]] = {}
+    with _quiet_torch_threads():
+        for key in wanted:
+            label, make = peers[key]
+            params = {"images": n, "batch": BATCH}
+            results[key] = _measure(ctx, label, make, n=n, repeat=ctx.repeat, params=params)
+
+    return _report(n, results, per_sample_ms=per_sample_ms, encode_s=encode_s, images=images)
+
+
+def _report(
+    n: int,
+    results: dict[str, tuple[PeerResult, dict[str, Any]]],
+    *,
+    per_sample_ms: float,
+    encode_s: float,
+    images: list[bytes],
+) -> SuiteReport:
+    stats = ("best", "median")
+
+    def rate(result: PeerResult, stat: str) -> float | None:
+        value = result.value(stat)
+        return None if value is None else n / value
+
+    torch_keys = [key for key in results if key.startswith("torch")]
+    tinypl_keys = [key for key in results if not key.startswith("torch")]
+
+    def fastest(keys: list[str], stat: str) -> str | None:
+        return max(keys, key=lambda k: rate(results[k][0], stat) or 0.0, default=None)
+
+    reference: dict[str, float | None] = {}
+    for stat in stats:
+        best_torch = fastest(torch_keys, stat)
+        reference[stat] = None if best_torch is None else rate(results[best_torch][0], stat)
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    table = Table(
+        title=f"{n:,} JPEG {SIZE}x{SIZE} -> decode, crop {CROP}, flip, normalize; "
+        f"batches of {BATCH}; one epoch per run",
+        headers=[
+            "key",
+            "peer",
+            "runs",
+            "best s",
+            "median s",
+            "samples/s (best)",
+            "x DataLoader (best)",
+            "samples/s (median)",
+            "x DataLoader (median)",
+            "1st epoch s",
+            "peak MB",
+            "+MB",
+            "status",
+        ],
+        left=frozenset({1}),
+    )
+    rows = []
+    for key, (result, memory) in results.items():
+        rates = {stat: rate(result, stat) for stat in stats}
+        rel = {stat: ratio(rates[stat], reference[stat]) for stat in stats}
+        timing = result.timing
+        table.add_row(
+            [
+                key,
+                result.label,
+                result.runs_text,
+                fmt_float(None if timing is None else timing.best, 2),
+                fmt_float(None if timing is None else timing.median, 2),
+                fmt_float(rates["best"], 0),
+                fmt_ratio(rel["best"]),
+                fmt_float(rates["median"], 0),
+                fmt_ratio(rel["median"]),
+                fmt_float(None if timing is None else timing.warmup, 2),
+                fmt_float(memory.get("peak_mb"), 0),
+                fmt_float(memory.get("peak_over_baseline_mb"), 0),
+                result.status,
+            ]
+        )
+        rows.append(
+            {
+                **result.to_dict(),
+                "key": key,
+                "samples_per_s": rates,
+                "ratio_to_best_dataloader": rel,
+                "memory": memory,
+            }
+        )
+    table.notes += [
+        f"single-threaded cost of one sample here: {per_sample_ms:.2f} ms "
+        f"(so one core gives ~{1e3 / per_sample_ms:,.0f} samples/s); "
+        f"{os.cpu_count()} cpus, loadavg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        if load
+        else f"single-threaded cost of one sample here: {per_sample_ms:.2f} ms",
+        "x DataLoader: samples/s relative to the fastest DataLoader row by the same "
+        "statistic (best run or median run)",
+        "peak MB: peak PSS of the process tree while the peer ran (data set included); "
+        "+MB: over the PSS just before the loader was built",
+        "1st epoch s: the untimed warm-up epoch, which includes starting the workers "
+        "(the timed runs are later epochs of the same loader)",
+        f"images encoded in {encode_s:.1f} s, {sum(map(len, images)) / 2**20:.1f} MB of JPEG",
+    ]
+    summary = Section(title=f"Summary (target: tinypl >= {TARGET:g}x DataLoader)")
+    summary_data: dict[str, Any] = {}
+    for stat in stats:
+        best_torch, best_tinypl = fastest(torch_keys, stat), fastest(tinypl_keys, stat)
+        if best_torch is None or best_tinypl is None:
+            continue
+        tinypl_rate = rate(results[best_tinypl][0], stat)
+        best = ratio(tinypl_rate, reference[stat])
+        verdict = "n/a" if best is None else ("met" if best >= TARGET else "MISSED")
+        summary.lines.append(
+            f"{stat:6} run: DataLoader {best_torch} {fmt_float(reference[stat], 0)} "
+            f"samples/s, tinypl {best_tinypl} {fmt_float(tinypl_rate, 0)} samples/s: "
+            f"{fmt_ratio(best)} ({verdict})"
+        )
+        summary_data[stat] = {
+            "best_dataloader": best_torch,
+            "best_tinypl": best_tinypl,
+            "ratio": best,
+        }
+    report = SuiteReport(
+        suite="dataloader", title="dataloader: image pipeline vs torch.utils.data.DataLoader"
+    )
+    report.blocks += [table, summary]
+    report.data = {
+        "images": n,
+        "batch": BATCH,
+        "per_sample_ms": per_sample_ms,
+        "loadavg": load,
+        "summary": summary_data,
+        "rows": rows,
+    }
+    return report
+
+
+SUITE = Suite(
+    name="dataloader",
+    description="image-loading pipeline (JPEG decode/crop/flip/normalize) vs torch DataLoader",
+    default_repeat=DEFAULT_REPEAT,
+    add_arguments=add_arguments,
+    run=run,
+)
