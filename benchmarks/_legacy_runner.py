@@ -67,22 +67,22 @@ def _process_map(pl: Any, params: dict[str, Any]) -> tuple[Run, Check]:
     check = _workloads.make_stats_check(n, _workloads.expected_process_checksum(name, n))
     ring_bytes = params.get("ring_bytes")
     if not ring_bytes:
-        run = _workloads.tinypl_process_module_level(pl, n, fn, workers, kind=kind, cap=cap)
-        return run, check
+        plain = _workloads.tinypl_process_module_level(pl, n, fn, workers, kind=kind, cap=cap)
+        return plain, check
     rings = [pl.process.SharedMemoryRingBuffer(int(ring_bytes))]
 
-    def run() -> dict[str, Any]:
+    def ring_run() -> dict[str, Any]:
         ring = rings[-1]
         ring_fn = functools.partial(_workloads.write_to_ring, ring, fn)
         one_run = _workloads.tinypl_process_module_level(
             pl, n, ring_fn, workers, kind=kind, cap=cap, read=ring.read
         )
-        stats = one_run()
+        stats: dict[str, Any] = one_run()
         if stats["capped"]:
             rings.append(pl.process.SharedMemoryRingBuffer(int(ring_bytes)))
         return stats
 
-    return _workloads.LoggedRun(run), check
+    return _workloads.LoggedRun(ring_run), check
 
 
 CASES: dict[str, Builder] = {

@@ -398,19 +398,14 @@ def process_map(
         >>> sorted(pl.process.map(range(5), lambda x: x * x, workers=2))
         [0, 1, 4, 9, 16]
     """
-    method = _start_method(start_method, multiprocessing_context)
-    limit = limit_threads if force_single_thread is None else force_single_thread
-    return iter(
-        Pipe(pipe)
-        .map(fn)
-        .process(
-            workers,
-            maxsize,
-            start_method=method,
-            limit_threads=limit,
-            on_worker_error=on_worker_error,
-            chunksize=chunksize,
-        )
+    return _in_processes(
+        Pipe(pipe).map(fn),
+        workers=workers,
+        maxsize=maxsize,
+        on_worker_error=on_worker_error,
+        start_method=_start_method(start_method, multiprocessing_context),
+        limit_threads=limit_threads if force_single_thread is None else force_single_thread,
+        chunksize=chunksize,
     )
 
 
@@ -435,16 +430,33 @@ def process_each(
         >>> sorted(pl.process.each(range(3), abs, workers=1))
         [0, 1, 2]
     """
-    method = _start_method(start_method, multiprocessing_context)
-    limit = limit_threads if force_single_thread is None else force_single_thread
+    return _in_processes(
+        Pipe(pipe).each(fn),
+        workers=workers,
+        maxsize=maxsize,
+        on_worker_error=on_worker_error,
+        start_method=_start_method(start_method, multiprocessing_context),
+        limit_threads=limit_threads if force_single_thread is None else force_single_thread,
+        chunksize=chunksize,
+    )
+
+
+def _in_processes(
+    pipe: Pipe[T],
+    *,
+    workers: int,
+    maxsize: int | None,
+    on_worker_error: WorkerErrorMode,
+    start_method: StartMethod | None,
+    limit_threads: bool,
+    chunksize: int | None,
+) -> Stage[T]:
     return iter(
-        Pipe(pipe)
-        .each(fn)
-        .process(
+        pipe.process(
             workers,
             maxsize,
-            start_method=method,
-            limit_threads=limit,
+            start_method=start_method,
+            limit_threads=limit_threads,
             on_worker_error=on_worker_error,
             chunksize=chunksize,
         )

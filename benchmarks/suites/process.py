@@ -137,7 +137,7 @@ def _executor(n: int, fn: Callable[[Any], Any], workers: int, kind: str, cap: fl
 
     def body(t0: float) -> dict[str, Any]:
         with ProcessPoolExecutor(workers) as executor:
-            results = executor.map(fn, range(n))
+            results: Any = executor.map(fn, range(n))  # a generator
             try:
                 return w.consume(kind, results, t0, cap)
             finally:
@@ -147,7 +147,7 @@ def _executor(n: int, fn: Callable[[Any], Any], workers: int, kind: str, cap: fl
 
 
 def _mpire(n: int, fn: Callable[[Any], Any], workers: int, kind: str, cap: float | None) -> Body:
-    from mpire import WorkerPool
+    from mpire.pool import WorkerPool
 
     def body(t0: float) -> dict[str, Any]:
         with WorkerPool(n_jobs=workers) as pool:
@@ -182,7 +182,8 @@ def _torch(n: int, fn: Callable[[Any], Any], workers: int, kind: str, cap: float
     from torch.utils.data import DataLoader
 
     def body(t0: float) -> dict[str, Any]:
-        loader = DataLoader(w.FunctionDataset(fn, n), batch_size=None, num_workers=workers)
+        dataset: Any = w.FunctionDataset(fn, n)  # duck-typed map-style dataset
+        loader: Any = DataLoader(dataset, batch_size=None, num_workers=workers)
         it = iter(loader)
         stats = w.consume(kind, it, t0, cap)
         del it  # shuts its workers down (inside the timed run)

@@ -38,7 +38,7 @@ from .._shm import cleanup_orphans
 from .._shm import loads as load_pooled
 from ._failure import FailureHandling, Replicas
 from ._registry import build
-from ._stage import Stage, ViewStage, make_view
+from ._stage import Stage, WorkerStage, make_view
 from ._worker import PLAIN, STOP, WorkerSpec, run_worker, shared_memory_pool
 
 __all__ = [
@@ -401,6 +401,9 @@ class ProcessCore(FailureHandling):
 
     # -- reader side ---------------------------------------------------------------------
 
+    def fill(self) -> float:
+        return min(sum(self._outstanding), self.maxsize) / self.maxsize
+
     def refill(self) -> Any:
         """Block until something is ready, then return the first ready element."""
         with self._lock:
@@ -592,29 +595,9 @@ class ProcessReader:
             raise
 
 
-class ProcessStage(ViewStage[Any]):
-    """A live process stage: per-item stages run by worker processes.
-
-    ``workers``, ``maxsize`` (chunks in flight) and ``fill`` describe it.
-    """
-
-    _process_core: ProcessCore
-
-    @property
-    def workers(self) -> int:
-        """The number of worker processes."""
-        return self._process_core.workers
-
-    @property
-    def maxsize(self) -> int:
-        """How many chunks may be in flight at once."""
-        return self._process_core.maxsize
-
-    @property
-    def fill(self) -> float:
-        """How full the pipeline between feeder and reader is, from 0.0 to 1.0."""
-        core = self._process_core
-        return min(sum(core._outstanding), core.maxsize) / core.maxsize
+class ProcessStage(WorkerStage[Any]):
+    """A live process stage: per-item stages run by ``workers`` worker processes, with
+    at most ``maxsize`` chunks in flight."""
 
 
 @build.register
@@ -628,7 +611,7 @@ def _process(node: plan.Process, upstream: Stage[Any]) -> Stage[Any]:
     core = ProcessCore(upstream, node, payload)
     raw = ProcessReader(core)
     stage = make_view(raw, upstream.tagger, ProcessStage)
-    stage._process_core = core
+    stage._pool = core
     stage._attach(
         raw=raw,
         node=node,

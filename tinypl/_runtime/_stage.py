@@ -23,7 +23,16 @@ if TYPE_CHECKING:
     from .._plan import Node
     from ._order import Tagger
 
-__all__ = ["ChainStage", "Core", "FilterStage", "MapStage", "SourceStage", "Stage", "ViewStage"]
+__all__ = [
+    "ChainStage",
+    "Core",
+    "FilterStage",
+    "MapStage",
+    "SourceStage",
+    "Stage",
+    "ViewStage",
+    "WorkerStage",
+]
 
 T_co = TypeVar("T_co", covariant=True)
 log = logging.getLogger("tinypl")
@@ -180,6 +189,30 @@ class ViewStage(itertools.filterfalse, Stage[T_co]):  # type: ignore[type-arg]
 
 
 V = TypeVar("V", bound=ViewStage[Any])
+
+
+class WorkerStage(ViewStage[T_co]):
+    """A live stage served by workers (threads or processes).
+
+    ``workers``, ``maxsize`` and ``fill`` (how full it is, from 0.0 to 1.0) describe it.
+    """
+
+    _pool: Any  # the stage's core: has ``workers``, ``maxsize`` and ``fill()``
+
+    @property
+    def workers(self) -> int:
+        """The number of workers."""
+        return int(self._pool.workers)
+
+    @property
+    def maxsize(self) -> int:
+        """The bound of what may be in flight (items for threads, chunks for processes)."""
+        return int(self._pool.maxsize)
+
+    @property
+    def fill(self) -> float:
+        """How full the stage's queue is, from 0.0 to 1.0."""
+        return float(self._pool.fill())
 
 
 def make_view(raw: Iterator[Any], tagger: Tagger | None, cls: type[V] | None = None) -> V:

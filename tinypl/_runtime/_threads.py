@@ -25,7 +25,7 @@ from .. import _plan as plan
 from .._errors import WorkerError
 from ._failure import FailureHandling, Replicas
 from ._registry import build
-from ._stage import Stage, ViewStage, make_view
+from ._stage import Stage, WorkerStage, make_view
 
 __all__ = ["JOIN_TIMEOUT", "ThreadStage", "ThreadWorkerError"]
 
@@ -145,6 +145,11 @@ class ThreadCore(FailureHandling):
 
     # -- reader side ---------------------------------------------------------------------
 
+    def fill(self) -> float:
+        # Every queued item holds a slot; control messages hold none.
+        queued = self.maxsize - self.free_slots()
+        return min(max(queued, 0), self.maxsize) / self.maxsize
+
     def control(self, message: _Control) -> None:
         """Handle a control message pulled by a reader: return to read on, or raise."""
         if message is _DONE:
@@ -231,31 +236,8 @@ class QueueReader:
             raise
 
 
-class ThreadStage(ViewStage[Any]):
-    """A live thread stage: a queue filled by worker threads.
-
-    ``workers``, ``maxsize`` and ``fill`` (queue occupancy, 0..1) describe it.
-    """
-
-    _thread_core: ThreadCore
-
-    @property
-    def workers(self) -> int:
-        """The number of worker threads."""
-        return self._thread_core.workers
-
-    @property
-    def maxsize(self) -> int:
-        """The bound of the queue."""
-        return self._thread_core.maxsize
-
-    @property
-    def fill(self) -> float:
-        """How full the queue is, from 0.0 to 1.0."""
-        core = self._thread_core
-        # Every queued item holds a slot; control messages hold none.
-        queued = core.maxsize - core.free_slots()
-        return min(max(queued, 0), core.maxsize) / core.maxsize
+class ThreadStage(WorkerStage[Any]):
+    """A live thread stage: a queue of ``maxsize`` items filled by ``workers`` threads."""
 
 
 @build.register
@@ -263,7 +245,7 @@ def _thread(node: plan.Thread, upstream: Stage[Any]) -> Stage[Any]:
     core = ThreadCore(upstream, node.workers, node.queue_size, node.on_worker_error)
     raw = QueueReader(core)
     stage = make_view(raw, upstream.tagger, ThreadStage)
-    stage._thread_core = core
+    stage._pool = core
     stage._attach(
         raw=raw,
         node=node,
