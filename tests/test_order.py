@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from threadwatch import seconds_until_gone, tinypl_threads
 
 import tinypl as pl
 from tinypl import Marker, Pipe
@@ -24,19 +25,6 @@ from tinypl import Marker, Pipe
 # -- helpers ------------------------------------------------------------------------------
 
 
-def tinypl_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith("tinypl-")}
-
-
-def seconds_until_gone(before: set[threading.Thread], limit: float = 5.0) -> float:
-    """Seconds until no tinypl thread outside ``before`` is alive (``inf`` after ``limit``)."""
-    start = time.monotonic()
-    while True:
-        if not (tinypl_threads() - before):
-            return time.monotonic() - start
-        if time.monotonic() - start > limit:
-            return float("inf")
-        time.sleep(0.002)
 
 
 def run_python(code: str, timeout: float) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,6 @@ import signal
 import sys
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Iterator
 from multiprocessing.connection import wait
@@ -38,7 +37,7 @@ from .._shm import cleanup_orphans
 from .._shm import loads as load_pooled
 from ._failure import FailureHandling, Replicas
 from ._registry import build
-from ._stage import Stage, WorkerStage, make_view
+from ._stage import Stage, WorkerStage, worker_stage
 from ._worker import PLAIN, STOP, WorkerSpec, run_worker, shared_memory_pool
 
 __all__ = [
@@ -609,17 +608,4 @@ def _process(node: plan.Process, upstream: Stage[Any]) -> Stage[Any]:
             f"process: the stage functions cannot be pickled for the worker processes: {error}"
         ) from error
     core = ProcessCore(upstream, node, payload)
-    raw = ProcessReader(core)
-    stage = make_view(raw, upstream.tagger, ProcessStage)
-    stage._pool = core
-    stage._attach(
-        raw=raw,
-        node=node,
-        upstream=upstream,
-        may_mark=upstream.may_mark,
-        thread_safe=True,
-        tagger=upstream.tagger,
-        core=core,
-    )
-    weakref.finalize(stage, core.shutdown)
-    return stage
+    return worker_stage(ProcessStage, ProcessReader(core), node, upstream, core)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import warnings
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -213,6 +214,32 @@ class WorkerStage(ViewStage[T_co]):
     def fill(self) -> float:
         """How full the stage's queue is, from 0.0 to 1.0."""
         return float(self._pool.fill())
+
+
+W = TypeVar("W", bound=WorkerStage[Any])
+
+
+def worker_stage(
+    cls: type[W], raw: Iterator[Any], node: Node, upstream: Stage[Any], core: Any
+) -> W:
+    """A live thread or process stage over ``raw``, owning ``core``.
+
+    Garbage collection of the stage stops its own workers; only ``close()`` goes upstream,
+    since an upstream stage may be shared with other stages (module-level API).
+    """
+    stage = make_view(raw, upstream.tagger, cls)
+    stage._pool = core
+    stage._attach(
+        raw=raw,
+        node=node,
+        upstream=upstream,
+        may_mark=upstream.may_mark,
+        thread_safe=True,
+        tagger=upstream.tagger,
+        core=core,
+    )
+    weakref.finalize(stage, core.shutdown)
+    return stage
 
 
 def make_view(raw: Iterator[Any], tagger: Tagger | None, cls: type[V] | None = None) -> V:

@@ -16,7 +16,6 @@ import itertools
 import logging
 import threading
 import warnings
-import weakref
 from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any, NoReturn
@@ -25,7 +24,7 @@ from .. import _plan as plan
 from .._errors import WorkerError
 from ._failure import FailureHandling, Replicas
 from ._registry import build
-from ._stage import Stage, WorkerStage, make_view
+from ._stage import Stage, WorkerStage, worker_stage
 
 __all__ = ["JOIN_TIMEOUT", "ThreadStage", "ThreadWorkerError"]
 
@@ -243,19 +242,4 @@ class ThreadStage(WorkerStage[Any]):
 @build.register
 def _thread(node: plan.Thread, upstream: Stage[Any]) -> Stage[Any]:
     core = ThreadCore(upstream, node.workers, node.queue_size, node.on_worker_error)
-    raw = QueueReader(core)
-    stage = make_view(raw, upstream.tagger, ThreadStage)
-    stage._pool = core
-    stage._attach(
-        raw=raw,
-        node=node,
-        upstream=upstream,
-        may_mark=upstream.may_mark,
-        thread_safe=True,
-        tagger=upstream.tagger,
-        core=core,
-    )
-    # Garbage collection of the stage stops its own workers; only close() goes upstream,
-    # since an upstream stage may be shared with other stages (module-level API).
-    weakref.finalize(stage, core.shutdown)
-    return stage
+    return worker_stage(ThreadStage, QueueReader(core), node, upstream, core)
