@@ -9,14 +9,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from threadwatch import tinypl_threads
 
 import tinypl as pl
 from tinypl import Marker, Pipe
-
-
-def tinypl_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("tinypl-")]
-
 
 # -- each function --------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from threadwatch import tinypl_threads
 
 import tinypl as pl
 from tinypl import Marker, Pipe
@@ -41,10 +42,6 @@ SHM = Path("/dev/shm")
 REPO = Path(pl.__file__).resolve().parents[1]
 
 # -- observation helpers ------------------------------------------------------------------
-
-
-def tinypl_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith("tinypl-")}
 
 
 def pid_gone(pid: int) -> bool:

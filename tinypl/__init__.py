@@ -3,7 +3,7 @@
 Two forms build the same plans: the fluent ``Pipe`` and the module-level functions of
 tinypl 0.1.0 (``pl.map``, ``pl.thread.queue``, ``pl.order.save`` …).
 
-Example:
+Examples:
     >>> import tinypl as pl
     >>> list(pl.Pipe(range(5)).map(lambda x: x * 2).filter(lambda x: x > 2))
     [4, 6, 8]

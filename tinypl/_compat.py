@@ -87,7 +87,7 @@ HELPERS = (
 def map_(pipe: Iterable[T], fn: Callable[[T], U]) -> Stage[U]:
     """Apply ``fn`` to every item.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> list(pl.map(range(4), lambda x: x + 1))
         [1, 2, 3, 4]
@@ -98,7 +98,7 @@ def map_(pipe: Iterable[T], fn: Callable[[T], U]) -> Stage[U]:
 def filter_(pipe: Iterable[T], pred: Callable[[T], object]) -> Stage[T]:
     """Keep the items for which ``pred`` is true.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> list(pl.filter(range(6), lambda x: x % 3 == 0))
         [0, 3]
@@ -109,7 +109,7 @@ def filter_(pipe: Iterable[T], pred: Callable[[T], object]) -> Stage[T]:
 def each_(pipe: Iterable[T], fn: Callable[[T], object]) -> Stage[T]:
     """Call ``fn`` on every item and pass it on.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> seen = []
         >>> list(pl.each([1, 2], seen.append)), seen
@@ -121,7 +121,7 @@ def each_(pipe: Iterable[T], fn: Callable[[T], object]) -> Stage[T]:
 def flatten_(pipe: Iterable[Iterable[T]]) -> Stage[T]:
     """Yield the elements of each item, lazily (also ``pl.flatten_lazy``).
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> list(pl.flatten([[1], [2, 3]]))
         [1, 2, 3]
@@ -132,7 +132,7 @@ def flatten_(pipe: Iterable[Iterable[T]]) -> Stage[T]:
 def flatten_eager_(pipe: Iterable[Iterable[T]]) -> Stage[T]:
     """Yield the elements of each item, listing an item's elements first.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> list(pl.flatten_eager([(1, 2), (3,)]))
         [1, 2, 3]
@@ -145,7 +145,7 @@ def partition_(
 ) -> Stage[list[T]]:
     """Group items into lists of ``n`` (see ``Pipe.partition``).
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> list(pl.partition(range(5), 2))
         [[0, 1], [2, 3], [4]]
@@ -156,7 +156,7 @@ def partition_(
 def ratelimit_(pipe: Iterable[T], num: int, period: float) -> Stage[T]:
     """Let at most ``num`` items pass per ``period`` seconds.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> list(pl.ratelimit(range(3), num=10, period=1.0))
         [0, 1, 2]
@@ -168,7 +168,7 @@ def unpack(fn: Callable[..., U]) -> Callable[[Iterable[Any]], U]:
     """Wrap ``fn(*args)`` to take one tuple of arguments; generator functions stay
     generator functions.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> list(pl.map([(1, 2), (3, 4)], pl.unpack(lambda a, b: a + b)))
         [3, 7]
@@ -198,7 +198,7 @@ def marker_insert_periodic(
 
     Returns the stage and the marker, which identifies the markers inserted here.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> stage, marker = pl.marker.insert_periodic(range(6), n=2)
         >>> list(pl.marker.until(stage, marker=marker))
@@ -217,7 +217,7 @@ def marker_on(
 ) -> Stage[T]:
     """Call ``fn()`` whenever ``marker`` passes (``None``: any marker).
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> calls = []
         >>> stage, marker = pl.marker.insert_periodic([1, 2])
@@ -230,7 +230,7 @@ def marker_on(
 def marker_until(pipe: Iterable[T], marker: Marker | None = None) -> Stage[T]:
     """Stop at the first ``marker`` (``None``: any marker), consuming it.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> stage, marker = pl.marker.insert_periodic(range(4), n=3)
         >>> list(pl.marker.until(stage, marker)), list(pl.marker.until(stage, marker))
@@ -251,7 +251,7 @@ def thread_queue(
     """Prefetch items into a queue of ``maxsize`` using ``workers`` threads, each pulling
     through the stages before it (see ``Pipe.thread``). Items may change order.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> stage = pl.thread.queue(pl.map(range(10), lambda x: 2 * x), workers=4, maxsize=8)
         >>> sorted(stage)
@@ -272,7 +272,7 @@ def thread_map(
 ) -> Stage[U]:
     """``pl.map`` followed by ``pl.thread.queue``: ``fn`` runs in ``workers`` threads.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> sorted(pl.thread.map(range(5), lambda x: x * x, workers=2))
         [0, 1, 4, 9, 16]
@@ -289,7 +289,7 @@ def thread_each(
 ) -> Stage[T]:
     """``pl.each`` followed by ``pl.thread.queue``.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> sorted(pl.thread.each(range(3), print, workers=1))
         0
@@ -303,7 +303,7 @@ def thread_each(
 def thread_mutex(pipe: Iterable[T]) -> Stage[T]:
     """Let only one thread at a time pull through the stages before this one.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> def numbers():
         ...     yield from range(4)
@@ -321,7 +321,7 @@ def order_save(pipe: Iterable[T], maxsize: int) -> Stage[T]:
     ``maxsize`` items pass before the load hands the oldest out. Pulls through it are
     mutually exclusive, as with ``pl.thread.mutex``.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> pipe = order = pl.order.save(range(6), maxsize=4)
         >>> pipe = pl.thread.map(pipe, lambda x: x * 10, workers=3)
@@ -336,7 +336,7 @@ def order_save(pipe: Iterable[T], maxsize: int) -> Stage[T]:
 def order_load(pipe: Iterable[T], order: Stage[Any]) -> Stage[T]:
     """Restore the order saved by the ``order`` stage (a ``pl.order.save`` stage).
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> order = pl.order.save([3, 1, 2], maxsize=2)
         >>> list(pl.order.load(pl.thread.queue(order, workers=2), order))
@@ -358,7 +358,7 @@ def order_load(pipe: Iterable[T], order: Stage[Any]) -> Stage[T]:
 def debug_print_on_item(pipe: Iterable[T], msg_fn: str | Callable[..., object]) -> Stage[T]:
     """Log every pull and every item to the ``tinypl.debug`` logger (INFO).
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> list(pl.debug.print_on_item([1], "numbers"))
         [1]
@@ -393,7 +393,7 @@ def process_map(
     ``force_single_thread`` are accepted as aliases of ``start_method`` and
     ``limit_threads``.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> sorted(pl.process.map(range(5), lambda x: x * x, workers=2))
         [0, 1, 4, 9, 16]
@@ -425,7 +425,7 @@ def process_each(
     """``pl.each`` run by worker processes: ``fn`` is called in a worker, the item
     passes on unchanged.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> sorted(pl.process.each(range(3), abs, workers=1))
         [0, 1, 2]

@@ -126,7 +126,7 @@ class sampler:  # a namespace, spelled as in tinypl 0.1.0
     starts again at the first epoch. Any iterable of index iterables can serve as a
     sampler, e.g. ``[[0, 2, 4], [1, 3]]`` for two epochs of different sizes.
 
-    Example:
+    Examples:
         >>> import random
         >>> import tinypl as pl
         >>> list(pl.dataloader.sampler.sequential(range(3), epochs=2))
@@ -144,7 +144,7 @@ class sampler:  # a namespace, spelled as in tinypl 0.1.0
 
         ``len(dataset)`` is read at the start of every epoch.
 
-        Example:
+        Examples:
             >>> import tinypl as pl
             >>> list(pl.dataloader.sampler.sequential("abc", epochs=1))
             [range(0, 3)]
@@ -164,7 +164,7 @@ class sampler:  # a namespace, spelled as in tinypl 0.1.0
         ``numpy.random.Generator``. An ``int`` is a seed: every iteration of the sampler
         starts a new ``random.Random(seed)`` and so repeats the same epochs.
 
-        Example:
+        Examples:
             >>> import tinypl as pl
             >>> shuffled = pl.dataloader.sampler.shuffle(range(4), rng=7, epochs=2)
             >>> list(shuffled) == list(shuffled)  # an int seed: every iteration repeats
@@ -217,7 +217,7 @@ def fetch(
 
     Map it over the batches of indices from ``partition``, in threads or processes.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> load_batch = pl.dataloader.fetch("abcdef", "".join)
         >>> load_batch([0, 2, 4])
@@ -345,7 +345,7 @@ def load(  # noqa: PLR0917 (the positional signature of tinypl 0.1.0)
     ``load`` builds the stages of the fluent recipe (see the module documentation) and
     starts them, as the module-level functions do.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> epoch = pl.Marker("epoch")
         >>> loader = pl.dataloader.load(range(10), 4, epoch_end_mode="keep_last",

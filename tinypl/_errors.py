@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["MarkerNotAllowedError", "WorkerError"]
+import functools
+import reprlib
+
+__all__ = ["NOTE_PREFIX", "MarkerNotAllowedError", "WorkerError", "add_item_note", "describe_item"]
 
 
 class WorkerError(Exception):
     """A worker thread or process failed; the original exception is the ``__cause__``.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> def boom(x):
         ...     raise KeyError(x)
@@ -24,7 +27,7 @@ class WorkerError(Exception):
 class MarkerNotAllowedError(ValueError):
     """A marker reached a stage that was not told what to do with markers.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> pipe = pl.Pipe([1, 2, 3]).insert_marker(pl.Marker("m")).partition(2)
         >>> try:
@@ -33,3 +36,47 @@ class MarkerNotAllowedError(ValueError):
         ...     print("partition" in str(error))
         True
     """
+
+
+@functools.cache
+def _shortener() -> reprlib.Repr:
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = 80
+    return shortener
+
+
+def describe_item(item: object) -> str:
+    """A short repr of ``item`` for error notes (``reprlib``: long values are cut)."""
+    try:
+        return _shortener().repr(item)
+    except Exception:  # a broken __repr__ must not hide the user's error
+        return f"<{type(item).__name__} object>"
+
+
+def add_item_note(error: BaseException, stage: str, item: object, position: int | None) -> None:
+    """Name the stage and the item that raised ``error`` in a PEP 678 note.
+
+    The error keeps its own type; a note is added once (the innermost stage wins), so an
+    error that crosses several stages is not annotated again on the way out.
+
+    Examples:
+        >>> error = KeyError(3)
+        >>> add_item_note(error, "map(load)", "a.jpg", 3)
+        >>> add_item_note(error, "thread(2)", "a.jpg", 3)
+        >>> error.__notes__
+        ["tinypl: raised by map(load) on item 3 of the source: 'a.jpg'"]
+    """
+    notes = getattr(error, "__notes__", None)
+    if notes and any(isinstance(n, str) and n.startswith(NOTE_PREFIX) for n in notes):
+        return
+    where = "" if position is None else f" {position} of the source"
+    note = f"{NOTE_PREFIX}raised by {stage} on item{where}: {describe_item(item)}"
+    try:
+        error.add_note(note)  # type: ignore[attr-defined]  # Python >= 3.11
+    except AttributeError:
+        error.__notes__ = [*(notes or []), note]  # type: ignore[attr-defined]
+    except TypeError:  # pragma: no cover - a non-list __notes__ set by the user
+        pass
+
+
+NOTE_PREFIX = "tinypl: "

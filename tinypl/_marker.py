@@ -18,7 +18,7 @@ class Marker:
     function and are never yielded to whoever iterates a pipeline. Two markers are
     distinct even when they share a name: identity, not the name, is what stages match.
 
-    Example:
+    Examples:
         >>> from tinypl import Marker, Pipe
         >>> end = Marker("end")
         >>> seen = []

@@ -40,7 +40,7 @@ class Pipe(Generic[T]):
     Every builder method checks its arguments at once and returns a new ``Pipe``; nothing
     runs, and no thread starts, until the pipe is iterated.
 
-    Example:
+    Examples:
         >>> from tinypl import Pipe
         >>> pipe = Pipe(range(10)).map(lambda x: 3 * x + 1).filter(lambda x: x % 2 == 0)
         >>> pipe
@@ -67,7 +67,7 @@ class Pipe(Generic[T]):
     def map(self, fn: Callable[[T], U]) -> Pipe[U]:
         """Apply ``fn`` to every item.
 
-        Example:
+        Examples:
             >>> list(Pipe(range(4)).map(lambda x: x * x))
             [0, 1, 4, 9]
         """
@@ -76,7 +76,7 @@ class Pipe(Generic[T]):
     def filter(self, pred: Callable[[T], object]) -> Pipe[T]:
         """Keep the items for which ``pred`` is true.
 
-        Example:
+        Examples:
             >>> list(Pipe(range(6)).filter(lambda x: x % 2))
             [1, 3, 5]
         """
@@ -85,7 +85,7 @@ class Pipe(Generic[T]):
     def each(self, fn: Callable[[T], object]) -> Pipe[T]:
         """Call ``fn`` on every item and pass the item on unchanged.
 
-        Example:
+        Examples:
             >>> seen = []
             >>> list(Pipe("ab").each(seen.append)), seen
             (['a', 'b'], ['a', 'b'])
@@ -97,7 +97,7 @@ class Pipe(Generic[T]):
 
         ``eager=True`` lists an item's elements before yielding the first of them.
 
-        Example:
+        Examples:
             >>> list(Pipe([[1, 2], [], [3]]).flatten())
             [1, 2, 3]
         """
@@ -113,7 +113,7 @@ class Pipe(Generic[T]):
         construction is emitted; ``markers="before"`` emits it at once.
         ``split_on_marker=True`` also emits the partial list when a marker arrives.
 
-        Example:
+        Examples:
             >>> list(Pipe(range(5)).partition(2))
             [[0, 1], [2, 3], [4]]
         """
@@ -126,7 +126,7 @@ class Pipe(Generic[T]):
     def insert_marker(self, marker: Marker, every: int = 1, after: bool = True) -> Pipe[T]:
         """Emit ``marker`` after every ``every`` items (``after=False``: before each group).
 
-        Example:
+        Examples:
             >>> from tinypl import Marker
             >>> m = Marker("m")
             >>> list(Pipe(range(4)).insert_marker(m, every=2).until(m))
@@ -141,7 +141,7 @@ class Pipe(Generic[T]):
 
         ``consume=True`` drops the marker here.
 
-        Example:
+        Examples:
             >>> from tinypl import Marker
             >>> m, calls = Marker("m"), []
             >>> list(Pipe(range(3)).insert_marker(m).on(m, lambda: calls.append(1))), calls
@@ -152,7 +152,7 @@ class Pipe(Generic[T]):
     def until(self, marker: Marker | None) -> Pipe[T]:
         """End the stream at the first ``marker`` (``None``: any marker), consuming it.
 
-        Example:
+        Examples:
             >>> from tinypl import Marker
             >>> m = Marker("m")
             >>> list(Pipe(range(10)).insert_marker(m, every=3).until(m))
@@ -165,7 +165,7 @@ class Pipe(Generic[T]):
     def ratelimit(self, num: int, period: float) -> Pipe[T]:
         """Let at most ``num`` items pass per ``period`` seconds.
 
-        Example:
+        Examples:
             >>> list(Pipe(range(3)).ratelimit(100, 1.0))
             [0, 1, 2]
         """
@@ -177,7 +177,7 @@ class Pipe(Generic[T]):
         ``message`` is a string, or a callable called with no argument before a pull and
         with the item after it.
 
-        Example:
+        Examples:
             >>> list(Pipe([1, 2]).trace("numbers"))
             [1, 2]
         """
@@ -190,7 +190,7 @@ class Pipe(Generic[T]):
 
         Thread stages already guard whatever needs it; this makes it explicit.
 
-        Example:
+        Examples:
             >>> list(Pipe(iter(range(3))).mutex().map(str).thread(2).order())
             ['0', '1', '2']
         """
@@ -211,7 +211,7 @@ class Pipe(Generic[T]):
         ``on_worker_error="forward"`` raises ``WorkerError`` from it instead, and
         ``"forward-and-print"`` (or ``"exit"``) also logs it.
 
-        Example:
+        Examples:
             >>> import time
             >>> pipe = Pipe(range(8)).map(lambda x: time.sleep(0.01) or x).thread(4)
             >>> sorted(pipe)
@@ -245,7 +245,7 @@ class Pipe(Generic[T]):
         memory. ``chunksize`` fixes the number of items per chunk (default: adaptive, so
         that a chunk keeps a worker busy for a few milliseconds).
 
-        Example:
+        Examples:
             >>> sorted(Pipe(range(6)).map(abs).process(2))
             [0, 1, 2, 3, 4, 5]
         """
@@ -274,7 +274,7 @@ class Pipe(Generic[T]):
         between the two ends; when the next item is slow the others wait (backpressure).
         Markers keep their exact positions.
 
-        Example:
+        Examples:
             >>> import random, time
             >>> slow = lambda x: time.sleep(random.uniform(0, 0.005)) or x
             >>> list(Pipe(range(10)).map(slow).thread(4).order())
@@ -292,7 +292,7 @@ class Pipe(Generic[T]):
         ``optimized=True`` shows what iteration builds: fused per-item steps, the locks
         that guard unsafe stages and the numbering behind ``order()``.
 
-        Example:
+        Examples:
             >>> print(Pipe(range(3)).map(str).explain(optimized=False))
             logical plan (as written)
               0  Pipe(range(0, 3))

@@ -80,7 +80,7 @@ class BufferClosedError(RuntimeError):
     that merely *attached* to the buffer, so that they never block forever on a
     buffer nobody reads any more.
 
-    Example:
+    Examples:
         >>> issubclass(BufferClosedError, RuntimeError)
         True
     """
@@ -393,7 +393,7 @@ class RingBufferRef(NamedTuple):
     Returned by :meth:`SharedMemoryRingBuffer.write`; pass it (to any process)
     to :meth:`SharedMemoryRingBuffer.read`, which can succeed only once.
 
-    Example:
+    Examples:
         >>> import pickle
         >>> with SharedMemoryRingBuffer(1 << 16) as rb:
         ...     ref = rb.write([1, 2, 3])
@@ -682,7 +682,7 @@ class SharedMemoryRingBuffer:
         allow_pickle: allow arbitrary picklable objects (see above).
         timeout: maximum number of seconds ``write`` waits for free space.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> with SharedMemoryRingBuffer(1 << 20) as rb:
         ...     ref = rb.write({"x": np.arange(6).reshape(2, 3), "tag": "a"})
@@ -769,7 +769,7 @@ class SharedMemoryRingBuffer:
     def bytes_in_use(self) -> int:
         """Bytes currently occupied (including blocks read but not yet reclaimed).
 
-        Example:
+        Examples:
             >>> with SharedMemoryRingBuffer(4096) as rb:
             ...     rb.bytes_in_use()
             0
@@ -790,7 +790,7 @@ class SharedMemoryRingBuffer:
             TimeoutError: no space became free within ``timeout`` seconds.
             BufferClosedError: the creator closed the buffer or died.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> with SharedMemoryRingBuffer(1 << 16, allow_pickle=False) as rb:
             ...     ref = rb.write((np.eye(2), 3.5))
@@ -864,7 +864,7 @@ class SharedMemoryRingBuffer:
                 buffer, or this handle is closed.
             BufferClosedError: the creator closed the buffer.
 
-        Example:
+        Examples:
             >>> with SharedMemoryRingBuffer(1 << 16) as rb:
             ...     ref = rb.write("hello")
             ...     rb.read(ref)
@@ -892,7 +892,7 @@ class SharedMemoryRingBuffer:
     def discard(self, ref: RingBufferRef) -> None:
         """Free the space of an unread reference without deserializing it.
 
-        Example:
+        Examples:
             >>> with SharedMemoryRingBuffer(1 << 16) as rb:
             ...     rb.discard(rb.write(b"unused"))
             ...     rb.bytes_in_use()
@@ -912,7 +912,7 @@ class SharedMemoryRingBuffer:
         the buffer, waiting writers in other processes raise
         :class:`BufferClosedError`.
 
-        Example:
+        Examples:
             >>> rb = SharedMemoryRingBuffer(4096)
             >>> rb.close(); rb.close(); rb.closed
             True
@@ -1184,7 +1184,7 @@ class ShmPool:
         reader_pid: pid of the process that loads the messages (default: the
             parent process). Used to unlink names if the reader died.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> pool = ShmPool(16 << 20)
         >>> message = pool.dumps({"img": np.ones((512, 512)), "id": 7})
@@ -1239,7 +1239,7 @@ class ShmPool:
     def dumps(self, obj: object) -> bytes:
         """Serialize ``obj`` into a message for :func:`loads`; large buffers go to the pool.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> with ShmPool(1 << 20, min_buffer=0) as pool:
             ...     loads(pool.dumps(np.arange(3))).tolist()
@@ -1298,7 +1298,7 @@ class ShmPool:
         Keys: ``segments``, ``allocated`` (bytes in segments), ``regions``,
         ``regions_in_use``, ``bytes_in_use`` and ``inline_fallbacks``.
 
-        Example:
+        Examples:
             >>> with ShmPool(1 << 20) as pool:
             ...     pool.stats()["segments"]
             0
@@ -1327,7 +1327,7 @@ class ShmPool:
 
         Idempotent. Views already handed out by :func:`loads` stay valid.
 
-        Example:
+        Examples:
             >>> pool = ShmPool(1 << 20)
             >>> pool.close(); pool.close(); pool.closed
             True
@@ -1405,7 +1405,7 @@ def trim_cache() -> int:
     live arrays are only unmapped once those arrays die. Returns the number of
     segments dropped from the cache.
 
-    Example:
+    Examples:
         >>> trim_cache() >= 0
         True
     """
@@ -1497,7 +1497,7 @@ def loads(message: bytes | bytearray | memoryview) -> Any:
     process (loading it again raises :class:`ValueError`); use :func:`discard`
     for messages you will not load.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> pool = ShmPool(1 << 20, min_buffer=1024)
         >>> big, small = loads(pool.dumps([np.zeros(1000), np.zeros(10)]))
@@ -1533,7 +1533,7 @@ def discard(message: bytes | bytearray | memoryview) -> None:
     example results dropped after a cancellation), so that their memory
     returns to the pool and their segment names get unlinked.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> with ShmPool(1 << 20, min_buffer=0) as pool:
         ...     discard(pool.dumps(np.ones(100)))
@@ -1570,7 +1570,7 @@ def cleanup_orphans(pids: Iterable[int] | None = None) -> list[str]:
     Returns:
         The names of the segments that were unlinked.
 
-    Example:
+    Examples:
         >>> cleanup_orphans(pids=[])
         []
     """

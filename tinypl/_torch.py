@@ -52,7 +52,7 @@ def as_torch_dataset(pipe: Iterable[T]) -> torch.utils.data.IterableDataset[T]:
     DataLoader worker the dataset raises ``RuntimeError``, since every worker would run a
     complete copy of the pipeline). Imports torch on first use.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> import torch
         >>> pipe = pl.Pipe(range(6)).partition(3).map(torch.tensor)

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from threadwatch import tinypl_threads
 
 from tinypl import Marker, Pipe
 
@@ -77,10 +78,6 @@ def keeper(k: int) -> Callable[[int], bool]:
 
 def expander(k: int) -> Callable[[int], list[int]]:
     return lambda x: [x + i for i in range(x % (k + 1))]
-
-
-def tinypl_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("tinypl-")]
 
 
 def apply(pipe: Pipe[Any], kind: str, k: int) -> Pipe[Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from threadwatch import gone_within, tinypl_threads
 
 from tinypl import Marker, Pipe
 
@@ -135,9 +136,7 @@ def bound(ops: list[Op]) -> int:
     threads = sum(
         op[1] + (2 * op[1] if op[2] is None else op[2]) for op in ops if op[0] == "thread"
     )
-    orders = sum(
-        (threads if op[1] is None else op[1]) + 1 for op in ops if op[0] == "order"
-    )
+    orders = sum((threads if op[1] is None else op[1]) + 1 for op in ops if op[0] == "order")
     flattens = sum(1 for op in ops if op[0] == "flatten")
     return threads + orders + flattens + 1
 
@@ -170,19 +169,6 @@ def run(
     return threaded, sync, lineage
 
 
-def tinypl_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith("tinypl-")}
-
-
-def gone_within(before: set[threading.Thread], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while tinypl_threads() - before:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
-
-
 # -- strategies ----------------------------------------------------------------------------
 
 sizes = st.integers(1, 8)
@@ -201,9 +187,7 @@ stacks = st.builds(
     thread_op,
     st.lists(any_op, max_size=3),
 ).filter(lambda ops: sum(op[0] == "thread" for op in ops) <= 3)
-datas = st.integers(0, 50).flatmap(
-    lambda n: st.lists(st.integers(0, 40), min_size=n, max_size=n)
-)
+datas = st.integers(0, 50).flatmap(lambda n: st.lists(st.integers(0, 40), min_size=n, max_size=n))
 sources = st.sampled_from(["generator", "list"])
 everies = st.sampled_from([0, 1, 3])
 

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from threadwatch import gone_within, tinypl_threads
 
 import tinypl as pl
 from tinypl import Pipe
@@ -28,19 +29,6 @@ from tinypl import Pipe
 
 class InjectedError(Exception):
     pass
-
-
-def tinypl_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith("tinypl-")}
-
-
-def gone_within(before: set[threading.Thread], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while tinypl_threads() - before:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
 
 
 class Fault:
@@ -140,9 +128,7 @@ class ThreadedPipeline(RuleBasedStateMachine):
 
     def _is_injected(self, error: BaseException) -> bool:
         if self.mode == "forward" and not isinstance(error, InjectedError):
-            return isinstance(error, pl.WorkerError) and isinstance(
-                error.__cause__, InjectedError
-            )
+            return isinstance(error, pl.WorkerError) and isinstance(error.__cause__, InjectedError)
         return isinstance(error, InjectedError)
 
     @rule(times=st.integers(1, 8))

@@ -69,7 +69,7 @@ _ids = itertools.count()
 class ProcessWorkerError(WorkerError):
     """A worker process failed (``on_worker_error="forward"``); ``__cause__`` is the error.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> issubclass(pl.process.WorkerException, pl.WorkerError)
         True
@@ -79,7 +79,7 @@ class ProcessWorkerError(WorkerError):
 class WorkerDied(WorkerError):
     """A worker process ended without being asked to (killed, crashed, ``os._exit``).
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> issubclass(pl.WorkerDied, pl.WorkerError)
         True

@@ -56,7 +56,7 @@ class Stage(Generic[T_co]):
     ``close()`` is idempotent and closes everything upstream; a stage is also a context
     manager. Markers are never yielded by a stage.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> with pl.map(range(5), lambda x: x * 10) as stage:
         ...     print(next(stage), next(stage))

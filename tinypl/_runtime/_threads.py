@@ -40,7 +40,7 @@ _ids = itertools.count()
 class ThreadWorkerError(WorkerError):
     """A worker thread failed (``on_worker_error="forward"``); ``__cause__`` is the error.
 
-    Example:
+    Examples:
         >>> import tinypl as pl
         >>> def fail(x):
         ...     raise ValueError("bad")
