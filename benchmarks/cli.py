@@ -14,7 +14,7 @@ from typing import Any
 
 from benchmarks.harness import SuiteContext, new_tinypl_status
 from benchmarks.legacy import LegacyRunner, default_t010_python
-from benchmarks.suites import PLANNED, SUITES
+from benchmarks.suites import SUITES
 
 PEER_DISTRIBUTIONS = ("toolz", "pypeln", "numpy", "mpire", "torch")
 
@@ -78,8 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
             description=f"{suite.description} (default --repeat {suite.default_repeat})",
         )
         suite.add_arguments(suite_parser)
-    for name, description in PLANNED.items():
-        sub.add_parser(name, help=f"(planned, not implemented yet) {description}")
     return parser
 
 
@@ -143,8 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run one suite, print the report; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.suite in PLANNED:
-        parser.exit(2, f"suite {args.suite!r} is planned but not implemented yet\n")
     suite = SUITES[args.suite]
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be >= 1")

@@ -1,0 +1,308 @@
+"""Suite ``startup``: import time and time to the first item of a process stage.
+
+Every figure comes from a fresh interpreter (a subprocess of this harness), so nothing
+is cached between repeats except the operating system's file cache.
+
+1. ``import``: ``python -X importtime -c "import tinypl"`` against the same for
+   ``toolz``; the cumulative microseconds of the top-level module, median of
+   ``--import-repeat`` fresh processes.  Target: tinypl <= 3x toolz.
+2. ``first-item``: a user script (written to a temporary folder) runs
+   ``Pipe(range(n)).map(f).process(2, start_method=M)`` for M in fork, forkserver and
+   spawn, once with ``import torch`` at its top and once without, and torch's
+   ``DataLoader(num_workers=2, multiprocessing_context=M)`` as the peer.  Each script
+   runs the pipeline twice: the first run pays the start of the workers (and for
+   forkserver the server's boot), the second shows a warm run in the same process.
+   Targets (issue 17): first item <= 200 ms on the first run, <= 50 ms warm.
+
+The same parts run as ``python -m benchmarks process --part startup``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import REPO_ROOT, SuiteContext
+from benchmarks.report import Section, SuiteReport, Table, fmt_float, fmt_ratio, ratio
+from benchmarks.suites.base import Suite
+
+IMPORT_TARGET = 3.0
+FIRST_TARGET_S = 0.2
+WARM_TARGET_S = 0.05
+IMPORT_REPEAT = 7
+FIRST_REPEAT = 3
+METHODS = ("fork", "forkserver", "spawn")
+HEAVY = ("numpy", "cloudpickle", "multiprocessing", "torch")
+"""Modules whose presence after ``import tinypl`` is reported (issue 8)."""
+MARKER = "@@BENCH_STARTUP@@ "
+
+# The user's script: its top-level imports are what each spawn/forkserver worker pays
+# again when it imports the main module.
+SCRIPT = '''\
+import sys, time
+_T0 = time.perf_counter()
+sys.path.insert(0, {root!r})
+{imports}
+IMPORTS_S = time.perf_counter() - _T0
+
+
+def work(x):
+    return x + 1
+
+
+def one_run(peer, method, n):
+    t0 = time.perf_counter()
+    if peer == "tinypl":
+        it = iter(tinypl.Pipe(range(n)).map(work).process(2, start_method=method))
+    else:
+        loader = DataLoader(_Items(n), batch_size=None, num_workers=2,
+                            multiprocessing_context=method)
+        it = iter(loader)
+    first = next(it)
+    first_s = time.perf_counter() - t0
+    total = int(first) + sum(int(x) for x in it)
+    if peer == "tinypl":
+        it.close()
+    del it
+    return {{"first_s": first_s, "run_s": time.perf_counter() - t0, "sum": total}}
+
+
+class _Items:
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return work(i)
+
+
+if __name__ == "__main__":
+    import json
+    peer, method, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    runs = [one_run(peer, method, n) for _ in range(2)]
+    print({marker!r} + json.dumps({{"imports_s": IMPORTS_S, "runs": runs}}), flush=True)
+'''
+
+CONFIGS = {
+    "tinypl": ("tinypl", "import tinypl"),
+    "tinypl+torch": ("tinypl", "import torch\nimport tinypl"),
+    "DataLoader": ("torch", "import torch\nfrom torch.utils.data import DataLoader"),
+}
+"""Config key -> (peer, top-level imports of the user's script)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, with_part: bool = True) -> None:
+    """Suite-specific options (``with_part=False`` when the process suite adds them)."""
+    if with_part:
+        parser.add_argument(
+            "--part",
+            choices=("all", "import", "first-item"),
+            default="all",
+            help="which part to run (default: %(default)s)",
+        )
+    parser.add_argument("--import-repeat", type=int, default=IMPORT_REPEAT)
+    parser.add_argument("--first-repeat", type=int, default=FIRST_REPEAT)
+    parser.add_argument("--first-items", type=int, default=100)
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated start methods (default: %(default)s)",
+    )
+
+
+def _clean_env() -> dict[str, str]:
+    """This environment without PYTHON* variables, so that the child imports the
+    repository's tinypl only through the path the script or command gives it."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+
+
+def _python(args: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-B", "-s", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tempfile.gettempdir(),
+        env=_clean_env(),
+        check=False,
+    )
+
+
+# --------------------------------------------------------------------------- import time
+
+
+def import_times(module: str) -> dict[str, float]:
+    """Cumulative import time (us) of every module in one fresh ``import module``."""
+    code = f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); import {module}"
+    proc = _python(["-X", "importtime", "-c", code], timeout=120)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        raise RuntimeError(f"import {module} failed: {tail}")
+    times: dict[str, float] = {}
+    for line in proc.stderr.splitlines():
+        fields = line.removeprefix("import time:").split("|")
+        if len(fields) == 3 and fields[1].strip().isdigit():
+            times[fields[2].strip()] = float(fields[1])
+    return times
+
+
+def _import_part(ctx: SuiteContext) -> tuple[list[Table | Section], dict[str, Any]]:
+    repeat = ctx.options.import_repeat
+    medians: dict[str, float | None] = {}
+    loaded: dict[str, list[str]] = {}
+    table = Table(
+        title=f"import time: python -X importtime -c 'import M', {repeat} fresh processes "
+        f"(target: tinypl <= {IMPORT_TARGET:g}x toolz)",
+        headers=["module", "runs", "best ms", "median ms", "x toolz (median)", "status"],
+    )
+    for module in ("toolz", "tinypl"):
+        ctx.progress(f"import {module} x {repeat} (fresh processes)")
+        try:
+            runs = [import_times(module) for _ in range(repeat)]
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            medians[module] = None
+            table.add_row([module, "0", "-", "-", "-", f"n/a: {exc}"])
+            continue
+        tops = [run[module] / 1e3 for run in runs]
+        medians[module] = statistics.median(tops)
+        loaded[module] = [name for name in HEAVY if name in runs[0]]
+        rel = ratio(medians[module], medians.get("toolz"))
+        table.add_row(
+            [module, str(repeat), fmt_float(min(tops), 1), fmt_float(medians[module], 1),
+             fmt_ratio(rel), "ok"]
+        )
+    rel = ratio(medians.get("tinypl"), medians.get("toolz"))
+    verdict = "n/a" if rel is None else ("met" if rel <= IMPORT_TARGET else "MISSED")
+    table.notes += [
+        "figure = cumulative time of the top-level module in -X importtime (interpreter "
+        "start-up excluded)",
+        "heavy modules loaded by import tinypl: "
+        + (", ".join(loaded.get("tinypl", [])) or "none"),
+    ]
+    summary = Section(
+        title="Summary",
+        lines=[f"import tinypl / import toolz = {fmt_ratio(rel)} (target <= "
+               f"{IMPORT_TARGET:g}x: {verdict})"],
+    )
+    data = {"median_ms": medians, "ratio": rel, "heavy_loaded": loaded}
+    return [table, summary], data
+
+
+# --------------------------------------------------------------------------- first item
+
+
+def first_item_runs(script: Path, peer: str, method: str, n: int) -> dict[str, Any]:
+    """One fresh process running the script: its imports and its two runs."""
+    proc = _python([str(script), peer, method, str(n)], timeout=300)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(MARKER):
+            result: dict[str, Any] = json.loads(line[len(MARKER) :])
+            return result
+    tail = (proc.stderr.strip().splitlines() or ["<no output>"])[-1]
+    raise RuntimeError(f"exit {proc.returncode}: {tail[:120]}")
+
+
+def _measure_config(
+    ctx: SuiteContext, folder: Path, key: str, method: str
+) -> dict[str, Any]:
+    peer, imports = CONFIGS[key]
+    script = folder / f"user_{key.replace('+', '_')}.py"
+    if not script.exists():
+        text = SCRIPT.format(root=str(REPO_ROOT), imports=imports, marker=MARKER)
+        script.write_text(text, encoding="utf-8")
+    n, repeat = ctx.options.first_items, ctx.options.first_repeat
+    ctx.progress(f"first item: {key} {method} x {repeat} (fresh processes)")
+    try:
+        results = [first_item_runs(script, peer, method, n) for _ in range(repeat)]
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        return {"error": str(exc)}
+    expected = sum(range(1, n + 1))
+    if any(run["sum"] != expected for r in results for run in r["runs"]):
+        return {"error": "WRONG RESULT"}
+
+    def median(pick: Any) -> float:
+        return statistics.median(pick(r) for r in results)
+
+    return {
+        "imports_s": median(lambda r: r["imports_s"]),
+        "first_s": median(lambda r: r["runs"][0]["first_s"]),
+        "run_s": median(lambda r: r["runs"][0]["run_s"]),
+        "warm_first_s": median(lambda r: r["runs"][1]["first_s"]),
+    }
+
+
+def _verdict(value: float | None, limit: float) -> str:
+    return "n/a" if value is None else ("met" if value <= limit else "MISSED")
+
+
+def _first_item_part(ctx: SuiteContext) -> tuple[list[Table | Section], dict[str, Any]]:
+    methods = [m for m in ctx.options.methods.split(",") if m]
+    table = Table(
+        title=f"time to first item: {ctx.options.first_items} x (x + 1), 2 workers, fresh "
+        f"process per repeat (median of {ctx.options.first_repeat}; targets: first run "
+        f"<= {FIRST_TARGET_S * 1e3:g} ms, warm <= {WARM_TARGET_S * 1e3:g} ms)",
+        headers=["config", "start method", "imports s", "first item s", "target",
+                 "first run s", "warm first item s", "target", "status"],
+        left=frozenset({1}),
+    )
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-startup-") as folder:
+        for method in methods:
+            for key in CONFIGS:
+                row = _measure_config(ctx, Path(folder), key, method)
+                rows.append({"config": key, "start_method": method, **row})
+                first, warm = row.get("first_s"), row.get("warm_first_s")
+                table.add_row(
+                    [key, method, fmt_float(row.get("imports_s"), 3), fmt_float(first, 3),
+                     _verdict(first, FIRST_TARGET_S), fmt_float(row.get("run_s"), 3),
+                     fmt_float(warm, 3), _verdict(warm, WARM_TARGET_S),
+                     f"n/a: {row['error']}" if "error" in row else "ok"]
+                )
+    table.notes += [
+        "config: tinypl = the script imports tinypl only; tinypl+torch = it imports torch "
+        "at its top as well; DataLoader = torch's DataLoader, the peer",
+        "imports s: the script's top-level imports in the main process; first item s: from "
+        "building the pipeline to its first result, in the first run of the process "
+        "(workers start; forkserver boots its server); warm: the same in a second run",
+        "spawn and forkserver workers import the user's main module again (so its torch "
+        "import), fork workers inherit it",
+    ]
+    return [table], {"items": ctx.options.first_items, "rows": rows}
+
+
+PARTS = {"import": _import_part, "first-item": _first_item_part}
+
+
+def run_startup(ctx: SuiteContext, report: SuiteReport, part: str) -> None:
+    """Add the selected startup parts (``all``, ``import``, ``first-item``) to ``report``."""
+    for name, function in PARTS.items():
+        if part in ("all", name):
+            blocks, data = function(ctx)
+            report.blocks += blocks
+            report.data[name] = data
+
+
+def run(ctx: SuiteContext) -> SuiteReport:
+    """Run the selected parts and build the report."""
+    report = SuiteReport(suite="startup", title="startup: import time and time to first item")
+    run_startup(ctx, report, ctx.options.part)
+    return report
+
+
+SUITE = Suite(
+    name="startup",
+    description="import time vs toolz; time to first item of a process stage (fork, "
+    "forkserver, spawn; with and without torch) vs torch DataLoader",
+    default_repeat=1,
+    add_arguments=add_arguments,
+    run=run,
+)
