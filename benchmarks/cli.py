@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import json
 import os
 import platform
 import sys
+import threading
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from benchmarks.harness import SuiteContext, new_tinypl_status
 from benchmarks.legacy import LegacyRunner, default_t010_python
@@ -171,9 +173,37 @@ def main(argv: list[str] | None = None) -> int:
         document = {"suite": suite.name, "environment": env, "results": report.data}
         args.json.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
         ctx.progress(f"wrote {args.json}")
-    if ctx.timed_out:
-        # An abandoned case may have left non-daemon threads behind; do not wait for them.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    return 0
+    _exit_after_report(ctx)
+    return 0  # not reached
+
+
+EXIT_HANDLERS_TIMEOUT = 10.0
+"""Seconds the interpreter's exit handlers may take once the report is out."""
+
+
+def _exit_after_report(ctx: SuiteContext) -> NoReturn:
+    """Tear peers down and exit, never waiting on what they left behind.
+
+    Peers such as ``multiprocessing.Pool``, mpire and pypeln leave ``multiprocessing``
+    queue feeder threads behind; the exit handler of ``multiprocessing`` joins them and
+    can wait forever, and an abandoned case (``ctx.timed_out``) may have left non-daemon
+    threads.  So: terminate leftover child processes, run the exit handlers (tinypl's
+    shared-memory cleanup among them) for a bounded time, then ``os._exit``.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if "multiprocessing" in sys.modules:
+        import multiprocessing
+
+        for child in multiprocessing.active_children():
+            child.terminate()
+            child.join(timeout=5)
+    if not ctx.timed_out:
+        handlers = threading.Thread(target=atexit._run_exitfuncs, daemon=True)
+        handlers.start()
+        handlers.join(EXIT_HANDLERS_TIMEOUT)
+        if handlers.is_alive():
+            ctx.progress(f"exit handlers still running after {EXIT_HANDLERS_TIMEOUT:g} s")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

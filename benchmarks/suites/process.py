@@ -27,7 +27,6 @@ consumers are the same functions (``_workloads.consume_*``); a run stops consumi
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import statistics
 import time
@@ -55,7 +54,9 @@ from benchmarks.report import (
     ratio,
     verdict_min,
 )
-from benchmarks.suites.base import Suite
+from benchmarks.suites import startup
+from benchmarks.suites._process_peers import Case, serial_map
+from benchmarks.suites.base import Part, Suite, add_part_option, run_parts
 
 CPU_TARGET = 1.9
 TRIVIAL_TARGET = 100_000.0
@@ -69,22 +70,11 @@ RING_MB = 1024
 REF_SOURCES = 32
 """The copy references cycle through this many 8 MB sources (256 MB: more than the caches)."""
 
-PARTS = ("cpu", "trivial", "arrays")
-
-Body = Callable[[float], dict[str, Any]]
-"""Runs one complete case from ``t0`` (the run's start) and returns consumer stats."""
-Builder = Callable[[int, Callable[[Any], Any], int, str, "float | None"], "Body | w.LoggedRun"]
-"""``(n, fn, workers, kind, cap) -> body`` (or a ready :class:`_workloads.LoggedRun`)."""
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Suite-specific options."""
-    parser.add_argument(
-        "--part",
-        choices=("all", *PARTS),
-        default="all",
-        help="which workload to run (default: %(default)s)",
-    )
+    add_part_option(parser, [name for name, _, _ in PARTS])
+    startup.add_arguments(parser, with_part=False)
     parser.add_argument("--workers", type=int, default=w.PROCESS_WORKERS)
     parser.add_argument("--cpu-items", type=int, default=w.PROCESS_CPU_ITEMS)
     parser.add_argument(
@@ -115,225 +105,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=RING_MB,
         help="size of tinypl 0.1.0's SharedMemoryRingBuffer (default: %(default)s MiB)",
     )
-
-
-# --------------------------------------------------------------------------- peers
-
-
-def _serial(n: int, fn: Callable[[Any], Any], workers: int, kind: str, cap: float | None) -> Body:
-    return lambda t0: w.consume(kind, map(fn, range(n)), t0, None)
-
-
-def _pool(n: int, fn: Callable[[Any], Any], workers: int, kind: str, cap: float | None) -> Body:
-    def body(t0: float) -> dict[str, Any]:
-        with multiprocessing.Pool(workers) as pool:
-            return w.consume(kind, pool.imap(fn, range(n)), t0, cap)
-
-    return body
-
-
-def _executor(n: int, fn: Callable[[Any], Any], workers: int, kind: str, cap: float | None) -> Body:
-    from concurrent.futures import ProcessPoolExecutor
-
-    def body(t0: float) -> dict[str, Any]:
-        with ProcessPoolExecutor(workers) as executor:
-            results: Any = executor.map(fn, range(n))  # a generator
-            try:
-                return w.consume(kind, results, t0, cap)
-            finally:
-                results.close()  # cancels the futures not started yet (capped run)
-
-    return body
-
-
-def _mpire(n: int, fn: Callable[[Any], Any], workers: int, kind: str, cap: float | None) -> Body:
-    from mpire.pool import WorkerPool
-
-    def body(t0: float) -> dict[str, Any]:
-        with WorkerPool(n_jobs=workers) as pool:
-            results = pool.imap(fn, range(n))
-            try:
-                return w.consume(kind, results, t0, cap)
-            finally:
-                results.close()
-
-    return body
-
-
-def _pypeln(n: int, fn: Callable[[Any], Any], workers: int, kind: str, cap: float | None) -> Body:
-    with warnings.catch_warnings():
-        # pypeln -> stopit imports the deprecated pkg_resources; not our concern here.
-        warnings.simplefilter("ignore", UserWarning)
-        import pypeln
-
-    def body(t0: float) -> dict[str, Any]:
-        results = iter(pypeln.process.map(fn, range(n), workers=workers))
-        try:
-            return w.consume(kind, results, t0, cap)
-        finally:
-            close = getattr(results, "close", None)
-            if close is not None:
-                close()
-
-    return body
-
-
-def _torch(n: int, fn: Callable[[Any], Any], workers: int, kind: str, cap: float | None) -> Body:
-    from torch.utils.data import DataLoader
-
-    def body(t0: float) -> dict[str, Any]:
-        dataset: Any = w.FunctionDataset(fn, n)  # duck-typed map-style dataset
-        loader: Any = DataLoader(dataset, batch_size=None, num_workers=workers)
-        it = iter(loader)
-        stats = w.consume(kind, it, t0, cap)
-        del it  # shuts its workers down (inside the timed run)
-        return stats
-
-    return body
-
-
-def _tinypl_fluent(
-    n: int, fn: Callable[[Any], Any], workers: int, kind: str, cap: float | None
-) -> Body:
-    pl = new_tinypl()
-
-    def body(t0: float) -> dict[str, Any]:
-        stage = iter(pl.Pipe(range(n)).map(fn).process(workers))
-        stats = w.consume(kind, stage, t0, cap)
-        if stats["capped"]:
-            stage.close()
-        return stats
-
-    return body
-
-
-def _tinypl_module_level(
-    n: int, fn: Callable[[Any], Any], workers: int, kind: str, cap: float | None
-) -> w.LoggedRun:
-    # The same code as the tinypl 0.1.0 column (benchmarks._workloads).
-    return w.tinypl_process_module_level(new_tinypl(), n, fn, workers, kind=kind, cap=cap)
-
-
-def _logged(body: Body) -> w.LoggedRun:
-    def run() -> dict[str, Any]:
-        return body(time.perf_counter())
-
-    return w.LoggedRun(run)
-
-
-def _mp_default() -> str:
-    try:
-        return str(multiprocessing.get_context().get_start_method())
-    except Exception as exc:  # pragma: no cover - defensive
-        return f"? ({describe_exception(exc)})"
-
-
-def _tinypl_default() -> str:
-    try:
-        new_tinypl()
-        from tinypl._runtime._processes import default_start_method
-
-        return str(default_start_method())
-    except Exception:
-        return "?"
-
-
-def _mpire_default() -> str:
-    try:
-        from mpire.context import DEFAULT_START_METHOD
-
-        return str(DEFAULT_START_METHOD)
-    except Exception:
-        return "?"
-
-
-class _Case:
-    """One workload: function, size, consumer kind, figure and the collected results."""
-
-    def __init__(
-        self,
-        ctx: SuiteContext,
-        *,
-        name: str,
-        fn_name: str,
-        n: int,
-        loops: int | None,
-        cap: float | None,
-        repeat: int,
-        expected_checksum: float | None,
-    ) -> None:
-        self.ctx = ctx
-        self.fn_name = fn_name
-        self.fn = w.process_function(fn_name, loops)
-        self.kind = "array" if fn_name == "array" else "value"
-        self.n = n
-        self.loops = loops
-        self.cap = cap
-        self.repeat = repeat
-        self.workers: int = ctx.options.workers
-        self.name = name
-        self.check: Check = w.make_stats_check(n, expected_checksum)
-        self.results: dict[str, PeerResult] = {}
-        self.start: dict[str, str] = {}
-
-    @property
-    def params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {"n": self.n, "fn": self.fn_name, "workers": self.workers}
-        if self.loops is not None:
-            params["loops"] = self.loops
-        if self.cap is not None:
-            params["cap"] = self.cap
-        return params
-
-    def in_process(self, key: str, label: str, start: str, builder: Builder) -> PeerResult:
-        def build() -> tuple[Run, Check]:
-            body = builder(self.n, self.fn, self.workers, self.kind, self.cap)
-            return (body if isinstance(body, w.LoggedRun) else _logged(body)), self.check
-
-        return self._add(key, start, self._run(label, build))
-
-    def _run(self, label: str, build: Callable[[], tuple[Run, Check]]) -> PeerResult:
-        runs: list[w.LoggedRun] = []
-
-        def tracked() -> tuple[Run, Check]:
-            run, check = build()
-            if isinstance(run, w.LoggedRun):
-                runs.append(run)
-            return run, check
-
-        result = self.ctx.run_in_process(label, tracked, repeat=self.repeat, params=self.params)
-        if runs and result.timing is not None:
-            result.timing.extra["runs"] = runs[0].log
-        return result
-
-    def reference(self, key: str, label: str, build: Callable[[], tuple[Run, Check]]) -> None:
-        self._add(key, "-", self._run(label, build))
-
-    def legacy(self, key: str, label: str, **extra: Any) -> PeerResult:
-        # Never capped: 0.1.0's stop() after a partial read sometimes times out
-        # (WorkerEndTimeoutException after 10 s) or hangs and leaves a worker behind.
-        params = {k: v for k, v in self.params.items() if k != "cap"}
-        res = self.ctx.run_legacy(label, "process.map", {**params, **extra}, repeat=self.repeat)
-        return self._add(key, "fork (mp default)" if res.ok else "-", res)
-
-    def _add(self, key: str, start: str, res: PeerResult) -> PeerResult:
-        self.results[key] = res
-        self.start[key] = start
-        return res
-
-    def all_peers(self) -> None:
-        """Every multi-process peer, in a fixed order."""
-        mp_default = f"{_mp_default()} (mp default)"
-        self.in_process("pool", "multiprocessing.Pool.imap", mp_default, _pool)
-        self.in_process("ppe", "ProcessPoolExecutor.map", mp_default, _executor)
-        self.in_process("mpire", "mpire WorkerPool.imap", _mpire_default(), _mpire)
-        self.in_process("pypeln", "pypeln.process.map", mp_default, _pypeln)
-        self.in_process("torch", "torch DataLoader", mp_default, _torch)
-        self.legacy("t010", "tinypl 0.1.0 pl.process.map")
-        tinypl_start = _tinypl_default()
-        self.in_process("fluent", "tinypl Pipe.map.process (fluent)", tinypl_start, _tinypl_fluent)
-
-        self.in_process("module", "tinypl pl.process.map", tinypl_start, _tinypl_module_level)
 
 
 # --------------------------------------------------------------------------- figures
@@ -395,7 +166,7 @@ def _loadavg() -> str:
 HEADERS = ["peer", "start method", "runs", "best s", "median s"]
 
 
-def _row_base(case: _Case, key: str) -> list[str]:
+def _row_base(case: Case, key: str) -> list[str]:
     res = case.results[key]
     timing = res.timing
     return [
@@ -412,7 +183,7 @@ def _pick(values: tuple[float | None, float | None], stat: str) -> float | None:
 
 
 def _summary(
-    case: _Case,
+    case: Case,
     figures: dict[str, tuple[float | None, float | None]],
     stat: str,
     target: float,
@@ -447,66 +218,70 @@ def _summary(
 # --------------------------------------------------------------------------- workloads
 
 
-def _cpu(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[str, Any]]:
-    opts = ctx.options
-    load = _loadavg()
-    loops = opts.cpu_loops
-    if loops is None:
-        ctx.progress(f"calibrating spin() to {opts.cpu_ms:g} ms per call")
-        loops = w.calibrate_spin(opts.cpu_ms / 1e3)
-    n = opts.cpu_items
-    one_call = min(w.call_seconds(w.spin, 0, loops) for _ in range(5))
-    serial_case = _Case(
-        ctx,
-        name="cpu",
-        fn_name="spin",
-        n=n,
-        loops=loops,
-        cap=None,
-        repeat=repeat,
-        expected_checksum=None,
-    )
-    serial = serial_case.in_process("serial", "serial map (before the peers)", "-", _serial)
-    checksum = None
-    if serial.ok and serial.timing is not None:
-        checksum = serial.timing.extra["runs"][0]["checksum"]
-    case = _Case(
-        ctx,
-        name="cpu",
-        fn_name="spin",
-        n=n,
-        loops=loops,
-        cap=None,
-        repeat=repeat,
-        expected_checksum=checksum,
-    )
-    case._add("serial", "-", serial)
-    case.all_peers()
-    # Serial again after the peers: the machine's load drifts, so the reference uses both.
-    after = serial_case.in_process("serial-after", "serial map (after the peers)", "-", _serial)
-    case.results = {"serial": serial, "serial-after": after, **case.results}
-    case.start["serial-after"] = "-"
-
-    stat = ctx.stat
-    serial_samples = [
-        x for res in (serial, after) if res.ok and res.timing for x in res.timing.samples
-    ]
-    serial_best = min(serial_samples) if serial_samples else None
-    serial_median = statistics.median(serial_samples) if serial_samples else None
-    table = Table(
-        title=f"cpu: spin() ~{one_call * 1e3:.2f} ms/call x {n} items, {case.workers} workers "
-        f"(speedup = serial time / time; target >= {CPU_TARGET:g}x)",
+def _figure_table(title: str, unit_name: str, stat: str, *, steady: bool) -> Table:
+    """The table of one workload: timings, a figure (best, median), its target."""
+    return Table(
+        title=title,
         headers=[
             *HEADERS,
-            "speedup (best)",
-            "speedup (median)",
+            f"{unit_name} (best)",
+            f"{unit_name} (median)",
             f"x target ({stat})",
             "target",
             "first item s",
+            *([f"steady {unit_name}"] if steady else []),
             "status",
         ],
         left=frozenset({1}),
     )
+
+
+def _row_data(case: Case, key: str, **figures: Any) -> dict[str, Any]:
+    res = case.results[key]
+    return {
+        **res.to_dict(),
+        "key": key,
+        "start_method": case.start[key],
+        **figures,
+        "first_item_median_s": _first_item(res),
+    }
+
+
+def _cpu_loops(ctx: SuiteContext) -> tuple[int, float]:
+    """The spin loop count (calibrated unless given) and the duration of one call."""
+    opts = ctx.options
+    loops: int | None = opts.cpu_loops
+    if loops is None:
+        ctx.progress(f"calibrating spin() to {opts.cpu_ms:g} ms per call")
+        loops = w.calibrate_spin(opts.cpu_ms / 1e3)
+    return loops, min(w.call_seconds(w.spin, 0, loops) for _ in range(5))
+
+
+def _cpu_case(ctx: SuiteContext, repeat: int, loops: int) -> Case:
+    """Serial before the peers, every peer, serial again after them."""
+    n = ctx.options.cpu_items
+    serial_case = Case(ctx, "cpu", "spin", n, repeat, loops=loops)
+    serial = serial_case.in_process("serial", "serial map (before the peers)", "-", serial_map)
+    checksum = None
+    if serial.ok and serial.timing is not None:
+        checksum = serial.timing.extra["runs"][0]["checksum"]
+    case = Case(ctx, "cpu", "spin", n, repeat, loops=loops, expected_checksum=checksum)
+    case.add("serial", "-", serial)
+    case.all_peers()
+    # Serial again after the peers: the machine's load drifts, so the reference uses both.
+    after = serial_case.in_process("serial-after", "serial map (after the peers)", "-", serial_map)
+    case.results = {"serial": serial, "serial-after": after, **case.results}
+    case.start["serial-after"] = "-"
+    return case
+
+
+def _cpu_table(
+    case: Case, serial: list[float], title: str
+) -> tuple[Table, dict[str, tuple[float | None, float | None]], list[dict[str, Any]]]:
+    stat = case.ctx.stat
+    serial_best = min(serial) if serial else None
+    serial_median = statistics.median(serial) if serial else None
+    table = _figure_table(title, "speedup", stat, steady=False)
     figures: dict[str, tuple[float | None, float | None]] = {}
     rows: list[dict[str, Any]] = []
     for key, res in case.results.items():
@@ -522,22 +297,34 @@ def _cpu(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[st
                 fmt_ratio(ratio(value, CPU_TARGET)),
                 verdict_min(value, CPU_TARGET) if not key.startswith("serial") else "",
                 fmt_float(_first_item(res), 3),
-                _status(res, n),
+                _status(res, case.n),
             ]
         )
-        rows.append(
-            {
-                **res.to_dict(),
-                "key": key,
-                "start_method": case.start[key],
-                "speedup_best": best,
-                "speedup_median": median,
-                "first_item_median_s": _first_item(res),
-            }
-        )
+        rows.append(_row_data(case, key, speedup_best=best, speedup_median=median))
+    return table, figures, rows
+
+
+def _cpu(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[str, Any]]:
+    load = _loadavg()
+    loops, one_call = _cpu_loops(ctx)
+    case = _cpu_case(ctx, repeat, loops)
+    n = case.n
+    serial = [
+        x
+        for key in ("serial", "serial-after")
+        if (res := case.results[key]).ok and res.timing
+        for x in res.timing.samples
+    ]
+    serial_best = min(serial) if serial else None
+    table, figures, rows = _cpu_table(
+        case,
+        serial,
+        f"cpu: spin() ~{one_call * 1e3:.2f} ms/call x {n} items, {case.workers} workers "
+        f"(speedup = serial time / time; target >= {CPU_TARGET:g}x)",
+    )
     table.notes += [
-        f"spin loop count {loops} (calibrated to {opts.cpu_ms:g} ms; one call measured at "
-        f"{one_call * 1e3:.3f} ms, serial run {fmt_float(serial_best, 3)} s best = "
+        f"spin loop count {loops} (calibrated to {ctx.options.cpu_ms:g} ms; one call measured "
+        f"at {one_call * 1e3:.3f} ms, serial run {fmt_float(serial_best, 3)} s best = "
         f"{fmt_float(None if serial_best is None else serial_best / n * 1e3, 3)} ms/item); "
         f"ideal speedup with {case.workers} workers = {case.workers}x (more than that means "
         "the load changed between the serial runs and the peer's runs)",
@@ -546,18 +333,11 @@ def _cpu(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[st
         "includes starting and stopping the workers",
         f"loadavg before this workload: {load}",
     ]
-    data = {
-        "items": n,
-        "loops": loops,
-        "call_ms": one_call * 1e3,
-        "loadavg_before": load,
-        "rows": rows,
-    }
+    data = {"items": n, "loops": loops, "call_ms": one_call * 1e3, "loadavg_before": load}
     summary = Section(
-        title="Summary",
-        lines=[_summary(case, figures, stat, CPU_TARGET, fmt_ratio)],
+        title="Summary", lines=[_summary(case, figures, ctx.stat, CPU_TARGET, fmt_ratio)]
     )
-    return [table, summary], data
+    return [table, summary], {**data, "rows": rows}
 
 
 def _fmt_rate(value: float | None) -> str:
@@ -569,7 +349,7 @@ def _fmt_gbs(value: float | None) -> str:
 
 
 def _throughput_table(
-    case: _Case,
+    case: Case,
     *,
     unit: float,
     unit_name: str,
@@ -577,20 +357,7 @@ def _throughput_table(
     title: str,
 ) -> tuple[Table, dict[str, tuple[float | None, float | None]], list[dict[str, Any]]]:
     stat = case.ctx.stat
-    table = Table(
-        title=title,
-        headers=[
-            *HEADERS,
-            f"{unit_name} (best)",
-            f"{unit_name} (median)",
-            f"x target ({stat})",
-            "target",
-            "first item s",
-            f"steady {unit_name}",
-            "status",
-        ],
-        left=frozenset({1}),
-    )
+    table = _figure_table(title, unit_name, stat, steady=True)
     figures: dict[str, tuple[float | None, float | None]] = {}
     rows: list[dict[str, Any]] = []
     for key, res in case.results.items():
@@ -614,17 +381,17 @@ def _throughput_table(
             ]
         )
         rows.append(
-            {
-                **res.to_dict(),
-                "key": key,
-                "start_method": case.start[key],
-                f"{unit_name}_per_run": rates,
-                f"{unit_name}_best": best,
-                f"{unit_name}_median": median,
-                f"steady_{unit_name}_median": steady,
-                "capped": _capped_text(res, case.n) or None,
-                "first_item_median_s": _first_item(res),
-            }
+            _row_data(
+                case,
+                key,
+                **{
+                    f"{unit_name}_per_run": rates,
+                    f"{unit_name}_best": best,
+                    f"{unit_name}_median": median,
+                    f"steady_{unit_name}_median": steady,
+                    "capped": _capped_text(res, case.n) or None,
+                },
+            )
         )
     return table, figures, rows
 
@@ -650,17 +417,8 @@ def _trivial(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dic
     load = _loadavg()
     n = opts.trivial_items
     cap = opts.run_cap or None
-    case = _Case(
-        ctx,
-        name="trivial",
-        fn_name="inc",
-        n=n,
-        loops=None,
-        cap=cap,
-        repeat=repeat,
-        expected_checksum=w.expected_process_checksum("inc", n),
-    )
-    case.in_process("ref-serial", "serial map (this process)", "-", _serial)
+    case = Case(ctx, "trivial", "inc", n, repeat, cap=cap)
+    case.in_process("ref-serial", "serial map (this process)", "-", serial_map)
     case.all_peers()
     table, figures, rows = _throughput_table(
         case,
@@ -727,55 +485,37 @@ def _ref_stats(n: int) -> dict[str, Any]:
     }
 
 
-def _arrays(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[str, Any]]:
-    opts = ctx.options
-    load = _loadavg()
-    n = opts.array_items
-    cap = opts.run_cap or None
-    case = _Case(
-        ctx,
-        name="arrays",
-        fn_name="array",
-        n=n,
-        loops=None,
-        cap=cap,
-        repeat=repeat,
-        expected_checksum=w.expected_process_checksum("array", n),
-    )
+def _logged_ref(make: Callable[[int], tuple[Run, Check | None]], n: int) -> Callable[[], Any]:
+    def build() -> tuple[Run, Check | None]:
+        run, check = make(n)
+        return w.LoggedRun(run), check
 
-    def logged_ref(make: Callable[[int], tuple[Run, Check | None]]) -> Callable[[], Any]:
-        def build() -> tuple[Run, Check | None]:
-            run, check = make(n)
-            return w.LoggedRun(run), check
+    return build
 
-        return build
 
-    case.reference("ref-copyto", "ref: np.copyto into preallocated", logged_ref(_copyto_reference))
-    case.reference("ref-copy", "ref: fresh np.copy", logged_ref(_copy_reference))
-    case.in_process("ref-serial", "ref: serial produce+touch", "-", _serial)
+def _arrays_case(ctx: SuiteContext, repeat: int, n: int, cap: float | None) -> Case:
+    """Single-process references, every peer, 0.1.0 with its ring; new tinypl last."""
+    case = Case(ctx, "arrays", "array", n, repeat, cap=cap)
+    copyto, copy = _logged_ref(_copyto_reference, n), _logged_ref(_copy_reference, n)
+    case.reference("ref-copyto", "ref: np.copyto into preallocated", copyto)
+    case.reference("ref-copy", "ref: fresh np.copy", copy)
+    case.in_process("ref-serial", "ref: serial produce+touch", "-", serial_map)
     case.all_peers()
-    ring_bytes = opts.ring_mb << 20
+    ring_bytes = ctx.options.ring_mb << 20
     case.legacy("t010-ring", "tinypl 0.1.0 + SharedMemoryRingBuffer", ring_bytes=ring_bytes)
-    # Keep the new tinypl rows last.
     for key in ("fluent", "module"):
         case.results[key] = case.results.pop(key)
-    gb = w.PROCESS_ARRAY_BYTES / 1e9
-    table, figures, rows = _throughput_table(
-        case,
-        unit=gb,
-        unit_name="GB/s",
-        target=ARRAY_TARGET,
-        title=f"arrays: np.full({w.PROCESS_ARRAY_LENGTH:_}, float(i)) = 8 MB x {n} items, "
-        f"{case.workers} workers, consumer reads a[::{w.PAGE_STRIDE}] "
-        f"(GB/s = items x 8e6 B / run time; target >= {ARRAY_TARGET:g} GB/s)",
-    )
-    table.notes += [
+    return case
+
+
+def _array_notes(ring_mb: int, cap: float | None, load: str) -> list[str]:
+    return [
         f"ref rows run in this process: np.copyto of 8 MB (cycling through {REF_SOURCES} "
         "sources) into one preallocated array, a fresh np.copy per item (allocation + copy; "
         "malloc reuses the freed block, so few page faults), and the serial produce + touch "
         "loop (np.full + a[::512].sum(), no workers; the reused 8 MB block stays in cache)",
         f"tinypl 0.1.0 + SharedMemoryRingBuffer: as in its README, the worker writes its "
-        f"result into a {opts.ring_mb} MiB ring (created once per case) and the consumer "
+        f"result into a {ring_mb} MiB ring (created once per case) and the consumer "
         "reads it back (read() returns a copy); 0.1.0 plain pickles arrays through its "
         "queues",
         "torch DataLoader converts the arrays to tensors in the workers and passes them "
@@ -787,6 +527,25 @@ def _arrays(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict
         _LEGACY_UNCAPPED,
         f"loadavg before this workload: {load}",
     ]
+
+
+def _arrays(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[str, Any]]:
+    opts = ctx.options
+    load = _loadavg()
+    n = opts.array_items
+    cap = opts.run_cap or None
+    case = _arrays_case(ctx, repeat, n, cap)
+    gb = w.PROCESS_ARRAY_BYTES / 1e9
+    table, figures, rows = _throughput_table(
+        case,
+        unit=gb,
+        unit_name="GB/s",
+        target=ARRAY_TARGET,
+        title=f"arrays: np.full({w.PROCESS_ARRAY_LENGTH:_}, float(i)) = 8 MB x {n} items, "
+        f"{case.workers} workers, consumer reads a[::{w.PAGE_STRIDE}] "
+        f"(GB/s = items x 8e6 B / run time; target >= {ARRAY_TARGET:g} GB/s)",
+    )
+    table.notes += _array_notes(opts.ring_mb, cap, load)
     refs = ", ".join(
         f"{case.results[k].label.removeprefix('ref: ')} {_fmt_gbs(_pick(figures[k], ctx.stat))}"
         for k in ("ref-copyto", "ref-copy", "ref-serial")
@@ -834,7 +593,6 @@ def _source_stamp() -> dict[str, float]:
 
 def run(ctx: SuiteContext) -> SuiteReport:
     """Run the selected workloads and build the report."""
-    part = ctx.options.part
     report = SuiteReport(
         suite="process",
         title=f"process: process stages with {ctx.options.workers} workers vs multiprocessing "
@@ -844,18 +602,7 @@ def run(ctx: SuiteContext) -> SuiteReport:
     stamp = _source_stamp()
     report.data["loadavg_start"] = _loadavg()
     _preload(ctx)
-    parts: list[tuple[str, Callable[..., Any], int]] = [
-        ("cpu", _cpu, CPU_REPEAT),
-        ("trivial", _trivial, TRIVIAL_REPEAT),
-        ("arrays", _arrays, ARRAY_REPEAT),
-    ]
-    for name, function, default_repeat in parts:
-        if part not in ("all", name):
-            continue
-        repeat = ctx.repeat if ctx.repeat_explicit else default_repeat
-        blocks, data = function(ctx, repeat)
-        report.blocks += blocks
-        report.data[name] = data
+    run_parts(ctx, report, PARTS)
     elapsed = time.perf_counter() - started
     report.data["loadavg_end"] = _loadavg()
     report.data["elapsed_s"] = elapsed
@@ -879,6 +626,13 @@ def run(ctx: SuiteContext) -> SuiteReport:
     report.blocks.append(Section(title="Run", lines=lines))
     return report
 
+
+PARTS: list[Part] = [
+    ("cpu", _cpu, CPU_REPEAT),
+    ("trivial", _trivial, TRIVIAL_REPEAT),
+    ("arrays", _arrays, ARRAY_REPEAT),
+    ("startup", startup.run_startup, 1),
+]
 
 SUITE = Suite(
     name="process",

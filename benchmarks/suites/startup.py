@@ -31,7 +31,7 @@ from typing import Any
 
 from benchmarks.harness import REPO_ROOT, SuiteContext
 from benchmarks.report import Section, SuiteReport, Table, fmt_float, fmt_ratio, ratio
-from benchmarks.suites.base import Suite
+from benchmarks.suites.base import Part, Suite, add_part_option, run_parts
 
 IMPORT_TARGET = 3.0
 FIRST_TARGET_S = 0.2
@@ -103,12 +103,7 @@ CONFIGS = {
 def add_arguments(parser: argparse.ArgumentParser, *, with_part: bool = True) -> None:
     """Suite-specific options (``with_part=False`` when the process suite adds them)."""
     if with_part:
-        parser.add_argument(
-            "--part",
-            choices=("all", "import", "first-item"),
-            default="all",
-            help="which part to run (default: %(default)s)",
-        )
+        add_part_option(parser, [name for name, _, _ in PARTS])
     parser.add_argument("--import-repeat", type=int, default=IMPORT_REPEAT)
     parser.add_argument("--first-repeat", type=int, default=FIRST_REPEAT)
     parser.add_argument("--first-items", type=int, default=100)
@@ -155,7 +150,7 @@ def import_times(module: str) -> dict[str, float]:
     return times
 
 
-def _import_part(ctx: SuiteContext) -> tuple[list[Table | Section], dict[str, Any]]:
+def _import_part(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[str, Any]]:
     repeat = ctx.options.import_repeat
     medians: dict[str, float | None] = {}
     loaded: dict[str, list[str]] = {}
@@ -244,7 +239,9 @@ def _verdict(value: float | None, limit: float) -> str:
     return "n/a" if value is None else ("met" if value <= limit else "MISSED")
 
 
-def _first_item_part(ctx: SuiteContext) -> tuple[list[Table | Section], dict[str, Any]]:
+def _first_item_part(
+    ctx: SuiteContext, repeat: int
+) -> tuple[list[Table | Section], dict[str, Any]]:
     methods = [m for m in ctx.options.methods.split(",") if m]
     table = Table(
         title=f"time to first item: {ctx.options.first_items} x (x + 1), 2 workers, fresh "
@@ -279,22 +276,24 @@ def _first_item_part(ctx: SuiteContext) -> tuple[list[Table | Section], dict[str
     return [table], {"items": ctx.options.first_items, "rows": rows}
 
 
-PARTS = {"import": _import_part, "first-item": _first_item_part}
+PARTS: list[Part] = [("import", _import_part, IMPORT_REPEAT), ("first-item", _first_item_part, 1)]
+"""The repeat counts come from ``--import-repeat`` and ``--first-repeat``."""
 
 
-def run_startup(ctx: SuiteContext, report: SuiteReport, part: str) -> None:
-    """Add the selected startup parts (``all``, ``import``, ``first-item``) to ``report``."""
-    for name, function in PARTS.items():
-        if part in ("all", name):
-            blocks, data = function(ctx)
-            report.blocks += blocks
-            report.data[name] = data
+def run_startup(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[str, Any]]:
+    """Both parts, as one part of another suite (``process --part startup``)."""
+    blocks: list[Table | Section] = []
+    data: dict[str, Any] = {}
+    for name, function, _ in PARTS:
+        part_blocks, data[name] = function(ctx, repeat)
+        blocks += part_blocks
+    return blocks, data
 
 
 def run(ctx: SuiteContext) -> SuiteReport:
     """Run the selected parts and build the report."""
     report = SuiteReport(suite="startup", title="startup: import time and time to first item")
-    run_startup(ctx, report, ctx.options.part)
+    run_parts(ctx, report, PARTS)
     return report
 
 
