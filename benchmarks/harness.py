@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,9 @@ Build = Callable[[], "tuple[Run, Check | None]"]
 Imports of optional peers belong *inside* the build function, so that a missing
 dependency turns into an ``n/a`` cell instead of an error.
 """
+
+Peers = Mapping[str, "tuple[str, Build | str]"]
+"""key -> (label, build); a ``str`` build names a tinypl 0.1.0 case of ``_legacy_runner``."""
 
 
 @dataclass
@@ -247,3 +250,20 @@ class SuiteContext:
         self.progress(f"{label} {params} (subprocess, warm-up + {repeat} runs)")
         result: PeerResult = self.legacy.run(label, case, params, repeat)
         return result
+
+    def measure_peers(
+        self,
+        peers: Peers,
+        *,
+        params: dict[str, Any],
+        repeat: int | None = None,
+    ) -> dict[str, PeerResult]:
+        """Measure every peer of one case, in order, with the same parameters: a build
+        runs in this process, a case name in the tinypl 0.1.0 subprocess."""
+        results: dict[str, PeerResult] = {}
+        for key, (label, build) in peers.items():
+            if isinstance(build, str):
+                results[key] = self.run_legacy(label, build, params, repeat=repeat)
+            else:
+                results[key] = self.run_in_process(label, build, repeat=repeat, params=params)
+        return results

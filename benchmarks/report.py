@@ -75,6 +75,17 @@ class SuiteReport:
 NA = "-"
 
 
+def timing_cells(result: Any, digits: int, scale: float = 1.0) -> list[str]:
+    """``runs``, ``best`` and ``median`` cells of a :class:`harness.PeerResult` (seconds
+    times ``scale``, with ``digits`` decimals)."""
+    timing = result.timing
+    return [
+        result.runs_text,
+        fmt_float(None if timing is None else timing.best * scale, digits),
+        fmt_float(None if timing is None else timing.median * scale, digits),
+    ]
+
+
 def fmt_float(value: float | None, digits: int = 1) -> str:
     """Format with a fixed number of decimals, or :data:`NA`."""
     return NA if value is None else f"{value:,.{digits}f}"

@@ -45,7 +45,7 @@ MARKER = "@@BENCH_STARTUP@@ "
 
 # The user's script: its top-level imports are what each spawn/forkserver worker pays
 # again when it imports the main module.
-SCRIPT = '''\
+SCRIPT = """\
 import sys, time
 _T0 = time.perf_counter()
 sys.path.insert(0, {root!r})
@@ -90,7 +90,7 @@ if __name__ == "__main__":
     peer, method, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     runs = [one_run(peer, method, n) for _ in range(2)]
     print({marker!r} + json.dumps({{"imports_s": IMPORTS_S, "runs": runs}}), flush=True)
-'''
+"""
 
 CONFIGS = {
     "tinypl": ("tinypl", "import tinypl"),
@@ -172,21 +172,28 @@ def _import_part(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section],
         loaded[module] = [name for name in HEAVY if name in runs[0]]
         rel = ratio(medians[module], medians.get("toolz"))
         table.add_row(
-            [module, str(repeat), fmt_float(min(tops), 1), fmt_float(medians[module], 1),
-             fmt_ratio(rel), "ok"]
+            [
+                module,
+                str(repeat),
+                fmt_float(min(tops), 1),
+                fmt_float(medians[module], 1),
+                fmt_ratio(rel),
+                "ok",
+            ]
         )
     rel = ratio(medians.get("tinypl"), medians.get("toolz"))
     verdict = "n/a" if rel is None else ("met" if rel <= IMPORT_TARGET else "MISSED")
     table.notes += [
         "figure = cumulative time of the top-level module in -X importtime (interpreter "
         "start-up excluded)",
-        "heavy modules loaded by import tinypl: "
-        + (", ".join(loaded.get("tinypl", [])) or "none"),
+        "heavy modules loaded by import tinypl: " + (", ".join(loaded.get("tinypl", [])) or "none"),
     ]
     summary = Section(
         title="Summary",
-        lines=[f"import tinypl / import toolz = {fmt_ratio(rel)} (target <= "
-               f"{IMPORT_TARGET:g}x: {verdict})"],
+        lines=[
+            f"import tinypl / import toolz = {fmt_ratio(rel)} (target <= "
+            f"{IMPORT_TARGET:g}x: {verdict})"
+        ],
     )
     data = {"median_ms": medians, "ratio": rel, "heavy_loaded": loaded}
     return [table, summary], data
@@ -206,9 +213,7 @@ def first_item_runs(script: Path, peer: str, method: str, n: int) -> dict[str, A
     raise RuntimeError(f"exit {proc.returncode}: {tail[:120]}")
 
 
-def _measure_config(
-    ctx: SuiteContext, folder: Path, key: str, method: str
-) -> dict[str, Any]:
+def _measure_config(ctx: SuiteContext, folder: Path, key: str, method: str) -> dict[str, Any]:
     peer, imports = CONFIGS[key]
     script = folder / f"user_{key.replace('+', '_')}.py"
     if not script.exists():
@@ -247,8 +252,17 @@ def _first_item_part(
         title=f"time to first item: {ctx.options.first_items} x (x + 1), 2 workers, fresh "
         f"process per repeat (median of {ctx.options.first_repeat}; targets: first run "
         f"<= {FIRST_TARGET_S * 1e3:g} ms, warm <= {WARM_TARGET_S * 1e3:g} ms)",
-        headers=["config", "start method", "imports s", "first item s", "target",
-                 "first run s", "warm first item s", "target", "status"],
+        headers=[
+            "config",
+            "start method",
+            "imports s",
+            "first item s",
+            "target",
+            "first run s",
+            "warm first item s",
+            "target",
+            "status",
+        ],
         left=frozenset({1}),
     )
     rows: list[dict[str, Any]] = []
@@ -259,10 +273,17 @@ def _first_item_part(
                 rows.append({"config": key, "start_method": method, **row})
                 first, warm = row.get("first_s"), row.get("warm_first_s")
                 table.add_row(
-                    [key, method, fmt_float(row.get("imports_s"), 3), fmt_float(first, 3),
-                     _verdict(first, FIRST_TARGET_S), fmt_float(row.get("run_s"), 3),
-                     fmt_float(warm, 3), _verdict(warm, WARM_TARGET_S),
-                     f"n/a: {row['error']}" if "error" in row else "ok"]
+                    [
+                        key,
+                        method,
+                        fmt_float(row.get("imports_s"), 3),
+                        fmt_float(first, 3),
+                        _verdict(first, FIRST_TARGET_S),
+                        fmt_float(row.get("run_s"), 3),
+                        fmt_float(warm, 3),
+                        _verdict(warm, WARM_TARGET_S),
+                        f"n/a: {row['error']}" if "error" in row else "ok",
+                    ]
                 )
     table.notes += [
         "config: tinypl = the script imports tinypl only; tinypl+torch = it imports torch "

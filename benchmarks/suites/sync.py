@@ -12,21 +12,15 @@ import argparse
 from typing import Any
 
 from benchmarks import _workloads as w
+from benchmarks import report as r
 from benchmarks._timing import Check
 from benchmarks.harness import PeerResult, Run, SuiteContext, new_tinypl
-from benchmarks.report import (
-    Section,
-    SuiteReport,
-    Table,
-    fmt_float,
-    fmt_ratio,
-    ratio,
-    target_max,
-)
+from benchmarks.report import Section, SuiteReport, Table
 from benchmarks.suites.base import Suite
 
 FLUENT_TARGET = 1.1
 MODULE_LEVEL_TARGET = 2.0
+TARGETS = {"fluent": FLUENT_TARGET, "module": MODULE_LEVEL_TARGET}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,25 +67,21 @@ def _tinypl_module_level(n: int) -> tuple[Run, Check]:
     return w.tinypl_sync_module_level(new_tinypl(), n), w.make_sync_check(n)
 
 
-def run(ctx: SuiteContext) -> SuiteReport:
-    """Measure all peers and build the report."""
-    n: int = ctx.options.items
-    stat = ctx.stat
-    params = {"n": n}
-    results: dict[str, PeerResult] = {
-        "builtins": ctx.run_in_process("builtins map/filter", lambda: _builtins(n), params=params),
-        "toolz": ctx.run_in_process("toolz.pipe (curried)", lambda: _toolz(n), params=params),
-        "fluent": ctx.run_in_process(
-            "tinypl Pipe (fluent)", lambda: _tinypl_fluent(n), params=params
-        ),
-        "module": ctx.run_in_process(
-            "tinypl module-level", lambda: _tinypl_module_level(n), params=params
-        ),
-        "t010": ctx.run_legacy("tinypl 0.1.0 module-level", "sync.module_level", params),
-    }
-    targets = {"fluent": FLUENT_TARGET, "module": MODULE_LEVEL_TARGET}
-    base = results["builtins"].value(stat)
+def _measure(ctx: SuiteContext, n: int) -> dict[str, PeerResult]:
+    return ctx.measure_peers(
+        {
+            "builtins": ("builtins map/filter", lambda: _builtins(n)),
+            "toolz": ("toolz.pipe (curried)", lambda: _toolz(n)),
+            "fluent": ("tinypl Pipe (fluent)", lambda: _tinypl_fluent(n)),
+            "module": ("tinypl module-level", lambda: _tinypl_module_level(n)),
+            "t010": ("tinypl 0.1.0 module-level", "sync.module_level"),
+        },
+        params={"n": n},
+    )
 
+
+def _table(results: dict[str, PeerResult], n: int, stat: str) -> tuple[Table, list[dict[str, Any]]]:
+    base = results["builtins"].value(stat)
     table = Table(
         title=f"map(x*2) -> filter(x%3) -> map(x+1) over {n:,} ints "
         f"(derived figures from the {stat} run)",
@@ -108,73 +98,82 @@ def run(ctx: SuiteContext) -> SuiteReport:
         ],
         left=frozenset({7}),
     )
-    rows_data: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for key, res in results.items():
         value = res.value(stat)
         per_item = None if value is None else value / n * 1e9
-        rel = ratio(value, base)
-        target = target_max(rel, targets[key]) if key in targets else ""
-        timing = res.timing
+        per_stage = None if per_item is None else per_item / w.SYNC_STAGES
+        rel = r.ratio(value, base)
+        target = r.target_max(rel, TARGETS[key]) if key in TARGETS else ""
         table.add_row(
             [
                 res.label,
-                res.runs_text,
-                fmt_float(None if timing is None else timing.best * 1e3),
-                fmt_float(None if timing is None else timing.median * 1e3),
-                fmt_float(per_item),
-                fmt_float(None if per_item is None else per_item / w.SYNC_STAGES),
-                fmt_ratio(rel),
+                *r.timing_cells(res, 1, 1e3),
+                r.fmt_float(per_item),
+                r.fmt_float(per_stage),
+                r.fmt_ratio(rel),
                 target,
                 res.status,
             ]
         )
-        rows_data.append(
+        rows.append(
             {
                 **res.to_dict(),
                 "key": key,
                 "ns_per_item": per_item,
-                "ns_per_item_per_stage": None if per_item is None else per_item / w.SYNC_STAGES,
+                "ns_per_item_per_stage": per_stage,
                 "ratio_to_builtins": rel,
-                "target_max_ratio": targets.get(key),
+                "target_max_ratio": TARGETS.get(key),
             }
         )
-    table.notes.append(
+    table.notes += [
         f"ns/item = time / {n:,} input items; per stage = ns/item / {w.SYNC_STAGES} "
         f"(the last map sees only the {len(range(n)) - len(range(0, n, 3)):,} items "
-        "kept by the filter)"
-    )
-    table.notes.append(
+        "kept by the filter)",
         "tinypl 0.1.0 runs in its own venv (subprocess, same CPython build); "
-        "all other peers run in this process"
+        "all other peers run in this process",
+    ]
+    return table, rows
+
+
+def _ratios(results: dict[str, PeerResult], stat: str) -> Section:
+    def rel_of(a: str, b: str) -> float | None:
+        return r.ratio(results[a].value(stat), results[b].value(stat))
+
+    fluent, module = rel_of("fluent", "builtins"), rel_of("module", "builtins")
+    return Section(
+        title=f"Ratios ({stat}; < 1 means faster than the reference)",
+        lines=[
+            f"toolz               / builtins      = {r.fmt_ratio(rel_of('toolz', 'builtins'))}",
+            f"tinypl fluent       / builtins      = {r.fmt_ratio(fluent)}"
+            f"   (target {r.target_max(fluent, FLUENT_TARGET)})",
+            f"tinypl module-level / builtins      = {r.fmt_ratio(module)}"
+            f"   (target {r.target_max(module, MODULE_LEVEL_TARGET)})",
+            f"tinypl 0.1.0        / builtins      = {r.fmt_ratio(rel_of('t010', 'builtins'))}",
+            f"tinypl fluent       / module-level  = {r.fmt_ratio(rel_of('fluent', 'module'))}",
+            f"tinypl module-level / tinypl 0.1.0  = {r.fmt_ratio(rel_of('module', 't010'))}",
+            f"tinypl fluent       / tinypl 0.1.0  = {r.fmt_ratio(rel_of('fluent', 't010'))}",
+        ],
     )
 
-    def rel_of(a: str, b: str) -> float | None:
-        return ratio(results[a].value(stat), results[b].value(stat))
 
-    ratios = Section(title=f"Ratios ({stat}; < 1 means faster than the reference)")
-    ratios.lines = [
-        f"toolz               / builtins      = {fmt_ratio(rel_of('toolz', 'builtins'))}",
-        f"tinypl fluent       / builtins      = {fmt_ratio(rel_of('fluent', 'builtins'))}"
-        f"   (target {target_max(rel_of('fluent', 'builtins'), FLUENT_TARGET)})",
-        f"tinypl module-level / builtins      = {fmt_ratio(rel_of('module', 'builtins'))}"
-        f"   (target {target_max(rel_of('module', 'builtins'), MODULE_LEVEL_TARGET)})",
-        f"tinypl 0.1.0        / builtins      = {fmt_ratio(rel_of('t010', 'builtins'))}",
-        f"tinypl fluent       / module-level  = {fmt_ratio(rel_of('fluent', 'module'))}",
-        f"tinypl module-level / tinypl 0.1.0  = {fmt_ratio(rel_of('module', 't010'))}",
-        f"tinypl fluent       / tinypl 0.1.0  = {fmt_ratio(rel_of('fluent', 't010'))}",
-    ]
+def run(ctx: SuiteContext) -> SuiteReport:
+    """Measure all peers and build the report."""
+    n: int = ctx.options.items
+    results = _measure(ctx, n)
+    table, rows = _table(results, n, ctx.stat)
     return SuiteReport(
         suite="sync",
         title="sync: single-threaded 3-stage chain",
-        blocks=[table, ratios],
-        data={"items": n, "stages": w.SYNC_STAGES, "stat": stat, "rows": rows_data},
+        blocks=[table, _ratios(results, ctx.stat)],
+        data={"items": n, "stages": w.SYNC_STAGES, "stat": ctx.stat, "rows": rows},
     )
 
 
 SUITE = Suite(
-    name="sync",
-    description="map -> filter -> map over 1M ints: builtins, toolz, tinypl (new, 0.1.0)",
-    default_repeat=5,
-    add_arguments=add_arguments,
-    run=run,
+    "sync",
+    "map -> filter -> map over 1M ints: builtins, toolz, tinypl (new, 0.1.0)",
+    5,
+    run,
+    add_arguments,
 )

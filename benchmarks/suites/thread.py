@@ -17,13 +17,14 @@ Every measured run includes creating and shutting down the peer's threads.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 from collections.abc import Callable
 from typing import Any
 
 from benchmarks import _workloads as w
 from benchmarks._timing import Check, call_durations
-from benchmarks.harness import PeerResult, Run, SuiteContext, new_tinypl
+from benchmarks.harness import Build, PeerResult, Peers, Run, SuiteContext, new_tinypl
 from benchmarks.report import (
     Section,
     SuiteReport,
@@ -32,9 +33,10 @@ from benchmarks.report import (
     fmt_pct,
     fmt_ratio,
     ratio,
+    timing_cells,
     verdict_min,
 )
-from benchmarks.suites.base import Suite
+from benchmarks.suites.base import Part, Suite, add_part_option, run_parts
 
 EFFICIENCY_TARGET = 0.95
 EFFICIENCY_REPEAT = 5
@@ -55,12 +57,7 @@ def _workers_list(text: str) -> list[int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Suite-specific options."""
-    parser.add_argument(
-        "--part",
-        choices=("all", "efficiency", "overhead"),
-        default="all",
-        help="which part to run (default: %(default)s)",
-    )
+    add_part_option(parser, ["efficiency", "overhead"])
     parser.add_argument("--sleep-items", type=int, default=w.THREAD_SLEEP_ITEMS)
     parser.add_argument("--sleep-workers", type=int, default=w.THREAD_SLEEP_WORKERS)
     parser.add_argument(
@@ -130,36 +127,31 @@ def _measure_peers(
 ) -> dict[str, PeerResult]:
     """All threaded peers for one (items, function, workers) configuration."""
     fn = w.FUNCTIONS[fn_name]
-    params = {"n": n, "fn": fn_name, "workers": workers}
 
-    def in_process(label: str, build: Callable[[int, Fn, int], tuple[Run, Check]]) -> PeerResult:
-        return ctx.run_in_process(
-            label, lambda: build(n, fn, workers), repeat=repeat, params=params
-        )
+    def case(build: Callable[[int, Fn, int], tuple[Run, Check]]) -> Build:
+        return functools.partial(build, n, fn, workers)
 
-    return {
-        "fluent": in_process("tinypl Pipe.map.thread (fluent)", _tinypl_fluent),
-        "module": in_process("tinypl pl.thread.map", _tinypl_module_level),
-        "tpe": in_process("ThreadPoolExecutor.map", _thread_pool_executor),
-        "pypeln": in_process("pypeln.thread.map", _pypeln),
-        "t010": ctx.run_legacy("tinypl 0.1.0 pl.thread.map", "thread.map", params, repeat=repeat),
+    peers: Peers = {
+        "fluent": ("tinypl Pipe.map.thread (fluent)", case(_tinypl_fluent)),
+        "module": ("tinypl pl.thread.map", case(_tinypl_module_level)),
+        "tpe": ("ThreadPoolExecutor.map", case(_thread_pool_executor)),
+        "pypeln": ("pypeln.thread.map", case(_pypeln)),
+        "t010": ("tinypl 0.1.0 pl.thread.map", "thread.map"),
     }
+    params = {"n": n, "fn": fn_name, "workers": workers}
+    return ctx.measure_peers(peers, params=params, repeat=repeat)
 
 
 # --------------------------------------------------------------------------- part 1
 
 
-def _efficiency(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[str, Any]]:
-    opts = ctx.options
-    n, workers, calls = opts.sleep_items, opts.sleep_workers, opts.calibration_calls
-    ctx.progress(f"calibrating sleep_1ms over {calls} single-threaded calls")
-    durations = call_durations(w.sleep_1ms, calls)
-    d_mean, d_median = statistics.fmean(durations), statistics.median(durations)
-    ideal_nominal = n * w.SLEEP_SECONDS / workers
-    ideal_calibrated = n * d_mean / workers
-
-    results = _measure_peers(ctx, n, "sleep_1ms", workers, repeat)
-
+def _efficiency_table(
+    results: dict[str, PeerResult],
+    n: int,
+    workers: int,
+    ideal_nominal: float,
+    ideal_calibrated: float,
+) -> tuple[Table, list[dict[str, Any]]]:
     table = Table(
         title=f"Efficiency: {n:,} x time.sleep(0.001) with {workers} workers "
         f"(efficiency = ideal / actual; target >= {100 * EFFICIENCY_TARGET:g}%)",
@@ -182,13 +174,10 @@ def _efficiency(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], 
         eff_nom = ratio(ideal_nominal, best)
         eff_cal = ratio(ideal_calibrated, best)
         eff_cal_med = ratio(ideal_calibrated, median)
-        timing = res.timing
         table.add_row(
             [
                 res.label,
-                res.runs_text,
-                fmt_float(None if timing is None else timing.best, 4),
-                fmt_float(None if timing is None else timing.median, 4),
+                *timing_cells(res, 4),
                 fmt_pct(eff_nom),
                 verdict_min(eff_nom, EFFICIENCY_TARGET),
                 fmt_pct(eff_cal),
@@ -207,6 +196,20 @@ def _efficiency(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], 
                 "efficiency_calibrated_median": eff_cal_med,
             }
         )
+    return table, rows
+
+
+def _efficiency(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[str, Any]]:
+    opts = ctx.options
+    n, workers, calls = opts.sleep_items, opts.sleep_workers, opts.calibration_calls
+    ctx.progress(f"calibrating sleep_1ms over {calls} single-threaded calls")
+    durations = call_durations(w.sleep_1ms, calls)
+    d_mean, d_median = statistics.fmean(durations), statistics.median(durations)
+    ideal_nominal = n * w.SLEEP_SECONDS / workers
+    ideal_calibrated = n * d_mean / workers
+
+    results = _measure_peers(ctx, n, "sleep_1ms", workers, repeat)
+    table, rows = _efficiency_table(results, n, workers, ideal_nominal, ideal_calibrated)
     table.notes += [
         f"NOMINAL ideal    = {n} * 1.000 ms / {workers} = {ideal_nominal:.4f} s",
         f"CALIBRATED ideal = {n} * {d_mean * 1e3:.4f} ms / {workers} = {ideal_calibrated:.4f} s "
@@ -237,80 +240,60 @@ def _efficiency(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], 
 # --------------------------------------------------------------------------- part 2
 
 
-def _overhead(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[str, Any]]:
-    opts = ctx.options
-    n: int = opts.overhead_items
-    stat = ctx.stat
-    reference = ctx.run_in_process(
-        "builtins map (no threads)",
-        lambda: _builtin_map(n, w.identity),
-        repeat=repeat,
-        params={"n": n, "fn": "identity"},
-    )
-    per_workers: dict[int, dict[str, PeerResult]] = {
-        workers: _measure_peers(ctx, n, "identity", workers, repeat)
-        for workers in opts.overhead_workers
-    }
+class _OverheadTable:
+    """The per-item overhead table and its JSON rows."""
 
-    def us_per_item(res: PeerResult, which: str) -> float | None:
+    def __init__(self, n: int, stat: str) -> None:
+        self.n = n
+        self.stat = stat
+        self.rows: list[dict[str, Any]] = []
+        self.table = Table(
+            title=f"Per-item overhead: lambda x: x over {n:,} items (ratio column from the "
+            f"{stat} run)",
+            headers=[
+                "peer",
+                "workers",
+                "runs",
+                "best s",
+                "median s",
+                "us/item (best)",
+                "us/item (median)",
+                "x ThreadPoolExecutor",
+                "status",
+            ],
+        )
+
+    def us_per_item(self, res: PeerResult, which: str) -> float | None:
         value = res.value(which)
-        return None if value is None else value / n * 1e6
+        return None if value is None else value / self.n * 1e6
 
-    table = Table(
-        title=f"Per-item overhead: lambda x: x over {n:,} items (ratio column from the {stat} run)",
-        headers=[
-            "peer",
-            "workers",
-            "runs",
-            "best s",
-            "median s",
-            "us/item (best)",
-            "us/item (median)",
-            "x ThreadPoolExecutor",
-            "status",
-        ],
-    )
-    rows: list[dict[str, Any]] = []
-
-    def add(res: PeerResult, workers: str, tpe: PeerResult | None, key: str) -> None:
-        rel = None if tpe is None else ratio(res.value(stat), tpe.value(stat))
-        timing = res.timing
-        table.add_row(
+    def add(self, res: PeerResult, workers: str, tpe: PeerResult | None, key: str) -> None:
+        rel = None if tpe is None else ratio(res.value(self.stat), tpe.value(self.stat))
+        best, median = self.us_per_item(res, "best"), self.us_per_item(res, "median")
+        self.table.add_row(
             [
                 res.label,
                 workers,
-                res.runs_text,
-                fmt_float(None if timing is None else timing.best, 3),
-                fmt_float(None if timing is None else timing.median, 3),
-                fmt_float(us_per_item(res, "best"), 2),
-                fmt_float(us_per_item(res, "median"), 2),
+                *timing_cells(res, 3),
+                fmt_float(best, 2),
+                fmt_float(median, 2),
                 fmt_ratio(rel),
                 res.status,
             ]
         )
-        rows.append(
+        self.rows.append(
             {
                 **res.to_dict(),
                 "key": key,
                 "workers": None if workers == "-" else int(workers),
-                "us_per_item_best": us_per_item(res, "best"),
-                "us_per_item_median": us_per_item(res, "median"),
+                "us_per_item_best": best,
+                "us_per_item_median": median,
                 "ratio_to_thread_pool_executor": rel,
             }
         )
 
-    add(reference, "-", None, "builtins")
-    for workers, results in per_workers.items():
-        for key, res in results.items():
-            add(res, str(workers), results["tpe"], key)
-    table.notes += [
-        "us/item = wall time of a complete run / items; 'builtins map' is the unthreaded "
-        "cost of the function itself",
-        "thread hand-off costs on few cores are noisy and often bimodal (GIL/scheduler "
-        "modes): single runs can differ by 2-3x; compare best and median, and do not read "
-        "fluent vs module-level differences of tinypl as real (same code path)",
-    ]
 
+def _overhead_ratios(per_workers: dict[int, dict[str, PeerResult]], stat: str) -> Section:
     ratios = Section(title=f"Overhead ratios ({stat}; < 1 means cheaper than the reference)")
     for workers, results in per_workers.items():
 
@@ -325,34 +308,57 @@ def _overhead(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], di
             f"workers={workers}: pypeln / ThreadPoolExecutor = {rel('pypeln', 'tpe')}, "
             f"tinypl 0.1.0 / ThreadPoolExecutor = {rel('t010', 'tpe')}",
         ]
-    data = {"items": n, "stat": stat, "rows": rows}
-    return [table, ratios], data
+    return ratios
+
+
+def _overhead(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[str, Any]]:
+    n: int = ctx.options.overhead_items
+    reference = ctx.run_in_process(
+        "builtins map (no threads)",
+        lambda: _builtin_map(n, w.identity),
+        repeat=repeat,
+        params={"n": n, "fn": "identity"},
+    )
+    per_workers: dict[int, dict[str, PeerResult]] = {
+        workers: _measure_peers(ctx, n, "identity", workers, repeat)
+        for workers in ctx.options.overhead_workers
+    }
+    table = _OverheadTable(n, ctx.stat)
+    table.add(reference, "-", None, "builtins")
+    for workers, results in per_workers.items():
+        for key, res in results.items():
+            table.add(res, str(workers), results["tpe"], key)
+    table.table.notes += [
+        "us/item = wall time of a complete run / items; 'builtins map' is the unthreaded "
+        "cost of the function itself",
+        "thread hand-off costs on few cores are noisy and often bimodal (GIL/scheduler "
+        "modes): single runs can differ by 2-3x; compare best and median, and do not read "
+        "fluent vs module-level differences of tinypl as real (same code path)",
+    ]
+    data = {"items": n, "stat": ctx.stat, "rows": table.rows}
+    return [table.table, _overhead_ratios(per_workers, ctx.stat)], data
 
 
 # --------------------------------------------------------------------------- suite
 
 
+PARTS: list[Part] = [
+    ("efficiency", _efficiency, EFFICIENCY_REPEAT),
+    ("overhead", _overhead, OVERHEAD_REPEAT),
+]
+
+
 def run(ctx: SuiteContext) -> SuiteReport:
     """Run the selected parts and build the report."""
-    part = ctx.options.part
     report = SuiteReport(suite="thread", title="thread: thread-stage efficiency and overhead")
-    if part in ("all", "efficiency"):
-        repeat = ctx.repeat if ctx.repeat_explicit else EFFICIENCY_REPEAT
-        blocks, data = _efficiency(ctx, repeat)
-        report.blocks += blocks
-        report.data["efficiency"] = data
-    if part in ("all", "overhead"):
-        repeat = ctx.repeat if ctx.repeat_explicit else OVERHEAD_REPEAT
-        blocks, data = _overhead(ctx, repeat)
-        report.blocks += blocks
-        report.data["overhead"] = data
+    run_parts(ctx, report, PARTS)
     return report
 
 
 SUITE = Suite(
-    name="thread",
-    description="thread stages: sleep efficiency (16 workers) and per-item overhead",
-    default_repeat=EFFICIENCY_REPEAT,
-    add_arguments=add_arguments,
-    run=run,
+    "thread",
+    "thread stages: sleep efficiency (16 workers) and per-item overhead",
+    EFFICIENCY_REPEAT,
+    run,
+    add_arguments,
 )
