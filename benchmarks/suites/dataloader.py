@@ -42,9 +42,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from benchmarks import report as r
 from benchmarks._timing import Check
 from benchmarks.harness import PeerResult, Run, SuiteContext, new_tinypl
-from benchmarks.report import Section, SuiteReport, Table, fmt_float, fmt_ratio, ratio
+from benchmarks.report import Section, SuiteReport, Table
 from benchmarks.suites.base import Suite
 
 IMAGES = 2000
@@ -437,7 +438,7 @@ def run(ctx: SuiteContext) -> SuiteReport:
     if unknown:
         raise SystemExit(f"unknown --configs {unknown}; choose from {list(peers)}")
 
-    results: dict[str, tuple[PeerResult, dict[str, Any]]] = {}
+    results: Results = {}
     with _quiet_torch_threads():
         for key in wanted:
             label, make = peers[key]
@@ -447,34 +448,35 @@ def run(ctx: SuiteContext) -> SuiteReport:
     return _report(n, results, per_sample_ms=per_sample_ms, encode_s=encode_s, images=images)
 
 
-def _report(
-    n: int,
-    results: dict[str, tuple[PeerResult, dict[str, Any]]],
-    *,
-    per_sample_ms: float,
-    encode_s: float,
-    images: list[bytes],
-) -> SuiteReport:
-    stats = ("best", "median")
+Results = dict[str, tuple[PeerResult, dict[str, Any]]]
+"""key -> (timing result, memory figures)."""
+STATS = ("best", "median")
 
-    def rate(result: PeerResult, stat: str) -> float | None:
-        value = result.value(stat)
-        return None if value is None else n / value
 
-    torch_keys = [key for key in results if key.startswith("torch")]
-    tinypl_keys = [key for key in results if not key.startswith("torch")]
+class _Rates:
+    """Samples/s of every peer, and the fastest DataLoader row as the reference."""
 
-    def fastest(keys: list[str], stat: str) -> str | None:
-        return max(keys, key=lambda k: rate(results[k][0], stat) or 0.0, default=None)
+    def __init__(self, n: int, results: Results) -> None:
+        self.n = n
+        self.results = results
+        self.torch_keys = [key for key in results if key.startswith("torch")]
+        self.tinypl_keys = [key for key in results if not key.startswith("torch")]
+        self.reference: dict[str, float | None] = {}
+        for stat in STATS:
+            best_torch = self.fastest(self.torch_keys, stat)
+            self.reference[stat] = None if best_torch is None else self.rate(best_torch, stat)
 
-    reference: dict[str, float | None] = {}
-    for stat in stats:
-        best_torch = fastest(torch_keys, stat)
-        reference[stat] = None if best_torch is None else rate(results[best_torch][0], stat)
+    def rate(self, key: str, stat: str) -> float | None:
+        value = self.results[key][0].value(stat)
+        return None if value is None else self.n / value
 
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    def fastest(self, keys: list[str], stat: str) -> str | None:
+        return max(keys, key=lambda k: self.rate(k, stat) or 0.0, default=None)
+
+
+def _table(rates: _Rates) -> tuple[Table, list[dict[str, Any]]]:
     table = Table(
-        title=f"{n:,} JPEG {SIZE}x{SIZE} -> decode, crop {CROP}, flip, normalize; "
+        title=f"{rates.n:,} JPEG {SIZE}x{SIZE} -> decode, crop {CROP}, flip, normalize; "
         f"batches of {BATCH}; one epoch per run",
         headers=[
             "key",
@@ -494,24 +496,22 @@ def _report(
         left=frozenset({1}),
     )
     rows = []
-    for key, (result, memory) in results.items():
-        rates = {stat: rate(result, stat) for stat in stats}
-        rel = {stat: ratio(rates[stat], reference[stat]) for stat in stats}
-        timing = result.timing
+    for key, (result, memory) in rates.results.items():
+        per_s = {stat: rates.rate(key, stat) for stat in STATS}
+        rel = {stat: r.ratio(per_s[stat], rates.reference[stat]) for stat in STATS}
+        warmup = None if result.timing is None else result.timing.warmup
         table.add_row(
             [
                 key,
                 result.label,
-                result.runs_text,
-                fmt_float(None if timing is None else timing.best, 2),
-                fmt_float(None if timing is None else timing.median, 2),
-                fmt_float(rates["best"], 0),
-                fmt_ratio(rel["best"]),
-                fmt_float(rates["median"], 0),
-                fmt_ratio(rel["median"]),
-                fmt_float(None if timing is None else timing.warmup, 2),
-                fmt_float(memory.get("peak_mb"), 0),
-                fmt_float(memory.get("peak_over_baseline_mb"), 0),
+                *r.timing_cells(result, 2),
+                r.fmt_float(per_s["best"], 0),
+                r.fmt_ratio(rel["best"]),
+                r.fmt_float(per_s["median"], 0),
+                r.fmt_ratio(rel["median"]),
+                r.fmt_float(warmup, 2),
+                r.fmt_float(memory.get("peak_mb"), 0),
+                r.fmt_float(memory.get("peak_over_baseline_mb"), 0),
                 result.status,
             ]
         )
@@ -519,12 +519,18 @@ def _report(
             {
                 **result.to_dict(),
                 "key": key,
-                "samples_per_s": rates,
+                "samples_per_s": per_s,
                 "ratio_to_best_dataloader": rel,
                 "memory": memory,
             }
         )
-    table.notes += [
+    return table, rows
+
+
+def _notes(
+    per_sample_ms: float, load: tuple[float, ...] | None, encode_s: float, images: list[bytes]
+) -> list[str]:
+    return [
         f"single-threaded cost of one sample here: {per_sample_ms:.2f} ms "
         f"(so one core gives ~{1e3 / per_sample_ms:,.0f} samples/s); "
         f"{os.cpu_count()} cpus, loadavg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
@@ -538,25 +544,45 @@ def _report(
         "(the timed runs are later epochs of the same loader)",
         f"images encoded in {encode_s:.1f} s, {sum(map(len, images)) / 2**20:.1f} MB of JPEG",
     ]
+
+
+def _summary(rates: _Rates) -> tuple[Section, dict[str, Any]]:
     summary = Section(title=f"Summary (target: tinypl >= {TARGET:g}x DataLoader)")
     summary_data: dict[str, Any] = {}
-    for stat in stats:
-        best_torch, best_tinypl = fastest(torch_keys, stat), fastest(tinypl_keys, stat)
+    for stat in STATS:
+        best_torch = rates.fastest(rates.torch_keys, stat)
+        best_tinypl = rates.fastest(rates.tinypl_keys, stat)
         if best_torch is None or best_tinypl is None:
             continue
-        tinypl_rate = rate(results[best_tinypl][0], stat)
-        best = ratio(tinypl_rate, reference[stat])
+        tinypl_rate = rates.rate(best_tinypl, stat)
+        best = r.ratio(tinypl_rate, rates.reference[stat])
         verdict = "n/a" if best is None else ("met" if best >= TARGET else "MISSED")
         summary.lines.append(
-            f"{stat:6} run: DataLoader {best_torch} {fmt_float(reference[stat], 0)} "
-            f"samples/s, tinypl {best_tinypl} {fmt_float(tinypl_rate, 0)} samples/s: "
-            f"{fmt_ratio(best)} ({verdict})"
+            f"{stat:6} run: DataLoader {best_torch} {r.fmt_float(rates.reference[stat], 0)} "
+            f"samples/s, tinypl {best_tinypl} {r.fmt_float(tinypl_rate, 0)} samples/s: "
+            f"{r.fmt_ratio(best)} ({verdict})"
         )
         summary_data[stat] = {
             "best_dataloader": best_torch,
             "best_tinypl": best_tinypl,
             "ratio": best,
         }
+    return summary, summary_data
+
+
+def _report(
+    n: int,
+    results: Results,
+    *,
+    per_sample_ms: float,
+    encode_s: float,
+    images: list[bytes],
+) -> SuiteReport:
+    rates = _Rates(n, results)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    table, rows = _table(rates)
+    table.notes += _notes(per_sample_ms, load, encode_s, images)
+    summary, summary_data = _summary(rates)
     report = SuiteReport(
         suite="dataloader", title="dataloader: image pipeline vs torch.utils.data.DataLoader"
     )
@@ -573,9 +599,9 @@ def _report(
 
 
 SUITE = Suite(
-    name="dataloader",
-    description="image-loading pipeline (JPEG decode/crop/flip/normalize) vs torch DataLoader",
-    default_repeat=DEFAULT_REPEAT,
-    add_arguments=add_arguments,
-    run=run,
+    "dataloader",
+    "image-loading pipeline (JPEG decode/crop/flip/normalize) vs torch DataLoader",
+    DEFAULT_REPEAT,
+    run,
+    add_arguments,
 )
