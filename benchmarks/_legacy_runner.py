@@ -29,8 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import _timing
-import _workloads
+import _timing  # type: ignore[import-not-found]
+import _workloads  # type: ignore[import-not-found]
 
 RESULT_MARKER = "@@TINYPL_LEGACY_RESULT@@ "
 

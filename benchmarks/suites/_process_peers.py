@@ -72,7 +72,7 @@ def _pypeln(n: int, fn: Callable[[Any], Any], workers: int, kind: str, cap: floa
     with warnings.catch_warnings():
         # pypeln -> stopit imports the deprecated pkg_resources; not our concern here.
         warnings.simplefilter("ignore", UserWarning)
-        import pypeln
+        import pypeln  # type: ignore[import-untyped]
 
     def body(t0: float) -> dict[str, Any]:
         results = iter(pypeln.process.map(fn, range(n), workers=workers))

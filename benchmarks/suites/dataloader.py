@@ -140,7 +140,7 @@ def stack(samples: list[Any]) -> Any:
 
 def _pss_of_tree() -> int:
     """PSS (bytes) of this process and all its descendants (RSS where PSS is missing)."""
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     me = psutil.Process()
     total = 0
@@ -284,8 +284,9 @@ def torch_dataloader(dataset: ImageDataset, prefetch_factor: int) -> Loader:
     import torch.utils.data
 
     generator = torch.Generator().manual_seed(0)
-    loader = torch.utils.data.DataLoader(
-        dataset,
+    duck_typed: Any = dataset  # a map-style dataset without subclassing torch's Dataset
+    loader: Any = torch.utils.data.DataLoader(
+        duck_typed,
         batch_size=BATCH,
         shuffle=True,
         generator=generator,

@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,8 +230,8 @@ def _measure_config(ctx: SuiteContext, folder: Path, key: str, method: str) -> d
     if any(run["sum"] != expected for r in results for run in r["runs"]):
         return {"error": "WRONG RESULT"}
 
-    def median(pick: Any) -> float:
-        return statistics.median(pick(r) for r in results)
+    def median(pick: Callable[[dict[str, Any]], float]) -> float:
+        return float(statistics.median(pick(r) for r in results))
 
     return {
         "imports_s": median(lambda r: r["imports_s"]),
@@ -244,6 +245,21 @@ def _verdict(value: float | None, limit: float) -> str:
     return "n/a" if value is None else ("met" if value <= limit else "MISSED")
 
 
+FIRST_HEADERS = (
+    "config|start method|imports s|first item s|target|first run s|warm first item s|target|"
+    "status"
+).split("|")
+
+
+def _first_item_cells(key: str, method: str, row: dict[str, Any]) -> list[str]:
+    keys = ("imports_s", "first_s", "run_s", "warm_first_s")
+    imports, first, run_s, warm = (fmt_float(row.get(k), 3) for k in keys)
+    first_ok = _verdict(row.get("first_s"), FIRST_TARGET_S)
+    warm_ok = _verdict(row.get("warm_first_s"), WARM_TARGET_S)
+    status = f"n/a: {row['error']}" if "error" in row else "ok"
+    return [key, method, imports, first, first_ok, run_s, warm, warm_ok, status]
+
+
 def _first_item_part(
     ctx: SuiteContext, repeat: int
 ) -> tuple[list[Table | Section], dict[str, Any]]:
@@ -252,17 +268,7 @@ def _first_item_part(
         title=f"time to first item: {ctx.options.first_items} x (x + 1), 2 workers, fresh "
         f"process per repeat (median of {ctx.options.first_repeat}; targets: first run "
         f"<= {FIRST_TARGET_S * 1e3:g} ms, warm <= {WARM_TARGET_S * 1e3:g} ms)",
-        headers=[
-            "config",
-            "start method",
-            "imports s",
-            "first item s",
-            "target",
-            "first run s",
-            "warm first item s",
-            "target",
-            "status",
-        ],
+        headers=FIRST_HEADERS,
         left=frozenset({1}),
     )
     rows: list[dict[str, Any]] = []
@@ -271,20 +277,7 @@ def _first_item_part(
             for key in CONFIGS:
                 row = _measure_config(ctx, Path(folder), key, method)
                 rows.append({"config": key, "start_method": method, **row})
-                first, warm = row.get("first_s"), row.get("warm_first_s")
-                table.add_row(
-                    [
-                        key,
-                        method,
-                        fmt_float(row.get("imports_s"), 3),
-                        fmt_float(first, 3),
-                        _verdict(first, FIRST_TARGET_S),
-                        fmt_float(row.get("run_s"), 3),
-                        fmt_float(warm, 3),
-                        _verdict(warm, WARM_TARGET_S),
-                        f"n/a: {row['error']}" if "error" in row else "ok",
-                    ]
-                )
+                table.add_row(_first_item_cells(key, method, row))
     table.notes += [
         "config: tinypl = the script imports tinypl only; tinypl+torch = it imports torch "
         "at its top as well; DataLoader = torch's DataLoader, the peer",

@@ -107,7 +107,7 @@ def _pypeln(n: int, fn: Fn, workers: int) -> tuple[Run, Check]:
     with warnings.catch_warnings():
         # pypeln -> stopit imports the deprecated pkg_resources; not our concern here.
         warnings.simplefilter("ignore", UserWarning)
-        import pypeln
+        import pypeln  # type: ignore[import-untyped]
 
     def run() -> list[Any]:
         return list(pypeln.thread.map(fn, range(n), workers=workers))
