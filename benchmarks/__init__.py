@@ -4,6 +4,9 @@ Run one suite per invocation from the repository root::
 
     /work/venv/bin/python -B -m benchmarks sync
     /work/venv/bin/python -B -m benchmarks thread
+    /work/venv/bin/python -B -m benchmarks process
+    /work/venv/bin/python -B -m benchmarks dataloader
+    /work/venv/bin/python -B -m benchmarks startup
     /work/venv/bin/python -B -m benchmarks sleep
 
 See ``python -m benchmarks --help`` and ``benchmarks/README.md``.  Results go to stdout

@@ -10,6 +10,8 @@ Three workloads, all with 2 worker processes by default:
    the consumer reads one float64 per 4 KiB page (``a[::512].sum()``): GB/s of array
    data delivered.  Target >= 3 GB/s.  Single-process copy figures are printed as
    references.
+4. ``startup``: import time and time to the first item, from fresh interpreters (see
+   :mod:`benchmarks.suites.startup`).
 
 Peers: ``multiprocessing.Pool.imap``, ``ProcessPoolExecutor.map``, mpire
 ``WorkerPool.imap``, ``pypeln.process.map``, torch ``DataLoader`` (map-style dataset,
