@@ -8,7 +8,8 @@ is cached between repeats except the operating system's file cache.
    ``--import-repeat`` fresh processes.  Target: tinypl <= 3x toolz.
 2. ``first-item``: a user script (written to a temporary folder) runs
    ``Pipe(range(n)).map(f).process(2, start_method=M)`` for M in fork, forkserver and
-   spawn, once with ``import torch`` at its top and once without, and torch's
+   spawn, once with ``import torch`` at its top and once without, once with the stage
+   function taken from a user's module that imports torch, and torch's
    ``DataLoader(num_workers=2, multiprocessing_context=M)`` as the peer.  Each script
    runs the pipeline twice: the first run pays the start of the workers (and for
    forkserver the server's boot), the second shows a warm run in the same process.
@@ -43,6 +44,7 @@ METHODS = ("fork", "forkserver", "spawn")
 HEAVY = ("numpy", "cloudpickle", "multiprocessing", "torch")
 """Modules whose presence after ``import tinypl`` is reported (issue 8)."""
 MARKER = "@@BENCH_STARTUP@@ "
+LIBRARY = "bench_user_library"
 
 # The user's script: its top-level imports are what each spawn/forkserver worker pays
 # again when it imports the main module.
@@ -53,9 +55,10 @@ sys.path.insert(0, {root!r})
 {imports}
 IMPORTS_S = time.perf_counter() - _T0
 
+if "work" not in globals():  # not imported from the user's library module
 
-def work(x):
-    return x + 1
+    def work(x):
+        return x + 1
 
 
 def one_run(peer, method, n):
@@ -96,9 +99,13 @@ if __name__ == "__main__":
 CONFIGS = {
     "tinypl": ("tinypl", "import tinypl"),
     "tinypl+torch": ("tinypl", "import torch\nimport tinypl"),
+    "tinypl+torch lib": ("tinypl", f"import tinypl\nfrom {LIBRARY} import work"),
     "DataLoader": ("torch", "import torch\nfrom torch.utils.data import DataLoader"),
 }
 """Config key -> (peer, top-level imports of the user's script)."""
+LIBRARY_SOURCE = "import torch\n\n\ndef work(x):\n    return x + 1\n"
+"""The user's library module of ``tinypl+torch lib``: the stage function lives in a module
+that imports torch, so workers that unpickle it by reference import torch too."""
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, with_part: bool = True) -> None:
@@ -216,7 +223,8 @@ def first_item_runs(script: Path, peer: str, method: str, n: int) -> dict[str, A
 
 def _measure_config(ctx: SuiteContext, folder: Path, key: str, method: str) -> dict[str, Any]:
     peer, imports = CONFIGS[key]
-    script = folder / f"user_{key.replace('+', '_')}.py"
+    script = folder / f"user_{key.replace('+', '_').replace(' ', '_')}.py"
+    (folder / f"{LIBRARY}.py").write_text(LIBRARY_SOURCE, encoding="utf-8")
     if not script.exists():
         text = SCRIPT.format(root=str(REPO_ROOT), imports=imports, marker=MARKER)
         script.write_text(text, encoding="utf-8")
@@ -278,12 +286,15 @@ def _first_item_part(
                 table.add_row(_first_item_cells(key, method, row))
     table.notes += [
         "config: tinypl = the script imports tinypl only; tinypl+torch = it imports torch "
-        "at its top as well; DataLoader = torch's DataLoader, the peer",
+        "at its top as well; tinypl+torch lib = the stage function comes from a module of "
+        "the user's that imports torch; DataLoader = torch's DataLoader, the peer",
         "imports s: the script's top-level imports in the main process; first item s: from "
         "building the pipeline to its first result, in the first run of the process "
         "(workers start; forkserver boots its server); warm: the same in a second run",
-        "spawn and forkserver workers import the user's main module again (so its torch "
-        "import), fork workers inherit it",
+        "tinypl ships stage functions with cloudpickle: one defined in the script travels "
+        "by value, one from a library module by reference, so each spawn or forkserver "
+        "worker imports that module (and torch); DataLoader's spawn and forkserver workers "
+        "import the main script, so its torch import",
     ]
     return [table], {"items": ctx.options.first_items, "rows": rows}
 
