@@ -29,7 +29,6 @@ consumers are the same functions (``_workloads.consume_*``); a run stops consumi
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 import warnings
@@ -41,7 +40,6 @@ from benchmarks import _workloads as w
 from benchmarks._timing import Check
 from benchmarks.harness import (
     REPO_ROOT,
-    PeerResult,
     Run,
     SuiteContext,
     describe_exception,
@@ -56,6 +54,7 @@ from benchmarks.report import (
     ratio,
     verdict_min,
 )
+from benchmarks.suites import _process_figures as f
 from benchmarks.suites import startup
 from benchmarks.suites._process_peers import Case, serial_map
 from benchmarks.suites.base import Part, Suite, add_part_option, run_parts
@@ -109,144 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-# --------------------------------------------------------------------------- figures
-
-
-def _runs(res: PeerResult) -> list[tuple[float, dict[str, Any]]]:
-    """(seconds, consumer stats) of every timed run (the warm-up is dropped)."""
-    if not res.ok or res.timing is None:
-        return []
-    log = res.timing.extra.get("runs") or []
-    samples = res.timing.samples
-    timed = log[len(log) - len(samples) :] if len(log) >= len(samples) else []
-    return list(zip(samples, timed, strict=True))
-
-
-def _rates(res: PeerResult, unit: float) -> list[float]:
-    """Per-run throughput: ``items * unit / seconds`` (items actually delivered)."""
-    return [stats["items"] * unit / seconds for seconds, stats in _runs(res) if seconds > 0]
-
-
-def _capped_text(res: PeerResult, n: int) -> str:
-    runs = _runs(res)
-    capped = [stats["items"] for _, stats in runs if stats["capped"]]
-    if not capped:
-        return ""
-    return f"capped {len(capped)}/{len(runs)} runs ({min(capped):,}-{max(capped):,} of {n:,})"
-
-
-def _steady(res: PeerResult, unit: float) -> float | None:
-    """Median rate between the first result and the last marked one (start-up and
-    shutdown excluded)."""
-    rates = [
-        (stats["mark_items"] - 1) * unit / (stats["mark_s"] - stats["first_s"])
-        for _, stats in _runs(res)
-        if stats.get("first_s") is not None
-        and stats.get("mark_s") is not None
-        and stats["mark_items"] > 1
-        and stats["mark_s"] > stats["first_s"]
-    ]
-    return statistics.median(rates) if rates else None
-
-
-def _first_item(res: PeerResult) -> float | None:
-    firsts = [stats["first_s"] for _, stats in _runs(res) if stats.get("first_s") is not None]
-    return statistics.median(firsts) if firsts else None
-
-
-def _status(res: PeerResult, n: int) -> str:
-    capped = _capped_text(res, n)
-    return res.status if not capped else f"{res.status}; {capped}"
-
-
-def _loadavg() -> str:
-    if not hasattr(os, "getloadavg"):
-        return "?"
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-HEADERS = ["peer", "start method", "runs", "best s", "median s"]
-
-
-def _row_base(case: Case, key: str) -> list[str]:
-    res = case.results[key]
-    timing = res.timing
-    return [
-        res.label,
-        case.start[key],
-        res.runs_text,
-        fmt_float(None if timing is None else timing.best, 3),
-        fmt_float(None if timing is None else timing.median, 3),
-    ]
-
-
-def _pick(values: tuple[float | None, float | None], stat: str) -> float | None:
-    return values[0] if stat == "best" else values[1]
-
-
-def _summary(
-    case: Case,
-    figures: dict[str, tuple[float | None, float | None]],
-    stat: str,
-    target: float,
-    fmt: Callable[[float | None], str],
-) -> str:
-    def show(key: str) -> str:
-        return fmt(_pick(figures[key], stat)) if key in figures else "-"
-
-    fluent = _pick(figures.get("fluent", (None, None)), stat)
-    module = _pick(figures.get("module", (None, None)), stat)
-    others = {
-        k: v
-        for k, v in figures.items()
-        if _pick(v, stat) is not None
-        and not k.startswith(("fluent", "module", "serial", "ref", "t010"))
-    }
-    best_other = max(others, key=lambda k: _pick(others[k], stat) or 0.0, default=None)
-    best_text = (
-        "-"
-        if best_other is None
-        else f"{case.results[best_other].label} {fmt(_pick(others[best_other], stat))}"
-    )
-    return (
-        f"{case.name} ({stat}): tinypl fluent {show('fluent')} "
-        f"({fmt_ratio(ratio(fluent, target))} of target, {verdict_min(fluent, target)}), "
-        f"module-level {show('module')} ({fmt_ratio(ratio(module, target))}, "
-        f"{verdict_min(module, target)}); tinypl 0.1.0 {show('t010')}; "
-        f"best of the other peers: {best_text}"
-    )
-
-
 # --------------------------------------------------------------------------- workloads
-
-
-def _figure_table(title: str, unit_name: str, stat: str, *, steady: bool) -> Table:
-    """The table of one workload: timings, a figure (best, median), its target."""
-    return Table(
-        title=title,
-        headers=[
-            *HEADERS,
-            f"{unit_name} (best)",
-            f"{unit_name} (median)",
-            f"x target ({stat})",
-            "target",
-            "first item s",
-            *([f"steady {unit_name}"] if steady else []),
-            "status",
-        ],
-        left=frozenset({1}),
-    )
-
-
-def _row_data(case: Case, key: str, **figures: Any) -> dict[str, Any]:
-    res = case.results[key]
-    return {
-        **res.to_dict(),
-        "key": key,
-        "start_method": case.start[key],
-        **figures,
-        "first_item_median_s": _first_item(res),
-    }
 
 
 def _cpu_loops(ctx: SuiteContext) -> tuple[int, float]:
@@ -283,31 +145,31 @@ def _cpu_table(
     stat = case.ctx.stat
     serial_best = min(serial) if serial else None
     serial_median = statistics.median(serial) if serial else None
-    table = _figure_table(title, "speedup", stat, steady=False)
+    table = f.figure_table(title, "speedup", stat, steady=False)
     figures: dict[str, tuple[float | None, float | None]] = {}
     rows: list[dict[str, Any]] = []
     for key, res in case.results.items():
         best = ratio(serial_best, res.value("best"))
         median = ratio(serial_median, res.value("median"))
         figures[key] = (best, median)
-        value = _pick((best, median), stat)
+        value = f.pick((best, median), stat)
         table.add_row(
             [
-                *_row_base(case, key),
+                *f.row_base(case, key),
                 fmt_ratio(best),
                 fmt_ratio(median),
                 fmt_ratio(ratio(value, CPU_TARGET)),
                 verdict_min(value, CPU_TARGET) if not key.startswith("serial") else "",
-                fmt_float(_first_item(res), 3),
-                _status(res, case.n),
+                fmt_float(f.first_item(res), 3),
+                f.status(res, case.n),
             ]
         )
-        rows.append(_row_data(case, key, speedup_best=best, speedup_median=median))
+        rows.append(f.row_data(case, key, speedup_best=best, speedup_median=median))
     return table, figures, rows
 
 
 def _cpu(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[str, Any]]:
-    load = _loadavg()
+    load = f.loadavg()
     loops, one_call = _cpu_loops(ctx)
     case = _cpu_case(ctx, repeat, loops)
     n = case.n
@@ -337,65 +199,9 @@ def _cpu(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[st
     ]
     data = {"items": n, "loops": loops, "call_ms": one_call * 1e3, "loadavg_before": load}
     summary = Section(
-        title="Summary", lines=[_summary(case, figures, ctx.stat, CPU_TARGET, fmt_ratio)]
+        title="Summary", lines=[f.summary(case, figures, ctx.stat, CPU_TARGET, fmt_ratio)]
     )
     return [table, summary], {**data, "rows": rows}
-
-
-def _fmt_rate(value: float | None) -> str:
-    return fmt_float(value, 0)
-
-
-def _fmt_gbs(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} GB/s"
-
-
-def _throughput_table(
-    case: Case,
-    *,
-    unit: float,
-    unit_name: str,
-    target: float,
-    title: str,
-) -> tuple[Table, dict[str, tuple[float | None, float | None]], list[dict[str, Any]]]:
-    stat = case.ctx.stat
-    table = _figure_table(title, unit_name, stat, steady=True)
-    figures: dict[str, tuple[float | None, float | None]] = {}
-    rows: list[dict[str, Any]] = []
-    for key, res in case.results.items():
-        steady = _steady(res, unit)
-        rates = _rates(res, unit)
-        best = max(rates) if rates else None
-        median = statistics.median(rates) if rates else None
-        figures[key] = (best, median)
-        value = _pick((best, median), stat)
-        is_peer = not key.startswith("ref")
-        table.add_row(
-            [
-                *_row_base(case, key),
-                fmt_float(best, 2 if unit < 1 else 0),
-                fmt_float(median, 2 if unit < 1 else 0),
-                fmt_ratio(ratio(value, target)),
-                verdict_min(value, target) if is_peer else "",
-                fmt_float(_first_item(res), 3),
-                fmt_float(steady, 2 if unit < 1 else 0),
-                _status(res, case.n),
-            ]
-        )
-        rows.append(
-            _row_data(
-                case,
-                key,
-                **{
-                    f"{unit_name}_per_run": rates,
-                    f"{unit_name}_best": best,
-                    f"{unit_name}_median": median,
-                    f"steady_{unit_name}_median": steady,
-                    "capped": _capped_text(res, case.n) or None,
-                },
-            )
-        )
-    return table, figures, rows
 
 
 _LEGACY_UNCAPPED = (
@@ -416,13 +222,13 @@ def _cap_note(cap: float | None, what: str) -> str:
 
 def _trivial(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[str, Any]]:
     opts = ctx.options
-    load = _loadavg()
+    load = f.loadavg()
     n = opts.trivial_items
     cap = opts.run_cap or None
     case = Case(ctx, "trivial", "inc", n, repeat, cap=cap)
     case.in_process("ref-serial", "serial map (this process)", "-", serial_map)
     case.all_peers()
-    table, figures, rows = _throughput_table(
+    table, figures, rows = f.throughput_table(
         case,
         unit=1.0,
         unit_name="items/s",
@@ -442,7 +248,7 @@ def _trivial(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dic
     ]
     summary = Section(
         title="Summary",
-        lines=[_summary(case, figures, ctx.stat, TRIVIAL_TARGET, _fmt_rate) + " items/s"],
+        lines=[f.summary(case, figures, ctx.stat, TRIVIAL_TARGET, f.fmt_rate) + " items/s"],
     )
     return [table, summary], {"items": n, "cap_s": cap, "loadavg_before": load, "rows": rows}
 
@@ -533,12 +339,12 @@ def _array_notes(ring_mb: int, cap: float | None, load: str) -> list[str]:
 
 def _arrays(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[str, Any]]:
     opts = ctx.options
-    load = _loadavg()
+    load = f.loadavg()
     n = opts.array_items
     cap = opts.run_cap or None
     case = _arrays_case(ctx, repeat, n, cap)
     gb = w.PROCESS_ARRAY_BYTES / 1e9
-    table, figures, rows = _throughput_table(
+    table, figures, rows = f.throughput_table(
         case,
         unit=gb,
         unit_name="GB/s",
@@ -549,14 +355,14 @@ def _arrays(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict
     )
     table.notes += _array_notes(opts.ring_mb, cap, load)
     refs = ", ".join(
-        f"{case.results[k].label.removeprefix('ref: ')} {_fmt_gbs(_pick(figures[k], ctx.stat))}"
+        f"{case.results[k].label.removeprefix('ref: ')} {f.fmt_gbs(f.pick(figures[k], ctx.stat))}"
         for k in ("ref-copyto", "ref-copy", "ref-serial")
     )
     summary = Section(
         title="Summary",
         lines=[
-            _summary(case, figures, ctx.stat, ARRAY_TARGET, _fmt_gbs)
-            + f"; 0.1.0 + ring {_fmt_gbs(_pick(figures['t010-ring'], ctx.stat))}",
+            f.summary(case, figures, ctx.stat, ARRAY_TARGET, f.fmt_gbs)
+            + f"; 0.1.0 + ring {f.fmt_gbs(f.pick(figures['t010-ring'], ctx.stat))}",
             f"single-process references: {refs}",
         ],
     )
@@ -602,11 +408,11 @@ def run(ctx: SuiteContext) -> SuiteReport:
     )
     started = time.perf_counter()
     stamp = _source_stamp()
-    report.data["loadavg_start"] = _loadavg()
+    report.data["loadavg_start"] = f.loadavg()
     _preload(ctx)
     run_parts(ctx, report, PARTS)
     elapsed = time.perf_counter() - started
-    report.data["loadavg_end"] = _loadavg()
+    report.data["loadavg_end"] = f.loadavg()
     report.data["elapsed_s"] = elapsed
     changed = sorted(
         {
