@@ -33,10 +33,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
-import io
 import os
-import random
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,139 +43,21 @@ from benchmarks import report as r
 from benchmarks._timing import Check
 from benchmarks.harness import PeerResult, Run, SuiteContext, new_tinypl
 from benchmarks.report import Section, SuiteReport, Table
+from benchmarks.suites._images import (
+    CROP,
+    IMAGES,
+    SIZE,
+    ImageDataset,
+    MemorySampler,
+    make_images,
+    stack,
+)
 from benchmarks.suites.base import Suite
 
-IMAGES = 2000
-SIZE = 256
-CROP = 224
 BATCH = 32
 TORCH_WORKERS = 2
 TARGET = 1.3
 DEFAULT_REPEAT = 5
-
-# ImageNet statistics, scaled to 0..255 pixel values.
-MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-
-
-# --------------------------------------------------------------------------- workload
-
-
-def make_images(count: int = IMAGES, size: int = SIZE, seed: int = 0) -> list[bytes]:
-    """``count`` JPEG-encoded RGB images: smooth colour gradients, a few shapes and
-    some noise, so that they compress like photographs (about 20-25 kB each)."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    images = []
-    for _ in range(count):
-        a, b, c = rng.uniform(0, 2 * np.pi, 3)
-        base = np.stack(
-            [
-                128 + 100 * np.sin(3 * x + a) * np.cos(2 * y + b),
-                128 + 100 * np.sin(2 * x + 4 * y + c),
-                128 + 100 * np.cos(5 * x * y + a + b),
-            ],
-            axis=-1,
-        )
-        noise = rng.normal(0, 12, base.shape)
-        image = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8), "RGB")
-        draw = ImageDraw.Draw(image)
-        for _ in range(4):
-            x0, y0 = rng.integers(0, size - 40, 2)
-            w, h = rng.integers(20, 120, 2)
-            colour = tuple(int(v) for v in rng.integers(0, 256, 3))
-            draw.ellipse((int(x0), int(y0), int(x0 + w), int(y0 + h)), fill=colour)
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=90)
-        images.append(buffer.getvalue())
-    return images
-
-
-class ImageDataset:
-    """Map-style dataset: decode, random 224x224 crop, random horizontal flip, normalize.
-
-    Returns a float32 array of 224x224x3. Picklable (module level), so worker processes
-    of tinypl and of DataLoader can use it.
-    """
-
-    def __init__(self, images: list[bytes], crop: int = CROP) -> None:
-        self.images = images
-        self.crop = crop
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> Any:
-        import numpy as np
-        from PIL import Image
-
-        with Image.open(io.BytesIO(self.images[index])) as image:
-            pixels = np.asarray(image.convert("RGB"))
-        height, width, _ = pixels.shape
-        top = random.randrange(height - self.crop + 1)
-        left = random.randrange(width - self.crop + 1)
-        pixels = pixels[top : top + self.crop, left : left + self.crop]
-        if random.random() < 0.5:
-            pixels = pixels[:, ::-1]
-        mean = np.asarray(MEAN, dtype=np.float32)
-        std = np.asarray(STD, dtype=np.float32)
-        return (pixels.astype(np.float32) - mean) / std
-
-
-def stack(samples: list[Any]) -> Any:
-    """Collate for tinypl: one contiguous float32 array per batch."""
-    import numpy as np
-
-    return np.stack(samples)
-
-
-# --------------------------------------------------------------------------- memory
-
-
-def _pss_of_tree() -> int:
-    """PSS (bytes) of this process and all its descendants (RSS where PSS is missing)."""
-    import psutil  # type: ignore[import-untyped]
-
-    me = psutil.Process()
-    total = 0
-    for process in [me, *me.children(recursive=True)]:
-        try:
-            info = process.memory_full_info()
-            total += getattr(info, "pss", info.rss)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total
-
-
-class MemorySampler:
-    """Samples the PSS of the process tree every ``interval`` seconds in a thread."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval = interval
-        self.baseline = _pss_of_tree()
-        self.peak = self.baseline
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.peak = max(self.peak, _pss_of_tree())
-            except Exception:  # a child exiting while read; keep sampling
-                continue
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.peak = max(self.peak, _pss_of_tree())
-        self._stop.set()
-        self._thread.join()
-
 
 # --------------------------------------------------------------------------- peers
 
