@@ -139,8 +139,9 @@ def _header(env: dict[str, Any]) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run one suite, print the report; returns the exit status."""
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Parse arguments, run one suite, print the report, then exit (see
+    :func:`_exit_after_report`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     suite = SUITES[args.suite]
@@ -174,7 +175,6 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
         ctx.progress(f"wrote {args.json}")
     _exit_after_report(ctx)
-    return 0  # not reached
 
 
 EXIT_HANDLERS_TIMEOUT = 10.0
