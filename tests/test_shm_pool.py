@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import gc
+import logging
 import multiprocessing as mp
 import os
 import pickle
@@ -23,7 +25,7 @@ from shm_helpers import (
     shm_listing,
 )
 
-from tinypl._shm import ShmPool, discard, loads, trim_cache
+from tinypl._shm import ShmPool, _pool, discard, loads, trim_cache
 
 
 @pytest.fixture
@@ -305,3 +307,28 @@ def test_pool_steady_state_reuses_regions() -> None:
     proc.join(30)
     assert stats["inline_fallbacks"] == 0
     assert stats["regions"] <= 4  # pipelining needs a few regions, not n
+
+
+def test_full_dev_shm_warns_once_per_pool(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue #10: results stay correct through the pipe, and the log says so once."""
+    attempts: list[int] = []
+
+    def no_space(size: int, kind: str, reader: Any = None) -> Any:
+        attempts.append(size)
+        raise OSError(errno.ENOSPC, "cannot allocate shared memory (injected)")
+
+    monkeypatch.setattr(_pool, "create_segment", no_space)
+    monkeypatch.setattr(_pool, "GROW_RETRY_INTERVAL", 0.0)  # retry at every buffer
+    caplog.set_level(logging.DEBUG, logger="tinypl")
+    for _ in range(2):
+        with ShmPool(16 << 20, min_buffer=0, reader_pid=os.getpid()) as pool:
+            for i in range(10):
+                assert_same(np.full(1000, i), loads(pool.dumps(np.full(1000, i))))
+            assert pool.stats()["inline_fallbacks"] == 10
+            assert pool.stats()["segments"] == 0
+    assert len(attempts) == 20  # every buffer tried again ...
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2  # ... but each pool warned once
+    assert "injected" in warnings[0].getMessage()

@@ -340,12 +340,14 @@ def register_owner_cleanup(obj: object, cleanup: Callable[[], None]) -> None:
     """Run ``cleanup`` when ``obj`` is collected, at interpreter exit, and at the exit
     of a multiprocessing child (which leaves via ``os._exit`` and skips atexit).
 
+    ``cleanup`` may run more than once, so it must be idempotent.
+
     Examples:
         >>> class Owner: pass
         >>> owner, done = Owner(), []
         >>> register_owner_cleanup(owner, lambda: done.append(1))
         >>> del owner; done
-        [1]
+        [1, 1]
     """
     weakref.finalize(obj, cleanup)
     mp_util.Finalize(obj, cleanup, exitpriority=0)
