@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tinypl._shm import ShmPool
-from tinypl._shm._segments import NAME_PREFIX, SHM_DIR, parse_segment_name, pid_alive
+from tinypl._shm._segments import NAME_PREFIX, SHM_DIR, parse_segment_name
 
 __all__ = [
     "ARRAYS",
@@ -34,14 +35,17 @@ def shm_listing() -> set[str]:
     return {p.name for p in Path(SHM_DIR).iterdir() if p.name.startswith(NAME_PREFIX)}
 
 
-def leftover_segments(before: set[str]) -> set[str]:
-    """Segments created since `before` that still exist, ignoring those created by
-    unrelated live processes (e.g. another test run sharing /dev/shm)."""
+def leftover_segments(before: set[str], pids: Iterable[int] = ()) -> set[str]:
+    """Segments created since `before` that still exist and that this process or one
+    of ``pids`` created or reads; other test runs share /dev/shm and their
+    segments come and go at any time."""
+    ours = {os.getpid(), *pids}
     out = set()
     for name in shm_listing() - before:
         fields = parse_segment_name(name)
-        creator = fields.creator if fields is not None else (0, 0)
-        if creator[0] == os.getpid() or not pid_alive(*creator):
+        if fields is None:
+            continue
+        if fields.creator[0] in ours or (fields.reader is not None and fields.reader[0] in ours):
             out.add(name)
     return out
 

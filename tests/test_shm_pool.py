@@ -253,7 +253,7 @@ def test_pool_only_usable_by_its_process() -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("method", START_METHODS)
 @pytest.mark.parametrize("mode", ["close", "exit", "kill"])
-def testpool_worker_to_parent(method: str, mode: str) -> None:
+def test_pool_worker_to_parent(method: str, mode: str) -> None:
     """Messages stay loadable after the worker closed its pool, exited or was killed."""
     ctx: Any = mp.get_context(method)
     before = shm_listing()

@@ -463,16 +463,21 @@ def _creator(conn: Any, hold: bool) -> None:
     conn.recv()  # hold: block until killed; otherwise: the parent attached, exit
 
 
+def start_creator(method: str, hold: bool) -> tuple[Any, Any, SharedMemoryRingBuffer]:
+    """A child process that created a full buffer; (process, pipe end, our handle)."""
+    ctx: Any = mp.get_context(method)
+    recv, send = ctx.Pipe()
+    proc = ctx.Process(target=_creator, args=(send, hold))
+    proc.start()
+    return proc, recv, recv.recv()
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_ring_writer_raises_when_creator_killed(
     method: str, writer_waits: threading.Event
 ) -> None:
-    ctx: Any = mp.get_context(method)
-    recv, send = ctx.Pipe()
-    proc = ctx.Process(target=_creator, args=(send, True))
-    proc.start()
-    buffer = recv.recv()
+    proc, _conn, buffer = start_creator(method, hold=True)
     name = buffer.name
     try:
         errors: list[BaseException] = []
@@ -504,11 +509,7 @@ def test_ring_writer_raises_when_creator_killed(
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_ring_creator_exit_closes_and_unlinks(method: str) -> None:
-    ctx: Any = mp.get_context(method)
-    recv, send = ctx.Pipe()
-    proc = ctx.Process(target=_creator, args=(send, False))
-    proc.start()
-    buffer = recv.recv()
+    proc, recv, buffer = start_creator(method, hold=False)
     name = buffer.name
     handle = pickle.dumps(buffer)
     recv.send("exit now")

@@ -31,6 +31,7 @@ from tinypl._shm._segments import (
 SPAWN_SCRIPT = textwrap.dedent(
     """
     import multiprocessing as mp
+    import os
     import numpy as np
     from tinypl._shm import SharedMemoryRingBuffer, ShmPool, loads
 
@@ -54,6 +55,7 @@ SPAWN_SCRIPT = textwrap.dedent(
         assert x.sum() == 100_000
         del x
         buffer.close()
+        print(os.getpid())
     """
 )
 
@@ -74,8 +76,9 @@ def test_no_resource_tracker_warnings_and_no_leaks(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    script_pid = int(result.stdout)
     assert result.stderr == ""
-    assert not leftover_segments(before)
+    assert not leftover_segments(before, [script_pid])
 
 
 

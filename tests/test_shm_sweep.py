@@ -131,7 +131,7 @@ def test_sweep_after_sigkill_of_whole_process_group(tmp_path: Path) -> None:
         proc.wait(20)
         for fd in pidfds:
             os.close(fd)
-    orphans = {name for name in leftover_segments(before) if creator_pid(name) in pids}
+    orphans = leftover_segments(before, pids)
     assert ring_name in orphans
     assert any(parse_segment_name(name).kind == "p" for name in orphans), orphans
     removed = cleanup()

@@ -16,13 +16,13 @@ import pickle
 import threading
 import time
 from contextlib import suppress
-from types import TracebackType
 from typing import Any, Final
 
 from ._layout import U64, MessageFormat, PoolHeader
 from ._pickling import dumps_out_of_band
 from ._segments import (
     Backoff,
+    ClosingContext,
     Creator,
     create_segment,
     current_process,
@@ -271,7 +271,7 @@ def _take_buffer(state: PoolState, message: _Message, pb: pickle.PickleBuffer) -
     return False
 
 
-class ShmPool:
+class ShmPool(ClosingContext):
     """Single-writer shared-memory pool for zero-copy transport of results to a reader.
 
     Create one pool per worker process. :meth:`dumps` pickles an object with
@@ -437,17 +437,6 @@ class ShmPool:
         """
         with self._state.lock:
             self._state.close()
-
-    def __enter__(self) -> ShmPool:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __reduce__(self) -> Any:
         raise TypeError("ShmPool is not picklable: it belongs to the process that created it")

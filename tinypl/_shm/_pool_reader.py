@@ -88,13 +88,11 @@ def trim_cache() -> int:
 
 
 def _attach(name: str) -> ReaderSegment:
-    try:
-        fd, mm = attach_segment(name)
-    except FileNotFoundError:
-        raise ValueError(
-            f"shared memory segment {name!r} of a ShmPool message does not exist "
-            "(was the message already loaded in another process?)"
-        ) from None
+    missing = ValueError(
+        f"shared memory segment {name!r} of a ShmPool message does not exist "
+        "(was the message already loaded in another process?)"
+    )
+    fd, mm = attach_segment(name, missing)
     os.close(fd)
     if mm[:8] != PoolHeader.MAGIC:
         mm.close()

@@ -13,7 +13,6 @@ import pickle
 import threading
 import weakref
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, NamedTuple
 
 from .._validate import check_bool, check_int, check_number
@@ -22,6 +21,7 @@ from ._pickling import check_plain, dumps_out_of_band
 from ._ring_blocks import Block, BufferClosedError, RingCore, RingMapping
 from ._segments import (
     ALIGN,
+    ClosingContext,
     attach_segment,
     create_segment,
     current_process,
@@ -76,12 +76,10 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _attach_core(name: str) -> RingCore:
-    try:
-        fd, mm = attach_segment(name)
-    except FileNotFoundError:
-        raise BufferClosedError(
-            f"SharedMemoryRingBuffer {name!r} no longer exists (its creator closed it or exited)"
-        ) from None
+    missing = BufferClosedError(
+        f"SharedMemoryRingBuffer {name!r} no longer exists (its creator closed it or exited)"
+    )
+    fd, mm = attach_segment(name, missing)
     mapping = RingMapping(name, fd, mm, owner_pid=-1)
     try:
         core = RingCore(mapping, owner=False)
@@ -166,7 +164,7 @@ def _copy_out(mm: Any, base: int) -> Any:
     return pickle.loads(stream, buffers=buffers)
 
 
-class SharedMemoryRingBuffer:
+class SharedMemoryRingBuffer(ClosingContext):
     """A ring buffer in shared memory for passing (numpy-heavy) objects between processes.
 
     ``write(obj)`` copies ``obj`` into the buffer and returns a small picklable
@@ -406,17 +404,6 @@ class SharedMemoryRingBuffer:
         core, self._core = self._core, None
         if core is not None and self._creator and core.is_creator():
             core.close()
-
-    def __enter__(self) -> SharedMemoryRingBuffer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __reduce__(self) -> tuple[Callable[..., SharedMemoryRingBuffer], tuple[Any, ...]]:
         return _attach_ring_buffer, (self._live_core().name, self._allow_pickle, self._timeout)

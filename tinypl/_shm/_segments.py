@@ -26,13 +26,15 @@ import time
 import weakref
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Final, NamedTuple
+from types import TracebackType
+from typing import Final, NamedTuple, TypeVar
 
 __all__ = [
     "ALIGN",
     "NAME_PREFIX",
     "SHM_DIR",
     "Backoff",
+    "ClosingContext",
     "Creator",
     "SegmentName",
     "attach_segment",
@@ -316,8 +318,11 @@ def create_segment(
     return name, fd, mm
 
 
-def attach_segment(name: str) -> tuple[int, mmap.mmap]:
+def attach_segment(name: str, missing: Exception | None = None) -> tuple[int, mmap.mmap]:
     """Open and map an existing segment; return (fd, mapping).
+
+    ``missing`` is raised instead of :class:`FileNotFoundError` if there is no such
+    segment.
 
     Examples:
         >>> name, fd, mm = create_segment(4096, "r")
@@ -327,7 +332,12 @@ def attach_segment(name: str) -> tuple[int, mmap.mmap]:
         >>> for m in (mm, mm2): m.close()
         >>> os.close(fd); os.close(fd2); unlink_segment(name)
     """
-    fd = open_segment_fd(name)
+    try:
+        fd = open_segment_fd(name)
+    except FileNotFoundError:
+        if missing is None:
+            raise
+        raise missing from None
     try:
         mm = mmap.mmap(fd, os.fstat(fd).st_size)
     except BaseException:
@@ -351,6 +361,34 @@ def register_owner_cleanup(obj: object, cleanup: Callable[[], None]) -> None:
     """
     weakref.finalize(obj, cleanup)
     mp_util.Finalize(obj, cleanup, exitpriority=0)
+
+
+Closing = TypeVar("Closing", bound="ClosingContext")
+
+
+class ClosingContext:
+    """A context manager that calls :meth:`close` on exit.
+
+    Examples:
+        >>> class Thing(ClosingContext):
+        ...     def close(self) -> None: print("closed")
+        >>> with Thing(): pass
+        closed
+    """
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: Closing) -> Closing:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class Backoff:
