@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tinypl import _shm
 from tinypl._shm import RingBufferRef, SharedMemoryRingBuffer, ShmPool, loads
+from tinypl._shm._ring import ring_blocks
 
 DTYPES = (
     hnp.scalar_dtypes()
@@ -97,19 +97,15 @@ OPS = st.lists(
 )
 
 
-def check_block_invariants(buffer: SharedMemoryRingBuffer) -> None:
-    """Blocks tile the data area exactly; the used counter matches the blocks."""
-    core = buffer._core
-    assert core is not None
-    with core.locked() as mm:
-        pos = used = 0
-        while pos < core.capacity:
-            size, _token, state, _pid = core._block(mm, pos)
-            if state != _shm._FREE:
-                used += size
-            pos += size
-        assert pos == core.capacity
-        assert used == _shm._Q.unpack_from(mm, _shm._RH_USED)[0]
+def check_block_invariants(buffer: SharedMemoryRingBuffer, live: list[RingBufferRef]) -> None:
+    """Blocks tile the data area exactly; the bytes in use are those of the live refs."""
+    blocks = ring_blocks(buffer)
+    assert [b.position for b in blocks] == [0, *(b.position + b.size for b in blocks[:-1])]
+    assert sum(b.size for b in blocks) == buffer.capacity
+    busy = {b.position: b.size for b in blocks if b.state != "free"}
+    assert busy == {ref.position: ref.nbytes for ref in live}
+    assert buffer.bytes_in_use() == sum(ref.nbytes for ref in live)
+    assert all(b.state == "ready" for b in blocks if b.state != "free")
 
 
 @given(ops=OPS)
@@ -126,7 +122,7 @@ def test_ring_random_program(ops: list[tuple[str, int]]) -> None:
             elif live:
                 ref, arr = live.pop(arg % len(live))
                 assert_same(arr, buffer.read(ref))
-            check_block_invariants(buffer)
+            check_block_invariants(buffer, [ref for ref, _arr in live])
         for ref, arr in live:
             assert_same(arr, buffer.read(ref))
         assert buffer.bytes_in_use() == 0
