@@ -44,6 +44,7 @@ def cleanup() -> list[str]:
     """
     from . import _shm
 
+    _shm.trim_cache()  # mappings of finished runs whose arrays are gone
     sweep = getattr(_shm, "cleanup", None)
     if sweep is not None:
         swept = sweep()

@@ -16,6 +16,7 @@ import itertools
 import os
 import pickle
 import threading
+import time
 from collections import deque
 from multiprocessing.connection import wait
 from queue import SimpleQueue
@@ -127,8 +128,10 @@ class ProcessCore(FailureHandling):
         pool = functools.partial(shared_memory_pool, SHM_CAPACITY, SHM_MIN_BUFFER, os.getpid())
         tagged = self.upstream.tagger is not None
         spec = WorkerSpec(self._ops_payload, tagged, self.node.limit_threads, self.stage_name, pool)
-        # Segments left by processes that died without cleaning up (kill -9 of a group).
+        # Segments left by processes that died without cleaning up (kill -9 of a group),
+        # and mappings of earlier runs whose last array died after their shutdown.
         _shm.cleanup_orphans()
+        _shm.trim_cache()
         try:
             self.pool.start(method, spec)  # undoes its own steps when it fails
         except BaseException:
@@ -244,9 +247,12 @@ class ProcessCore(FailureHandling):
                 return
             # At interpreter exit nobody waits for a worker to finish its chunk.
             grace = 0.0 if interpreter_exiting() else GRACE_PERIOD
-            self.pool.release_results(_discard)
-            self.feeder.join(grace)
-            self.pool.finish(grace)
+            deadline = time.monotonic() + grace
+            self.pool.ask_stop()
+            self.pool.drain(deadline, _discard)
+            # Once the workers are gone, a feeder blocked on a task pipe gets an error.
+            self.feeder.join(max(0.0, deadline - time.monotonic()))
+            self.pool.finish(_discard)
             self.ready.clear()
             # Segments whose every result was discarded or dropped are unmapped now.
             _shm.trim_cache()

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from multiprocessing.connection import wait
 from typing import Any
 
 from .._errors import WorkerDied
@@ -27,6 +28,13 @@ __all__ = ["WorkerSet", "default_start_method"]
 _MAIN_LOCK = threading.Lock()
 #: Seconds a terminated worker gets to exit before it is killed.
 TERMINATE_GRACE = 0.5
+
+#: What to do with a result message nobody will load.
+Discard = Callable[[bytes], None]
+
+
+def _ignore(message: bytes) -> None:
+    """No result can have arrived yet (a start that failed)."""
 
 
 def default_start_method() -> str:
@@ -124,7 +132,7 @@ class WorkerSet:
                 for index in range(self.count):
                     self._spawn(context, spec, index)
         except BaseException as error:
-            self.finish(0.0)
+            self.finish(_ignore)
             raised = _start_error(self.stage, error)
             if raised is error:
                 raise
@@ -197,40 +205,58 @@ class WorkerSet:
 
     # -- stopping ------------------------------------------------------------------------
 
-    def release_results(self, discard: Callable[[bytes], None]) -> None:
-        """Tell workers to drop queued chunks, hand every result already in the pipes to
-        ``discard`` (their shared memory goes back to the pool), and close the pipes, so
-        that a worker blocked on sending fails at once."""
+    def ask_stop(self) -> None:
+        """Tell every worker to drop its queued chunks and end after its current one."""
         if self._stop_writer is not None:
             with contextlib.suppress(OSError):
                 self._stop_writer.send_bytes(b"stop")
+        for connection in self.tasks:
+            # Wakes an idle worker; without blocking: a busy worker's pipe may be full,
+            # and that worker sees the stop pipe after its chunk. Under fork a sibling
+            # may hold a copy of this pipe, so closing it alone is no end-of-file.
+            with contextlib.suppress(OSError):
+                os.set_blocking(connection.fileno(), False)
+                connection.send_bytes(STOP)
+
+    def drain(self, deadline: float, discard: Discard) -> None:
+        """Until every worker has exited (or ``deadline``, a ``time.monotonic()``), hand
+        each result that arrives to ``discard``: a worker blocked on sending gets on,
+        and the shared memory of results nobody will load goes back to its pool."""
+        live = {p.sentinel for p in self.processes if p.exitcode is None}
+        while live:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            for ready in wait([*self.results, *live], timeout=remaining):
+                if ready in live:
+                    live.discard(ready)  # type: ignore[arg-type]
+                else:
+                    self._discard_from(ready, discard)
+
+    def _discard_from(self, connection: Any, discard: Discard) -> None:
+        with contextlib.suppress(EOFError, OSError):
+            if connection.poll(0):
+                discard(connection.recv_bytes())
+
+    def finish(self, discard: Discard) -> None:
+        """Terminate (then kill) every worker still running, discard what is left in
+        the result pipes and release every pipe; idempotent."""
+        for connection in self.tasks:
+            connection.close()
+        self._reap()
         for connection in self.results:
+            # Every writer is gone: what is in the pipe now is all there is.
             with contextlib.suppress(EOFError, OSError):
                 while connection.poll(0):
                     discard(connection.recv_bytes())
             connection.close()
-
-    def finish(self, grace: float) -> None:
-        """Stop every worker (``grace`` seconds to end by itself, then terminate, then
-        kill) and release every pipe; idempotent."""
-        for connection in self.tasks:
-            # A stop message, without blocking: under fork a sibling may hold a copy of
-            # this pipe, so its closing alone is no end-of-file for the worker.
-            with contextlib.suppress(OSError):
-                os.set_blocking(connection.fileno(), False)
-                connection.send_bytes(STOP)
-            connection.close()
-        for connection in self.results:
-            connection.close()
-        self._reap(grace)
         pids = [process.pid for process in self.processes]
         for process in self.processes:
             process.close()
         for connection in (self._stop_reader, self._stop_writer):
             if connection is not None:
                 connection.close()
-        # Results still in the closed pipes were never loaded: their segments would
-        # outlive the workers otherwise.
+        # Segments of results lost with a killed worker would outlive it otherwise.
         cleanup_orphans(pids=pids)
         for fd in (self.wake_r, self.wake_w):
             if fd >= 0:
@@ -238,14 +264,10 @@ class WorkerSet:
         self.wake_r = self.wake_w = -1
         self.processes, self.tasks, self.results = [], [], []
 
-    def _reap(self, grace: float) -> None:
-        processes = self.processes
-        deadline = time.monotonic() + grace
+    def _reap(self) -> None:
+        processes = [p for p in self.processes if p.exitcode is None]
         for process in processes:
-            process.join(max(0.0, deadline - time.monotonic()))
-        for process in processes:
-            if process.exitcode is None:
-                process.terminate()
+            process.terminate()
         deadline = time.monotonic() + TERMINATE_GRACE
         for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
