@@ -4,16 +4,14 @@ The shared-memory names (``SharedMemoryRingBuffer`` …) are loaded on first use
 ``import tinypl`` does not import numpy and multiprocessing.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from ._compat import process_each as each
 from ._compat import process_map as map
 from ._errors import ProcessWorkerError as WorkerException
 from ._errors import RemoteTraceback
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from ._shm import BufferClosedError, RingBufferRef, SharedMemoryRingBuffer
 
 __all__ = [
@@ -52,7 +50,7 @@ def cleanup() -> list[str]:
     return _shm.cleanup_orphans()
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _SHM_NAMES:
         from . import _shm
 

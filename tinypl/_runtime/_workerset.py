@@ -99,6 +99,23 @@ def _start_error(stage: str, error: BaseException) -> BaseException:
     return error
 
 
+def _check_fd_budget(stage: str, count: int) -> None:
+    """Refuse a start that would run out of file descriptors half-way (the fork server
+    prints a traceback of its own when a request breaks off)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        used = len(os.listdir("/proc/self/fd"))
+    except (ImportError, OSError):  # pragma: no cover - not Linux: the start will tell
+        return
+    # Per worker: its task and result pipes (both ends while it starts) and its sentinel;
+    # then the wake and stop pipes, and the fork server's or resource tracker's own.
+    needed = 5 * count + 8
+    if soft != resource.RLIM_INFINITY and used + needed > soft:
+        raise _start_error(stage, OSError(errno.EMFILE, os.strerror(errno.EMFILE)))
+
+
 class WorkerSet:
     """``count`` worker processes, each with a task pipe and a result pipe, plus a wake-up
     pipe for the reader and a stop pipe every worker polls."""
@@ -118,6 +135,7 @@ class WorkerSet:
 
     def start(self, method: str, spec: WorkerSpec) -> None:
         """Start the workers; on any failure release what was made, then raise."""
+        _check_fd_budget(self.stage, self.count)
         try:
             context: Any = multiprocessing.get_context(method)
             if method == "forkserver":
@@ -229,7 +247,7 @@ class WorkerSet:
                 return
             for ready in wait([*self.results, *live], timeout=remaining):
                 if ready in live:
-                    live.discard(ready)  # type: ignore[arg-type]
+                    live.discard(ready)
                 else:
                     self._discard_from(ready, discard)
 
