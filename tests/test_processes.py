@@ -833,16 +833,33 @@ def test_unpicklable_exception_becomes_worker_error(method: str) -> None:
 
 
 @pytest.mark.timeout(20)
-def test_exception_of_a_local_class_becomes_worker_error() -> None:
+@pytest.mark.parametrize("method", START_METHODS)
+def test_exception_of_a_local_class_keeps_its_type(method: str) -> None:
+    """A class the worker only knows by value (cloudpickle) comes back as the very class
+    the consumer catches."""
+
     class LocalError(Exception):
         pass
 
     def fail(x: int) -> int:
         raise LocalError("only the worker knows this class")
 
-    with pytest.raises(pl.WorkerError, match="LocalError") as info:
+    with pytest.raises(LocalError, match="only the worker knows this class") as info:
+        list(Pipe(range(3)).map(fail).process(1, start_method=method))
+    assert type(info.value) is LocalError
+
+
+def test_exception_that_cannot_travel_becomes_worker_error() -> None:
+    class Unpicklable(Exception):
+        def __reduce__(self) -> Any:
+            raise TypeError("no pickling")
+
+    def fail(x: int) -> int:
+        raise Unpicklable("stays in the worker")
+
+    with pytest.raises(pl.WorkerError, match="Unpicklable") as info:
         list(Pipe(range(3)).map(fail).process(1, start_method="spawn"))
-    assert "only the worker knows this class" in str(info.value)
+    assert "stays in the worker" in str(info.value)
 
 
 # -- faults: dying workers -----------------------------------------------------------------
@@ -1164,8 +1181,9 @@ if __name__ == "__main__":
     while len(multiprocessing.active_children()) < 2:
         time.sleep(0.01)
     pids = [p.pid for p in multiprocessing.active_children()]
-    print(json.dumps(pids), flush=True)
     try:
+        # Printed inside the try: a Ctrl-C sent as soon as it is read lands in it.
+        print(json.dumps(pids), flush=True)
         for _ in stage:
             pass
     except KeyboardInterrupt:
@@ -1186,7 +1204,6 @@ def test_ctrl_c_to_the_process_group(method: str, tmp_path: Path) -> None:
     process, out, err = start_script(script, method)
     try:
         pids = first_line(process, out, err, 20.0)
-        time.sleep(0.2)
         os.killpg(process.pid, signal.SIGINT)
         assert process.wait(20) == 0, err.read_text()
     finally:

@@ -5,7 +5,17 @@ from __future__ import annotations
 import functools
 import reprlib
 
-__all__ = ["NOTE_PREFIX", "MarkerNotAllowedError", "WorkerError", "add_item_note", "describe_item"]
+__all__ = [
+    "NOTE_PREFIX",
+    "MarkerNotAllowedError",
+    "ProcessWorkerError",
+    "RemoteTraceback",
+    "ThreadWorkerError",
+    "WorkerDied",
+    "WorkerError",
+    "add_item_note",
+    "describe_item",
+]
 
 
 class WorkerError(Exception):
@@ -36,6 +46,72 @@ class MarkerNotAllowedError(ValueError):
         ...     print("partition" in str(error))
         True
     """
+
+
+class ThreadWorkerError(WorkerError):
+    """A worker thread failed (``on_worker_error="forward"``); ``__cause__`` is the error.
+
+    Examples:
+        >>> import tinypl as pl
+        >>> def fail(x):
+        ...     raise ValueError("bad")
+        >>> stage = pl.thread.map([1], fail, workers=1, on_worker_error="forward")
+        >>> try:
+        ...     next(stage)
+        ... except pl.thread.queue.WorkerException as error:
+        ...     print(repr(error.__cause__))
+        ValueError('bad')
+    """
+
+
+class ProcessWorkerError(WorkerError):
+    """A worker process failed (``on_worker_error="forward"``); ``__cause__`` is the error.
+
+    Examples:
+        >>> import tinypl as pl
+        >>> issubclass(pl.process.WorkerException, pl.WorkerError)
+        True
+    """
+
+
+class WorkerDied(WorkerError):
+    """A worker process ended without being asked to (killed, crashed, ``os._exit``).
+
+    ``pid`` and ``exitcode`` say which worker and how. All three values are in ``args``,
+    so the error copies and pickles like any other.
+
+    Examples:
+        >>> import pickle
+        >>> import tinypl as pl
+        >>> error = pickle.loads(pickle.dumps(pl.WorkerDied("worker 7 is gone", 7, -9)))
+        >>> print(error, error.pid, error.exitcode)
+        worker 7 is gone 7 -9
+    """
+
+    def __init__(self, message: str, pid: int | None = None, exitcode: int | None = None) -> None:
+        super().__init__(message, pid, exitcode)
+        self.pid = pid
+        self.exitcode = exitcode
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker process, attached as its cause.
+
+    Examples:
+        >>> import copy
+        >>> copy.copy(RemoteTraceback("Traceback ...")).text
+        'Traceback ...'
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text}"""'
 
 
 @functools.cache

@@ -1,12 +1,17 @@
-"""Runtime: materializes plans into live stages. Importing it registers every backend."""
+"""Runtime: materializes plans into live stages. Importing it registers every backend.
+
+The process backend registers a light builder (``_procstage``): multiprocessing,
+cloudpickle and numpy are imported when the first process stage is built.
+"""
 
 from __future__ import annotations
 
-from . import _processes, _sync, _threads  # noqa: F401  (registration)
-from ._processes import ProcessStage, ProcessWorkerError, RemoteTraceback, WorkerDied
+from .._errors import ProcessWorkerError, RemoteTraceback, ThreadWorkerError, WorkerDied
+from . import _procstage, _sync, _threads  # noqa: F401  (registration)
+from ._procstage import ProcessStage
 from ._registry import build, materialize
 from ._stage import Stage
-from ._threads import ThreadStage, ThreadWorkerError
+from ._threads import ThreadStage
 
 __all__ = [
     "ProcessStage",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import threading
@@ -9,9 +10,19 @@ from typing import Any, NoReturn
 
 from .._errors import WorkerError
 
-__all__ = ["SPENT", "FailureHandling", "Replicas"]
+__all__ = ["SPENT", "FailureHandling", "Replicas", "interpreter_exiting"]
 
 log = logging.getLogger("tinypl")
+
+
+def interpreter_exiting() -> bool:
+    """Whether the interpreter is on its way out (atexit handlers, finalizers).
+
+    The main thread counts as stopped once ``threading`` has finished its own shutdown,
+    which comes before every atexit handler and ``weakref.finalize`` callback: nothing
+    should then wait for a worker that is stuck in a call.
+    """
+    return not threading.main_thread().is_alive()
 
 
 class _Spent(Exception):
@@ -76,9 +87,22 @@ class FailureHandling:
     def close_all(self) -> None:
         """Stop this stage and everything upstream (after an error or an interrupt)."""
         self.signal()
-        self.upstream._signal_stop()
-        self.shutdown()
+        # Upstream first: closing it wakes anything of ours that waits on it.
         self.upstream.close()
+        self.shutdown()
+
+    def close_in_background(self) -> None:
+        """Stop everything at once and leave the waiting to a daemon thread, so that a
+        ``KeyboardInterrupt`` reaches the user without waiting for stuck workers."""
+        self.signal()
+        closer = threading.Thread(target=self._close_quietly, name=f"{self.name}-closer")
+        closer.daemon = True
+        closer.start()
+
+    def _close_quietly(self) -> None:
+        # Errors of a close nobody waits for have nobody to go to.
+        with contextlib.suppress(Exception):
+            self.close_all()
 
     def raise_failure(self, mode: str, *, as_is: tuple[type[BaseException], ...] = ()) -> NoReturn:
         """Raise ``self.error`` as ``mode`` (``on_worker_error``) says; ``as_is`` errors

@@ -5,15 +5,16 @@ the user functions of those stages run concurrently; the planner has already put
 below them where a stage is not safe to enter from several threads.
 
 Queues are ``queue.SimpleQueue`` (C-level, no Python lock dance per item); the bound is a
-second ``SimpleQueue`` of free slots that a worker takes before it enqueues an item.
+second ``SimpleQueue`` of free slots that a worker takes before it enqueues an item. The
+slots are made as they are first needed, so a large bound costs nothing up front.
 Control messages (a worker finished, a worker failed, the end) share the item queue, so
-they arrive in order with the items; nothing is found by polling.
+they arrive in order with the items; nothing is found by polling. A worker error is
+raised once every worker has stopped: items produced before it are delivered first.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 import warnings
 from collections.abc import Callable
@@ -21,51 +22,19 @@ from queue import SimpleQueue
 from typing import Any, NoReturn
 
 from .. import _plan as plan
-from .._errors import WorkerError
-from ._failure import FailureHandling, Replicas
+from .._errors import ThreadWorkerError
+from ._control import DONE, END, FAILED, Control
+from ._failure import FailureHandling, Replicas, interpreter_exiting
 from ._registry import build
 from ._stage import Stage, WorkerStage, worker_stage
 
 __all__ = ["JOIN_TIMEOUT", "ThreadStage", "ThreadWorkerError"]
-
-log = logging.getLogger("tinypl")
 
 #: Seconds ``close()`` waits for each worker thread (one inside a slow user function
 #: finishes that call first) before it warns and gives up on it.
 JOIN_TIMEOUT = 30.0
 
 _ids = itertools.count()
-
-
-class ThreadWorkerError(WorkerError):
-    """A worker thread failed (``on_worker_error="forward"``); ``__cause__`` is the error.
-
-    Examples:
-        >>> import tinypl as pl
-        >>> def fail(x):
-        ...     raise ValueError("bad")
-        >>> stage = pl.thread.map([1], fail, workers=1, on_worker_error="forward")
-        >>> try:
-        ...     next(stage)
-        ... except pl.thread.queue.WorkerException as error:
-        ...     print(repr(error.__cause__))
-        ValueError('bad')
-    """
-
-
-class _Control:
-    """A message on the item queue that is not an item."""
-
-    __slots__ = ("error", "kind")
-
-    def __init__(self, kind: str, error: BaseException | None = None) -> None:
-        self.kind = kind
-        self.error = error
-
-
-_DONE = _Control("done")  # one worker has finished
-_END = _Control("end")  # every worker has finished; re-queued for every other reader
-_FAILED = _Control("failed")  # wakes a reader so it sees ``ThreadCore.error``
 
 
 class ThreadCore(FailureHandling):
@@ -86,9 +55,8 @@ class ThreadCore(FailureHandling):
         self.on_worker_error = on_worker_error
         self.name = f"tinypl-thread-{next(_ids)}"
         self.out: SimpleQueue[Any] = SimpleQueue()
-        self._slots: SimpleQueue[None] = SimpleQueue()
-        for _ in range(maxsize):
-            self._slots.put(None)
+        self._slots: SimpleQueue[None] = SimpleQueue()  # slots freed by readers
+        self._unissued = maxsize  # slots never handed out yet
         self.free = self._slots.put
         self.free_slots = self._slots.qsize
         self.get: Callable[[], Any] = self._start_and_get
@@ -119,10 +87,18 @@ class ThreadCore(FailureHandling):
             self.get = self.out.get
         return self.out.get()
 
+    def _take_slot(self) -> None:
+        if self._unissued:
+            with self._lock:
+                if self._unissued:
+                    self._unissued -= 1
+                    return
+        self._slots.get()
+
     def _work(self) -> None:
         pull = self._pull
         put = self.out.put
-        take = self._slots.get
+        take = self._take_slot
         try:
             while not self._stopping:
                 try:
@@ -130,44 +106,41 @@ class ThreadCore(FailureHandling):
                 except StopIteration:
                     break
                 take()
-                if self._stopping:
-                    break
-                put(x)
+                put(x)  # even when stopping: an item pulled is delivered or dropped later
         except BaseException as error:
             with self._lock:
                 if self.error is None:
                     self.error = error
             self._stopping = True
-            put(_FAILED)
         finally:
-            put(_DONE)
+            put(DONE)
 
     # -- reader side ---------------------------------------------------------------------
 
     def fill(self) -> float:
         # Every queued item holds a slot; control messages hold none.
-        queued = self.maxsize - self.free_slots()
+        queued = self.maxsize - self._unissued - self.free_slots()
         return min(max(queued, 0), self.maxsize) / self.maxsize
 
-    def control(self, message: _Control) -> None:
+    def control(self, message: Control) -> None:
         """Handle a control message pulled by a reader: return to read on, or raise."""
-        if message is _DONE:
+        if message is DONE:
             with self._lock:
                 self._finished += 1
                 last = self._finished == self.workers
-            if last:
-                self.out.put(_END)
-                raise StopIteration
-            return
-        if message is _END:
-            self.out.put(_END)
+            if not last:
+                return
+        elif message is END:
+            self.out.put(END)
             raise StopIteration
         if self.error is not None:
-            self.fail()
+            self.fail()  # the last worker is done, or a failed run was shut down
+        self.out.put(END)
+        raise StopIteration
 
     def fail(self) -> NoReturn:
         """Raise the first worker error to a reader, stopping everything the first time."""
-        self.out.put(_FAILED)  # other readers (downstream workers) fail as well
+        self.out.put(FAILED)  # other readers (downstream workers) fail as well
         self.raise_failure(self.on_worker_error)
 
     # -- Core protocol -------------------------------------------------------------------
@@ -180,7 +153,7 @@ class ThreadCore(FailureHandling):
         self._stopping = True
         for _ in range(self.workers):
             self._slots.put(None)  # wakes workers waiting for a free slot
-        self.out.put(_END)  # wakes readers waiting for an item
+        self.out.put(END)  # wakes readers waiting for an item
 
     def shutdown(self) -> None:
         self.signal()
@@ -190,6 +163,10 @@ class ThreadCore(FailureHandling):
             self._shut = True
             threads = list(self._threads)
         current = threading.current_thread()
+        if interpreter_exiting():
+            # Daemon threads end with the interpreter: waiting for a stuck one would
+            # only delay the exit.
+            threads = []
         for thread in threads:
             if thread is current:
                 continue
@@ -205,7 +182,7 @@ class ThreadCore(FailureHandling):
         out = self.out
         while not out.empty():
             out.get_nowait()
-        out.put(_FAILED if self.error is not None else _END)
+        out.put(FAILED if self.error is not None else END)
 
 
 class QueueReader:
@@ -223,15 +200,13 @@ class QueueReader:
         core = self._core
         try:
             while True:
-                if core.error is not None:
-                    core.fail()
                 x = core.get()
-                if x.__class__ is not _Control:
+                if x.__class__ is not Control:
                     core.free(None)
                     return x
                 core.control(x)
         except KeyboardInterrupt:
-            core.close_all()
+            core.close_in_background()
             raise
 
 

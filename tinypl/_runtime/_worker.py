@@ -54,16 +54,38 @@ def chunk_function(ops: Ops, tagged: bool) -> Callable[[list[Any]], list[Any]]:
     return lambda records: [(n, apply(items)) for n, items in records]
 
 
-def pack_error(error: BaseException, where: str) -> tuple[str, str, str, bytes | None]:
-    """An exception as ``(type name, message, traceback text, pickle or None)``."""
+def _error_bytes(error: BaseException) -> bytes | None:
+    """``error`` pickled by reference where its class can be imported, else by value
+    (a class defined in the parent's ``__main__`` exists here only as cloudpickle made
+    it); ``None`` when it cannot be rebuilt either way."""
+    import cloudpickle
+
+    for dumps in (pickle.dumps, cloudpickle.dumps):
+        try:
+            data: bytes = dumps(error, protocol=5)
+            pickle.loads(data)  # some exceptions pickle but cannot be rebuilt
+        except Exception:
+            continue
+        return data
+    return None
+
+
+def pack_error(error: BaseException) -> tuple[str, str, str, bytes | None]:
+    """An exception as ``(type name, message, traceback text, pickle or None)``; its
+    PEP 678 notes travel with it (in the pickle, and in the traceback text).
+
+    Examples:
+        >>> name, message, text, data = pack_error(KeyError("k"))
+        >>> name, message, pickle.loads(data)
+        ('builtins.KeyError', "'k'", KeyError('k'))
+    """
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    data: bytes | None
-    try:
-        data = pickle.dumps(error, protocol=5)
-        pickle.loads(data)  # some exceptions pickle but cannot be rebuilt
-    except Exception:
-        data = None
-    return (f"{type(error).__module__}.{type(error).__qualname__}", str(error), text, data)
+    kind = f"{type(error).__module__}.{type(error).__qualname__}"
+    return (kind, str(error), text, _error_bytes(error))
+
+
+def _error_message(chunk_id: int, error: BaseException) -> bytes:
+    return PLAIN + pickle.dumps((chunk_id, "error", pack_error(error)), protocol=5)
 
 
 class WorkerSpec:
@@ -116,36 +138,38 @@ def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any, inherited:
                 break  # the parent is gone or closed the pipe
             if message == STOP or stop.poll():
                 break
-            try:
-                chunk_id, items = pickle.loads(message)
-            except Exception as error:
-                failure = TypeError(
-                    f"{spec.stage}: a chunk of items cannot be unpickled in the worker"
-                    f" process: {type(error).__name__}: {error}"
-                )
-                send(PLAIN + pickle.dumps((-1, "error", pack_error(failure, spec.stage))))
-                continue
-            start = time.perf_counter()
-            try:
-                out = apply(items)
-            except BaseException as error:
-                failed = (chunk_id, "error", pack_error(error, spec.stage))
-                send(PLAIN + pickle.dumps(failed, protocol=5))
-                continue
-            elapsed = time.perf_counter() - start
-            result = (chunk_id, "ok", elapsed, len(items), out)
-            try:
-                data = POOLED + serializer.dumps(result)
-            except Exception:
-                data = _by_value(result, spec.stage)
+            data = _answer(message, apply, serializer, spec.stage)
             try:
                 send(data)
-            except (BrokenPipeError, OSError):
-                break
+            except OSError:
+                break  # the parent closed the stage: nobody waits for this answer
     finally:
         serializer.close()
         if limits is not None:
             limits.unregister()
+
+
+def _answer(message: bytes, apply: Any, serializer: Any, stage: str) -> bytes:
+    """The result message for one task message (an error report if it failed)."""
+    try:
+        chunk_id, items = pickle.loads(message)
+    except Exception as error:
+        failure = TypeError(
+            f"{stage}: a chunk of items cannot be unpickled in the worker"
+            f" process: {type(error).__name__}: {error}"
+        )
+        return _error_message(-1, failure)
+    start = time.perf_counter()
+    try:
+        out = apply(items)
+    except BaseException as error:
+        return _error_message(chunk_id, error)
+    result = (chunk_id, "ok", time.perf_counter() - start, len(items), out)
+    try:
+        pooled: bytes = serializer.dumps(result)
+    except Exception:
+        return _by_value(result, stage)
+    return POOLED + pooled
 
 
 def _by_value(result: tuple[Any, ...], stage: str) -> bytes:
@@ -162,7 +186,7 @@ def _by_value(result: tuple[Any, ...], stage: str) -> bytes:
             f"{stage}: a result of type {bad} cannot be pickled to send it back to the"
             f" parent process: {error}"
         )
-        return PLAIN + pickle.dumps((result[0], "error", pack_error(failure, stage)))
+        return _error_message(result[0], failure)
 
 
 def _unpicklable(items: list[Any]) -> str:
@@ -174,16 +198,6 @@ def _unpicklable(items: list[Any]) -> str:
         except Exception:
             return type(item).__qualname__
     return "unknown"
-
-
-class PickleSerializer:
-    """Results as plain pickles (arrays are copied through the pipe)."""
-
-    def dumps(self, obj: Any) -> bytes:
-        return pickle.dumps(obj, protocol=5)
-
-    def close(self) -> None:
-        pass
 
 
 # Every result message starts with one byte that says how to read the rest.

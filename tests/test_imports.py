@@ -1,0 +1,63 @@
+"""``import tinypl`` stays light (issue #8): numpy, cloudpickle, multiprocessing and the
+shared-memory module are imported when a process stage or shared memory is first used."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from procwatch import REPO
+
+HEAVY = ["numpy", "cloudpickle", "multiprocessing", "tinypl._shm", "tinypl._runtime._processes"]
+
+PROBE = """
+import json, sys
+def loaded():
+    return sorted(m for m in HEAVY if m in sys.modules)
+HEAVY = json.loads(sys.argv[1])
+report = {}
+import tinypl as pl
+report["import"] = loaded()
+pipe = pl.Pipe(range(4)).map(abs).process(2)
+report["build"] = loaded()
+list(pl.Pipe(range(4)).map(abs).thread(2))
+report["thread"] = loaded()
+report["all"] = sorted(pl.process.__all__)
+ring = pl.process.SharedMemoryRingBuffer
+report["ring"] = loaded()
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_import_and_building_a_process_pipe_stay_light() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(HEAVY)],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=50,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["import"] == []
+    assert report["build"] == []
+    assert report["thread"] == []
+    assert "SharedMemoryRingBuffer" in report["all"]
+    assert "numpy" in report["ring"]
+    assert "tinypl._shm" in report["ring"]
+
+
+def test_lazy_names_are_the_shared_memory_ones() -> None:
+    import tinypl as pl
+    from tinypl import _shm
+
+    assert pl.process.SharedMemoryRingBuffer is _shm.SharedMemoryRingBuffer
+    assert pl.process.RingBufferRef is _shm.RingBufferRef
+    assert pl.process.BufferClosedError is _shm.BufferClosedError
+    assert "SharedMemoryRingBuffer" in dir(pl.process)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        pl.process.no_such_name  # noqa: B018
