@@ -282,24 +282,22 @@ def _source(count: int):  # type: ignore[no-untyped-def]
     raise ValueError("source broke")
 
 
-@pytest.mark.parametrize(
-    "backend",
-    ["thread", "thread-order", "process", "process-order"],
-)
-def test_items_before_a_source_error_are_delivered(backend: str) -> None:
+BACKENDS = ["thread", *(f"process-{method}" for method in START_METHODS)]
+
+
+@pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "order"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_items_before_a_source_error_are_delivered(backend: str, ordered: bool) -> None:
     pipe = Pipe(_source(5)).map(abs)
-    kind, _, ordered = backend.partition("-")
-    pipe = pipe.thread(2) if kind == "thread" else pipe.process(2, start_method="fork")
+    kind, _, method = backend.partition("-")
+    pipe = pipe.thread(2) if kind == "thread" else pipe.process(2, start_method=method)
     if ordered:
         pipe = pipe.order()
     got: list[int] = []
     with pytest.raises(ValueError, match="source broke"):
         for x in pipe:
             got.append(x)
-    if ordered:
-        assert got == [0, 1, 2, 3, 4]
-    else:
-        assert sorted(got) == [0, 1, 2, 3, 4]
+    assert (got if ordered else sorted(got)) == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.timeout(30)
