@@ -24,15 +24,10 @@ def run_json(
     """Run ``script`` with ``args``; the JSON lines it printed, and the finished process."""
     path = tmp_path / "script.py"
     path.write_text(script)
+    command = [sys.executable, str(path), *args]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, str(path), *args],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=tmp_path,
+        command, capture_output=True, check=False, text=True, timeout=timeout, env=env, cwd=tmp_path
     )
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     return lines, result

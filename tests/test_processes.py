@@ -34,7 +34,8 @@ from threadwatch import tinypl_threads
 
 import tinypl as pl
 from tinypl import Marker, Pipe
-from tinypl._runtime._processes import RemoteTraceback, default_start_method
+from tinypl._errors import RemoteTraceback
+from tinypl._runtime._workerset import default_start_method
 
 START_METHODS = ("fork", "forkserver", "spawn")
 BIG = 32_768  # float64 elements: 256 KiB, above the size that goes through shared memory

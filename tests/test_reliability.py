@@ -7,14 +7,12 @@ from __future__ import annotations
 import copy
 import pickle
 import signal
-import subprocess
-import sys
 import time
 import tracemalloc
 from pathlib import Path
 
 import pytest
-from procwatch import REPO, START_METHODS, run_json
+from procwatch import START_METHODS, run_json
 
 import tinypl as pl
 from tinypl import Pipe
@@ -257,7 +255,6 @@ KILLED_CREATOR = """
 import os, signal
 from tinypl import _shm
 ring = _shm.SharedMemoryRingBuffer(1 << 16)
-print(ring.name if hasattr(ring, "name") else "", flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
@@ -269,16 +266,7 @@ def _tinypl_segments() -> set[str]:
 @pytest.mark.timeout(60)
 def test_cleanup_sweeps_segments_of_a_killed_creator(tmp_path: Path) -> None:
     before = _tinypl_segments()
-    path = tmp_path / "killed.py"
-    path.write_text(KILLED_CREATOR)
-    child = subprocess.run(
-        [sys.executable, str(path)],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=50,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
+    _, child = run_json(KILLED_CREATOR, tmp_path, timeout=50)
     assert child.returncode == -signal.SIGKILL, child.stderr
     left = _tinypl_segments() - before
     assert left, "the killed creator left no segment to sweep"
@@ -294,24 +282,22 @@ def _source(count: int):  # type: ignore[no-untyped-def]
     raise ValueError("source broke")
 
 
-@pytest.mark.parametrize(
-    "backend",
-    ["thread", "thread-order", "process", "process-order"],
-)
-def test_items_before_a_source_error_are_delivered(backend: str) -> None:
+BACKENDS = ["thread", *(f"process-{method}" for method in START_METHODS)]
+
+
+@pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "order"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_items_before_a_source_error_are_delivered(backend: str, ordered: bool) -> None:
     pipe = Pipe(_source(5)).map(abs)
-    kind, _, ordered = backend.partition("-")
-    pipe = pipe.thread(2) if kind == "thread" else pipe.process(2, start_method="fork")
+    kind, _, method = backend.partition("-")
+    pipe = pipe.thread(2) if kind == "thread" else pipe.process(2, start_method=method)
     if ordered:
         pipe = pipe.order()
     got: list[int] = []
     with pytest.raises(ValueError, match="source broke"):
         for x in pipe:
             got.append(x)
-    if ordered:
-        assert got == [0, 1, 2, 3, 4]
-    else:
-        assert sorted(got) == [0, 1, 2, 3, 4]
+    assert (got if ordered else sorted(got)) == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.timeout(30)

@@ -3,7 +3,12 @@ items, so that it arrives in order with them and nothing needs polling."""
 
 from __future__ import annotations
 
-__all__ = ["DONE", "END", "FAILED", "Control", "failure"]
+__all__ = ["DONE", "END", "FAILED", "SIGNAL_CHECK", "Control", "failure"]
+
+#: Seconds a reader blocks at most before it returns to Python code. A signal that
+#: arrives just before a blocking wait starts does not interrupt it (the C-level handler
+#: only sets a flag), so without a bound a Ctrl-C could wait for the next item.
+SIGNAL_CHECK = 0.1
 
 
 class Control:

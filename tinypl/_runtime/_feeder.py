@@ -14,6 +14,7 @@ from typing import Any
 from .._marker import Marker
 from ._control import DONE, failure
 from ._stage import Stage
+from ._worker import unpicklable
 
 __all__ = ["Feeder"]
 
@@ -25,15 +26,6 @@ MAX_CHUNK = 4096
 
 class _Stopped(Exception):
     """The stage was closed while the feeder waited."""
-
-
-def _unpicklable(items: list[Any]) -> str:
-    for item in items:
-        try:
-            pickle.dumps(item, protocol=5)
-        except Exception:
-            return type(item).__qualname__
-    return "unknown"
 
 
 class Feeder:
@@ -199,7 +191,7 @@ class Feeder:
             # By value where needed: classes defined in __main__ do not exist in workers.
             data = cloudpickle.dumps((chunk_id, chunk), protocol=5)
         except Exception as error:
-            bad = _unpicklable([x[1] if self.tagged else x for x in chunk])
+            bad = unpicklable([x[1] if self.tagged else x for x in chunk], pickle.dumps)
             raise TypeError(
                 f"{self.stage}: an item of type {bad} cannot be pickled to send it to"
                 f" a worker process: {error}"

@@ -27,7 +27,7 @@ import cloudpickle
 from .. import _plan as plan
 from .. import _shm
 from .._errors import ProcessWorkerError, RemoteTraceback, WorkerDied, WorkerError
-from ._control import DONE, Control
+from ._control import DONE, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas, interpreter_exiting
 from ._feeder import Feeder
 from ._stage import Stage, WorkerStage, worker_stage
@@ -174,7 +174,8 @@ class ProcessCore(FailureHandling):
             self.feeder.flush()
         pool = self.pool
         sentinels = pool.sentinels()
-        for ready in wait([pool.wake_r, *pool.results, *sentinels]):
+        # An empty answer returns to refill's loop, where a pending Ctrl-C is raised.
+        for ready in wait([pool.wake_r, *pool.results, *sentinels], SIGNAL_CHECK):
             if ready == pool.wake_r:
                 pool.clear_wake()
             elif ready in sentinels:

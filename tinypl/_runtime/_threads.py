@@ -14,16 +14,17 @@ raised once every worker has stopped: items produced before it are delivered fir
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import warnings
 from collections.abc import Callable
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 from typing import Any, NoReturn
 
 from .. import _plan as plan
 from .._errors import ThreadWorkerError
-from ._control import DONE, END, FAILED, Control
+from ._control import DONE, END, FAILED, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas, interpreter_exiting
 from ._registry import build
 from ._stage import Stage, WorkerStage, worker_stage
@@ -84,8 +85,8 @@ class ThreadCore(FailureHandling):
                     )
                     self._threads.append(thread)
                     thread.start()
-            self.get = self.out.get
-        return self.out.get()
+            self.get = functools.partial(self.out.get, True, SIGNAL_CHECK)
+        return self.get()
 
     def _take_slot(self) -> None:
         if self._unissued:
@@ -200,7 +201,10 @@ class QueueReader:
         core = self._core
         try:
             while True:
-                x = core.get()
+                try:
+                    x = core.get()
+                except Empty:
+                    continue  # back in Python code: a pending Ctrl-C is raised here
                 if x.__class__ is not Control:
                     core.free(None)
                     return x

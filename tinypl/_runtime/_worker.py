@@ -18,7 +18,7 @@ from typing import Any
 
 import toolz
 
-__all__ = ["WorkerSpec", "chunk_function", "pack_error", "run_worker"]
+__all__ = ["WorkerSpec", "chunk_function", "pack_error", "run_worker", "unpicklable"]
 
 Ops = tuple[tuple[str, Any], ...]
 STOP = b""  # a task message meaning "no more chunks"
@@ -181,7 +181,7 @@ def _by_value(result: tuple[Any, ...], stage: str) -> bytes:
         data: bytes = cloudpickle.dumps(result, protocol=5)
         return PLAIN + data
     except Exception as error:
-        bad = _unpicklable(result[-1])
+        bad = unpicklable(result[-1])
         failure = TypeError(
             f"{stage}: a result of type {bad} cannot be pickled to send it back to the"
             f" parent process: {error}"
@@ -189,12 +189,22 @@ def _by_value(result: tuple[Any, ...], stage: str) -> bytes:
         return _error_message(result[0], failure)
 
 
-def _unpicklable(items: list[Any]) -> str:
-    import cloudpickle
+def unpicklable(items: list[Any], dumps: Callable[..., bytes] | None = None) -> str:
+    """The type name of the first of ``items`` that ``dumps`` (cloudpickle's by default)
+    cannot pickle, for error messages.
 
+    Examples:
+        >>> import threading
+        >>> unpicklable([1, threading.Lock()])
+        'lock'
+    """
+    if dumps is None:
+        import cloudpickle
+
+        dumps = cloudpickle.dumps
     for item in items:
         try:
-            cloudpickle.dumps(item, protocol=5)
+            dumps(item, protocol=5)
         except Exception:
             return type(item).__qualname__
     return "unknown"
