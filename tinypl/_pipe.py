@@ -62,7 +62,7 @@ class Pipe(Generic[T_co]):
     @overload
     def __init__(self: Pipe[Any], source: _plan.Node) -> None: ...
     def __init__(self, source: Any) -> None:
-        self.__attrs_init__(_to_plan(source))  # type: ignore[attr-defined]
+        self.__attrs_init__(_to_plan(source))
 
     # -- running -------------------------------------------------------------------------
 
@@ -151,7 +151,9 @@ class Pipe(Generic[T_co]):
             _plan.InsertMarker(self.plan, marker, every, after)
         )
 
-    def on(self, marker: Marker | None, fn: Callable[[], object], consume: bool = False) -> Pipe[T_co]:
+    def on(
+        self, marker: Marker | None, fn: Callable[[], object], consume: bool = False
+    ) -> Pipe[T_co]:
         """Call ``fn()`` whenever ``marker`` passes (``None``: any marker).
 
         ``consume=True`` drops the marker here.

@@ -52,14 +52,27 @@ def validate(plan: Node) -> None:
     """Raise ``ValueError`` when ``plan`` cannot run: an order that cannot be restored
     (a stateful stage between a concurrent stage and its ``order()``), or a process stage
     with no per-item stage to run. Builders call it where a user adds such a stage."""
-    _ship_to_processes(_place_order(chain(plan)))
+    _checked(plan)
 
 
 def optimize(plan: Node) -> Node:
     """The physical plan for ``plan`` (raises as ``validate`` does)."""
-    nodes = _ship_to_processes(_place_order(chain(plan)))
+    nodes = _ship_to_processes(_checked(plan))
     nodes = _guard_threads(_fuse(nodes))
     return _relink(nodes)
+
+
+def _checked(plan: Node) -> list[Node]:
+    """The nodes of ``plan`` with the order placed, once every check has passed."""
+    nodes = chain(plan)
+    for index, node in enumerate(nodes):
+        # As written: a per-item stage is shipped only when it stands directly before.
+        if isinstance(node, Process) and not shippable_run(nodes[:index]):
+            raise ValueError(
+                "process: no map, filter, each or flatten stage stands directly before"
+                " process(); there is nothing to run in the worker processes"
+            )
+    return _place_order(nodes)
 
 
 def _relink(nodes: list[Node]) -> Node:
@@ -96,7 +109,7 @@ def _place_order(nodes: list[Node]) -> list[Node]:
             # Room for everything the concurrent stages can hold at once.
             window = 0
             for inner in out[start:]:
-                if isinstance(inner, CONCURRENT):
+                if isinstance(inner, (Thread, Process)):
                     window += inner.workers + inner.queue_size
         out.insert(start, Save(out[start - 1], window, adaptive=node.maxsize is None))
         out.append(Load(out[-1]))
@@ -110,11 +123,7 @@ def _ship_to_processes(nodes: list[Node]) -> list[Node]:
     for node in nodes:
         if isinstance(node, Process):
             start = len(out) - shippable_run(out)
-            if start == len(out):
-                raise ValueError(
-                    "process: no map, filter, each or flatten stage stands directly before"
-                    " process(); there is nothing to run in the worker processes"
-                )
+            assert start < len(out), "checked by _checked"
             ops = tuple(_op(n) for n in out[start:])
             del out[start:]
             out.append(RunInProcesses(**attrs.asdict(node, recurse=False), ops=ops))
@@ -166,8 +175,9 @@ def _guard_threads(nodes: list[Node]) -> list[Node]:
             start = len(out)
             while start - 1 >= 1 and isinstance(out[start - 1], stateless):
                 start -= 1
-                if isinstance(out[start], Fused):  # its worker threads pull it at once
-                    out[start] = attrs.evolve(out[start], shared=True)
+                fused = out[start]
+                if isinstance(fused, Fused):  # its worker threads pull it at once
+                    out[start] = attrs.evolve(fused, shared=True)
             below = out[start - 1]
             if not isinstance(below, _THREAD_SAFE):
                 out.insert(start, Mutex(below, auto=True))

@@ -158,7 +158,7 @@ def _except(code: _Code, *, extra: tuple[str, ...] = ()) -> None:
 @functools.lru_cache(maxsize=256)
 def _build(text: str) -> Callable[..., Any]:
     namespace: dict[str, Any] = {"_Marker": Marker}
-    exec(compile(text, "<tinypl fused run>", "exec"), namespace)  # noqa: S102 (our own code)
+    exec(compile(text, "<tinypl fused run>", "exec"), namespace)
     factory: Callable[..., Any] = namespace["_factory"]
     return factory
 
@@ -235,7 +235,8 @@ def stepper(ops: Ops, pull: Callable[[], Any], *, markers: bool) -> Callable[[],
     """A function returning the next result of ``ops`` over ``pull()`` (map, filter and
     each only), safe to call from several threads at once."""
     code = _Code(ops)
-    code.lines = ["    def _make(_pull):", "        def _step(_self=None):", "            while True:"]
+    code.lines = ["    def _make(_pull):", "        def _step(_self=None):"]
+    code.lines += ["            while True:"]
     code.lines += ["                x0 = _pull()", "                try:"]
     code.depth = 5
     _body(code, "return {}", markers=markers)

@@ -14,7 +14,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-
 __all__ = ["GroupApply", "LoadRaw", "SaveRaw", "Tagger"]
 
 Record = tuple[int, list[Any]]

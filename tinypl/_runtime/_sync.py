@@ -172,8 +172,9 @@ def _fused(node: plan.Fused, upstream: Stage[Any]) -> Stage[Any]:
     runs = restarting(node.ops, upstream.raw, markers=markers, positions=_counts_source(node))
     if markers:
         raw = _Runs.from_iterable(runs)
-        return _view(raw, node, upstream, may_mark=True, thread_safe=_Sharing(raw, node.ops, upstream))
-    stage = _FusedStage.from_iterable(runs)
+        sharing = _Sharing(raw, node.ops, upstream)
+        return _view(raw, node, upstream, may_mark=True, thread_safe=sharing)
+    stage: _FusedStage = _FusedStage.from_iterable(runs)  # type: ignore[assignment]
     stage._attach(
         raw=None,
         node=node,
