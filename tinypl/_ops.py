@@ -58,54 +58,38 @@ class Op:
 
 
 @attrs.frozen(slots=True)
-class MapOp(Op):
-    """``fn(item)`` replaces the item.
+class _CallOp(Op):
+    """An op calling a user function ``fn`` on each data item.
 
     Examples:
-        >>> MapOp(len).label
-        'map(len)'
+        >>> MapOp(len).label, FilterOp(bool).label, EachOp(print).label
+        ('map(len)', 'filter(bool)', 'each(print)')
     """
 
-    kind: ClassVar[str] = "map"
     fn: Callable[[Any], Any]
 
     @property
     def label(self) -> str:
-        return f"map({name_of(self.fn)})"
+        return f"{self.kind}({name_of(self.fn)})"
+
+
+# The three ops that call ``fn`` on each data item differ only in what they do with the
+# result (see their emitters in ``_runtime._compile``).
 
 
 @attrs.frozen(slots=True)
-class FilterOp(Op):
-    """Keeps the item when ``pred(item)`` is true.
-
-    Examples:
-        >>> FilterOp(bool).label
-        'filter(bool)'
-    """
-
-    kind: ClassVar[str] = "filter"
-    pred: Callable[[Any], Any]
-
-    @property
-    def label(self) -> str:
-        return f"filter({name_of(self.pred)})"
+class MapOp(_CallOp):
+    kind: ClassVar[str] = "map"  # fn(item) replaces the item
 
 
 @attrs.frozen(slots=True)
-class EachOp(Op):
-    """Calls ``fn(item)`` and keeps the item.
+class FilterOp(_CallOp):
+    kind: ClassVar[str] = "filter"  # keeps the item when fn(item) is true
 
-    Examples:
-        >>> EachOp(print).label
-        'each(print)'
-    """
 
-    kind: ClassVar[str] = "each"
-    fn: Callable[[Any], Any]
-
-    @property
-    def label(self) -> str:
-        return f"each({name_of(self.fn)})"
+@attrs.frozen(slots=True)
+class EachOp(_CallOp):
+    kind: ClassVar[str] = "each"  # calls fn(item) and keeps the item
 
 
 @attrs.frozen(slots=True)

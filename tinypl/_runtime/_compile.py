@@ -81,7 +81,7 @@ def _(op: MapOp, code: _Code) -> None:
 
 @emit.register
 def _(op: FilterOp, code: _Code) -> None:
-    code.line(f"if {code.param(op.pred)}({code.var}):")
+    code.line(f"if {code.param(op.fn)}({code.var}):")
     code.depth += 1
 
 
@@ -234,21 +234,29 @@ def restarting(
 def stepper(ops: Ops, pull: Callable[[], Any], *, markers: bool) -> Callable[[], Any]:
     """A function returning the next result of ``ops`` over ``pull()`` (map, filter and
     each only), safe to call from several threads at once."""
-    code = _Code(ops)
-    code.lines = ["    def _make(_pull):", "        def _step(_self=None):"]
-    code.lines += ["            while True:"]
-    code.lines += ["                x0 = _pull()", "                try:"]
-    code.depth = 5
-    _body(code, "return {}", markers=markers)
-    code.depth = 4
-    _except(code)
-    code.depth = 2
-    code.line("return _step")
-    code.depth = 1
-    code.line("return _make")
-    make = _finish(code, [])
+    head = ["def _make(_pull):", "    def _step(_self=None):", "        while True:"]
+    head += ["            x0 = _pull()", "            try:"]
+    tail = ["    return _step", "return _make"]
+    make = _function(ops, head, "return {}", markers=markers, tail=tail)
     step: Callable[[], Any] = make(pull)
     return step
+
+
+def _function(
+    ops: Ops, head: list[str], sink: str, *, markers: bool, tail: list[str]
+) -> Callable[..., Any]:
+    """The factory of a function whose ``head`` ends in a ``try:`` inside a loop over
+    items ``x0``: the ops and ``sink`` go inside the try, ``tail`` after the loop."""
+    code = _Code(ops)
+    code.lines = ["    " + line for line in head]
+    code.depth = head[-1].count("    ") + 2
+    _body(code, sink, markers=markers)
+    code.depth -= 1
+    _except(code)
+    code.depth = 1
+    for line in tail:
+        code.line(line)
+    return _finish(code, [])
 
 
 class _Stepping(Iterator[Any]):
@@ -264,18 +272,10 @@ def stepping(step: Callable[..., Any]) -> Iterator[Any]:
 
 
 def _list_function(ops: Ops, *, markers: bool) -> Callable[..., list[Any]]:
-    code = _Code(ops)
-    code.lines = ["    def _apply(_items, _n=None):", "        _out = []"]
-    code.lines += ["        _append = _out.append", "        for x0 in _items:", "            try:"]
-    code.depth = 4
-    _body(code, "_append({})", markers=markers)
-    code.depth = 3
-    _except(code)
-    code.depth = 2
-    code.line("return _out")
-    code.depth = 1
-    code.line("return _apply")
-    return _finish(code, [])
+    head = ["def _apply(_items, _n=None):", "    _out = []", "    _append = _out.append"]
+    head += ["    for x0 in _items:", "        try:"]
+    tail = ["    return _out", "return _apply"]
+    return _function(ops, head, "_append({})", markers=markers, tail=tail)
 
 
 def group_function(ops: Ops) -> Callable[[list[Any], int | None], list[Any]]:
