@@ -28,6 +28,7 @@ import pytest
 import tinypl as pl
 from tinypl import Marker, Pipe
 from tinypl._explain import explain
+from tinypl._runtime._stage import node_of
 
 ROOT = Path(__file__).resolve().parent.parent
 sampler = pl.dataloader.sampler
@@ -573,7 +574,9 @@ def test_load_builds_the_stages_of_the_recipe(backend: str) -> None:
     )
     with loader, iter(pipe) as stage:
         # The same physical plan, stage for stage ...
-        assert explain(loader.node, optimized=False) == explain(stage.node, optimized=False)
+        built, expected = node_of(loader), node_of(stage)
+        assert built is not None and expected is not None
+        assert explain(built, optimized=False) == explain(expected, optimized=False)
         # ... and the same batches, in the same places relative to the epoch markers.
         assert take_epochs(loader, epoch) == take_epochs(stage, epoch)
 

@@ -271,3 +271,85 @@ def test_import_graph_is_acyclic() -> None:
     assert graph["tinypl._compat"] >= {"tinypl._pipe"}
     cycle = _find_cycle(graph)
     assert cycle is None, f"import cycle: {' -> '.join(cycle or [])}"
+
+
+# -- the plan behind each module-level function ------------------------------------------
+
+
+def _double(x: int) -> int:
+    return 2 * x
+
+
+_M = tinypl.Marker("m")
+#: Each module-level function called on a source, and the fluent pipe it stands for: the
+#: live stage must run the very plan (as objects, not names) that the pipe optimizes to.
+PLAN_PAIRS = {
+    "map": (lambda: tinypl.map(range(4), _double), lambda: tinypl.Pipe(range(4)).map(_double)),
+    "filter": (lambda: tinypl.filter(range(4), bool), lambda: tinypl.Pipe(range(4)).filter(bool)),
+    "each": (lambda: tinypl.each(range(4), print), lambda: tinypl.Pipe(range(4)).each(print)),
+    "flatten": (lambda: tinypl.flatten([[1]]), lambda: tinypl.Pipe([[1]]).flatten()),
+    "flatten_eager": (
+        lambda: tinypl.flatten_eager([[1]]),
+        lambda: tinypl.Pipe([[1]]).flatten(eager=True),
+    ),
+    "partition": (
+        lambda: tinypl.partition(range(4), 2),
+        lambda: tinypl.Pipe(range(4)).partition(2),
+    ),
+    "ratelimit": (
+        lambda: tinypl.ratelimit(range(4), 5, 1.0),
+        lambda: tinypl.Pipe(range(4)).ratelimit(5, 1.0),
+    ),
+    "marker.until": (
+        lambda: tinypl.marker.until(tinypl.Pipe(range(4)).insert_marker(_M), _M),
+        lambda: tinypl.Pipe(range(4)).insert_marker(_M).until(_M),
+    ),
+    "thread.map": (
+        lambda: tinypl.thread.map(range(4), _double, workers=2),
+        lambda: tinypl.Pipe(range(4)).map(_double).thread(2),
+    ),
+    "thread.queue": (
+        lambda: tinypl.thread.queue(range(4), workers=2, maxsize=3),
+        lambda: tinypl.Pipe(range(4)).thread(2, 3),
+    ),
+    "thread.mutex": (lambda: tinypl.thread.mutex(range(4)), lambda: tinypl.Pipe(range(4)).mutex()),
+    "debug.print_on_item": (
+        lambda: tinypl.debug.print_on_item(range(4), "x"),
+        lambda: tinypl.Pipe(range(4)).trace("x"),
+    ),
+    "process.map": (
+        lambda: tinypl.process.map(range(4), _double, workers=2, force_single_thread=False),
+        lambda: tinypl.Pipe(range(4)).map(_double).process(2, limit_threads=False),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(PLAN_PAIRS))
+def test_module_level_functions_run_the_plan_of_their_fluent_counterpart(name: str) -> None:
+    from tinypl._planner import optimize
+    from tinypl._runtime._stage import node_of
+
+    function, fluent = PLAN_PAIRS[name]
+    assert COUNTERPART_OF(name) in {n for n in _pipe_builder_methods()}
+    with function() as stage:
+        assert node_of(stage) == optimize(fluent().plan)
+
+
+def COUNTERPART_OF(name: str) -> str:
+    return _compat.COUNTERPARTS[name]
+
+
+#: Pairs whose docstrings state the same contract: the first sentence must agree.
+SAME_MEANING = {"map": "map", "filter": "filter", "each": "each", "thread.mutex": "mutex"}
+
+
+@pytest.mark.parametrize("name", list(SAME_MEANING))
+def test_docstrings_of_pairs_that_share_a_meaning_agree(name: str) -> None:
+    function = PUBLIC_MODULES[name.rpartition(".")[0] + "." if "." in name else ""]
+    compat = getattr(function, name.rpartition(".")[2])
+    method = getattr(tinypl.Pipe, SAME_MEANING[name])
+
+    def summary(obj: object) -> str:
+        return (inspect.getdoc(obj) or "").split("\n\n")[0].split(".")[0].lower()
+
+    assert summary(compat).split()[:3] == summary(method).split()[:3]

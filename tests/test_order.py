@@ -510,19 +510,24 @@ def test_dropping_an_ordered_run_stalled_on_its_window_stops_the_workers(
 
         lock = threading.Lock()
         pulled = 0
+        window = 2 if "{window}" else 9  # maxsize=2, or 3 workers + a queue of 6
+        full = threading.Event()  # every number of the window is issued
 
         def count(x):
             global pulled
             with lock:
                 pulled += 1
+                if pulled == window:
+                    full.set()
             return x
 
         def slow_first(x):
             if x == 0:
-                time.sleep(0.2)  # the other items fill the window meanwhile
+                assert full.wait(5)  # the other items fill the window meanwhile
             return x
 
         pipe = Pipe(range(10**6)).map(count).map(slow_first).thread(3).order({window})
+        # The first item comes out once the window is full: the workers now wait on it.
         if "{how}" == "del":
             stage = iter(pipe)
             next(stage)
@@ -531,11 +536,6 @@ def test_dropping_an_ordered_run_stalled_on_its_window_stops_the_workers(
                 for x in iter(pipe):
                     return x
             first_item()
-        # Wait until the workers stall: nothing more is pulled for 0.1 s.
-        last = -1
-        while last != pulled:
-            last = pulled
-            time.sleep(0.1)
         started = time.monotonic()
         if "{how}" == "del":
             del stage

@@ -18,11 +18,13 @@ from . import _plan as plan
 from ._marker import Marker
 from ._pipe import MarkerMode, Pipe, StartMethod, WorkerErrorMode
 from ._runtime import Stage, ThreadWorkerError
+from ._runtime._stage import node_of
 from ._validate import check_int
 
 __all__ = [
     "COUNTERPARTS",
     "HELPERS",
+    "PROCESS_ALIASES",
     "debug_print_on_item",
     "each_",
     "filter_",
@@ -37,6 +39,7 @@ __all__ = [
     "partition_",
     "process_each",
     "process_map",
+    "process_options",
     "ratelimit_",
     "thread_each",
     "thread_map",
@@ -328,9 +331,8 @@ def order_save(pipe: Iterable[T], maxsize: int) -> Stage[T]:
         >>> list(pl.order.load(pipe, order))
         [0, 10, 20, 30, 40, 50]
     """
-    source: Pipe[T] = Pipe(pipe)
-    saved: Pipe[T] = source._then(plan.Save(source.plan, maxsize))
-    return iter(saved)
+    check_int("order.save", "maxsize", maxsize)
+    return iter(Pipe(plan.Save(Pipe(pipe).plan, maxsize, token=plan.OrderToken())))
 
 
 def order_load(pipe: Iterable[T], order: Stage[Any]) -> Stage[T]:
@@ -342,14 +344,13 @@ def order_load(pipe: Iterable[T], order: Stage[Any]) -> Stage[T]:
         >>> list(pl.order.load(pl.thread.queue(order, workers=2), order))
         [3, 1, 2]
     """
-    if not isinstance(order, Stage) or not isinstance(order.node, plan.Save):
+    saved = node_of(order) if isinstance(order, Stage) else None
+    if not isinstance(saved, plan.Save):
         raise TypeError(
             f"order.load: order must be the stage returned by pl.order.save, got"
             f" {type(order).__name__}"
         )
-    source: Pipe[T] = Pipe(pipe)
-    loaded: Pipe[T] = source._then(plan.Load(source.plan, order))
-    return iter(loaded)
+    return iter(Pipe(plan.Load(Pipe(pipe).plan, saved.token)))
 
 
 # -- pl.debug ----------------------------------------------------------------------------
@@ -371,6 +372,45 @@ def debug_print_on_item(pipe: Iterable[T], msg_fn: str | Callable[..., object]) 
 
 
 # -- pl.process --------------------------------------------------------------------------
+
+
+#: tinypl 0.1.0's names of process options, and the ``Pipe.process`` option each sets.
+PROCESS_ALIASES: dict[str, str] = {
+    "multiprocessing_context": "start_method",
+    "force_single_thread": "limit_threads",
+}
+
+
+def process_options(where: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The ``Pipe.process`` options for the options of ``pl.process.map``: each 0.1.0
+    alias that is set (not None) replaces the option it stands for.
+
+    Examples:
+        >>> process_options("process.map", {"start_method": None, "force_single_thread": False})
+        {'start_method': None, 'limit_threads': False}
+    """
+    resolved = {k: v for k, v in options.items() if k not in PROCESS_ALIASES}
+    context = options.get("multiprocessing_context")
+    if context is not None:
+        if resolved.get("start_method") is not None:
+            raise TypeError(f"{where}: pass start_method or multiprocessing_context, not both")
+        resolved["start_method"] = _method_name(where, context)
+    single = options.get("force_single_thread")
+    if single is not None:
+        resolved["limit_threads"] = single
+    return resolved
+
+
+def _method_name(where: str, context: Any) -> Any:
+    if isinstance(context, str):
+        return context
+    get = getattr(context, "get_start_method", None)
+    if get is None:
+        raise TypeError(
+            f"{where}: multiprocessing_context must be a multiprocessing context or a"
+            f" start method name, got {type(context).__name__}"
+        )
+    return get()
 
 
 def process_map(
@@ -398,15 +438,9 @@ def process_map(
         >>> sorted(pl.process.map(range(5), lambda x: x * x, workers=2))
         [0, 1, 4, 9, 16]
     """
-    return _in_processes(
-        Pipe(pipe).map(fn),
-        workers=workers,
-        maxsize=maxsize,
-        on_worker_error=on_worker_error,
-        start_method=_start_method(start_method, multiprocessing_context),
-        limit_threads=limit_threads if force_single_thread is None else force_single_thread,
-        chunksize=chunksize,
-    )
+    options = dict(locals())
+    del options["pipe"], options["fn"]
+    return iter(Pipe(pipe).map(fn).process(**process_options("process.map", options)))
 
 
 def process_each(
@@ -430,50 +464,6 @@ def process_each(
         >>> sorted(pl.process.each(range(3), abs, workers=1))
         [0, 1, 2]
     """
-    return _in_processes(
-        Pipe(pipe).each(fn),
-        workers=workers,
-        maxsize=maxsize,
-        on_worker_error=on_worker_error,
-        start_method=_start_method(start_method, multiprocessing_context),
-        limit_threads=limit_threads if force_single_thread is None else force_single_thread,
-        chunksize=chunksize,
-    )
-
-
-def _in_processes(
-    pipe: Pipe[T],
-    *,
-    workers: int,
-    maxsize: int | None,
-    on_worker_error: WorkerErrorMode,
-    start_method: StartMethod | None,
-    limit_threads: bool,
-    chunksize: int | None,
-) -> Stage[T]:
-    return iter(
-        pipe.process(
-            workers,
-            maxsize,
-            start_method=start_method,
-            limit_threads=limit_threads,
-            on_worker_error=on_worker_error,
-            chunksize=chunksize,
-        )
-    )
-
-
-def _start_method(start_method: Any, context: Any) -> Any:
-    if context is None:
-        return start_method
-    if start_method is not None:
-        raise TypeError("process.map: pass start_method or multiprocessing_context, not both")
-    if isinstance(context, str):
-        return context
-    get = getattr(context, "get_start_method", None)
-    if get is None:
-        raise TypeError(
-            "process.map: multiprocessing_context must be a multiprocessing context or a"
-            f" start method name, got {type(context).__name__}"
-        )
-    return get()
+    options = dict(locals())
+    del options["pipe"], options["fn"]
+    return iter(Pipe(pipe).each(fn).process(**process_options("process.each", options)))

@@ -23,14 +23,8 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, Literal, Protocol, TypeVar, final
 
-from ._compat import (
-    _start_method,
-    map_,
-    order_load,
-    order_save,
-    process_map,
-    thread_map,
-)
+from . import _plan
+from ._compat import map_, order_load, process_map, process_options, thread_map
 from ._marker import Marker
 from ._pipe import Pipe
 from ._runtime import Stage
@@ -265,8 +259,6 @@ _CONCURRENT: dict[Any, tuple[str, inspect.Signature]] = {
     thread_map: ("thread", inspect.signature(thread_map)),
     process_map: ("process", inspect.signature(process_map)),
 }
-#: Aliases of tinypl 0.1.0 that ``pl.process.map`` accepts besides the ``Pipe`` names.
-_PROCESS_ALIASES = ("multiprocessing_context", "force_single_thread")
 
 
 def _unwrap(runner: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
@@ -296,20 +288,14 @@ def _apply(where: str, runner: Runner, pipe: Pipe[Any], fn: Callable[[Any], Any]
         names = list(signature.parameters)[2:]  # after the stage and the function
         options = {name: bound.arguments[name] for name in names}
         if method == "process":
-            context, single = (options.pop(name) for name in _PROCESS_ALIASES)
-            options["start_method"] = _start_method(options["start_method"], context)
-            if single is not None:
-                options["limit_threads"] = single
+            options = process_options(where, options)
         concurrent: Pipe[Any] = getattr(pipe.map(fn), method)(**options)
         return concurrent.order()
     # Some other function of (stage, fn): run it between pl.order.save and pl.order.load,
-    # with an order window as large as what the stage it builds can hold (0.1.0's rule).
-    saved = order_save(pipe, maxsize=1)
-    applied = runner(saved, fn)
-    workers, maxsize = getattr(applied, "workers", None), getattr(applied, "maxsize", None)
-    if isinstance(workers, int) and isinstance(maxsize, int) and saved.tagger is not None:
-        saved.tagger.window = max(1, workers + maxsize)
-    return Pipe(order_load(applied, saved))
+    # with an order window as large as what the stages it builds can hold (0.1.0's rule:
+    # a save without maxsize, sized by the load).
+    saved = iter(Pipe(_plan.Save(pipe.plan, None, token=_plan.OrderToken())))
+    return Pipe(order_load(runner(saved, fn), saved))
 
 
 def load(  # noqa: PLR0917 (the positional signature of tinypl 0.1.0)

@@ -7,28 +7,12 @@ renderer here instead of growing methods on the description classes.
 from __future__ import annotations
 
 import functools
-import reprlib
-from typing import Any
 
 from . import _plan as plan
+from ._ops import name_of, short_repr
 from ._planner import optimize
 
 __all__ = ["describe", "explain", "short"]
-
-_repr = reprlib.Repr()
-_repr.maxstring = 40
-_repr.maxother = 40
-
-
-def name_of(fn: Any) -> str:
-    """A callable by qualified name (``<lambda>``, ``module.function``, ``Class.method``)."""
-    qualname = getattr(fn, "__qualname__", None)
-    if isinstance(qualname, str):
-        return qualname
-    func = getattr(fn, "func", None)  # functools.partial
-    if func is not None:
-        return f"partial({name_of(func)})"
-    return _repr.repr(fn)
 
 
 @functools.singledispatch
@@ -38,7 +22,7 @@ def _args(node: plan.Node) -> list[str]:
 
 @_args.register
 def _(node: plan.Source) -> list[str]:
-    return [_repr.repr(node.source)]
+    return [short_repr(node.source)]
 
 
 @_args.register
@@ -120,15 +104,14 @@ def _(node: plan.Thread) -> list[str]:
 
 
 @_args.register
-def _(node: plan.Process) -> list[str]:
+def _(node: plan.ProcessOptions) -> list[str]:
     args = [str(node.workers)]
     if node.maxsize is not None:
         args.append(f"maxsize={node.maxsize}")
     if node.start_method is not None:
         args.append(f"start_method={node.start_method!r}")
-    if node.ops:
-        steps = [kind if kind == "flatten" else f"{kind}({name_of(fn)})" for kind, fn in node.ops]
-        args.append("runs=" + " -> ".join(steps))
+    if isinstance(node, plan.RunInProcesses):
+        args.append("runs=" + " -> ".join(op.label for op in node.ops))
     return args
 
 
@@ -139,24 +122,17 @@ def _(node: plan.Order) -> list[str]:
 
 @_args.register
 def _(node: plan.Fused) -> list[str]:
-    parts = []
-    for kind, arg in node.ops:
-        if kind == "on":
-            parts.append(f"on({arg[0]!r})")
-        elif kind == "flatten":
-            parts.append("flatten")
-        else:
-            parts.append(f"{kind}({name_of(arg)})")
-    return [" -> ".join(parts)]
+    return [" -> ".join(op.label for op in node.ops)]
 
 
 @_args.register
 def _(node: plan.Save) -> list[str]:
-    return [f"window={node.maxsize}"]
+    return ["window=auto" if node.maxsize is None else f"window={node.maxsize}"]
 
 
 _LABELS: dict[type[plan.Node], str] = {
     plan.Source: "Pipe",
+    plan.RunInProcesses: "process",
     plan.InsertMarker: "insert_marker",
     plan.Fused: "fused",
     plan.Save: "order.save",
@@ -194,7 +170,7 @@ def explain(node: plan.Node, *, optimized: bool = True) -> str:
         notes = []
         if optimized and isinstance(current, plan.Thread):
             notes.append(f"{current.workers} threads pull the stages marked *")
-        if optimized and isinstance(current, plan.Process):
+        if optimized and isinstance(current, plan.RunInProcesses):
             notes.append(f"{current.workers} worker processes; a feeder thread pulls above")
         if optimized and type(current) in _NOTES:
             notes.append(_NOTES[type(current)])

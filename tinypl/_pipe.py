@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import attrs
 
 from . import _plan
 from ._explain import explain, short
 from ._marker import Marker
-from ._planner import optimize, shippable_run
+from ._planner import validate
 from ._runtime import Stage, materialize
 
 __all__ = ["Pipe"]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 U = TypeVar("U")
 
 MarkerMode = Literal["after", "before"] | None
@@ -31,12 +32,13 @@ def _to_plan(source: Any) -> _plan.Node:
     return _plan.Source(source)
 
 
-@attrs.frozen(repr=False)
-class Pipe(Generic[T]):
+@attrs.frozen(repr=False, init=False)
+class Pipe(Generic[T_co]):
     """An immutable description of a pipeline; iterating it runs the pipeline.
 
     ``source`` is any iterable (each iteration of the pipe starts it afresh), an iterator
-    (consumed once, by whichever iteration pulls it), another ``Pipe``, or a live stage.
+    (consumed once, by whichever iteration pulls it), another ``Pipe``, a live stage, or
+    a plan node (``tinypl._plan``: how the module-level functions add their stages).
     Every builder method checks its arguments at once and returns a new ``Pipe``; nothing
     runs, and no thread starts, until the pipe is iterated.
 
@@ -51,38 +53,51 @@ class Pipe(Generic[T]):
         True
     """
 
-    plan: _plan.Node = attrs.field(converter=_to_plan, alias="source")
+    plan: _plan.Node = attrs.field(alias="source")
+
+    @overload
+    def __init__(self: Pipe[T], source: Pipe[T]) -> None: ...
+    @overload
+    def __init__(self: Pipe[T], source: Iterable[T]) -> None: ...
+    @overload
+    def __init__(self: Pipe[Any], source: _plan.Node) -> None: ...
+    def __init__(self, source: Any) -> None:
+        self.__attrs_init__(_to_plan(source))
 
     # -- running -------------------------------------------------------------------------
 
-    def __iter__(self) -> Stage[T]:
+    def __iter__(self) -> Stage[T_co]:
         """A fresh run of the pipeline: a live, closeable ``Stage``."""
         return materialize(self.plan)
 
     # -- per-item stages -----------------------------------------------------------------
 
-    def _then(self, node: _plan.Node) -> Any:
-        return attrs.evolve(self, source=node)
+    def _then(self, node: _plan.Node) -> Pipe[Any]:
+        return Pipe(node)
 
-    def map(self, fn: Callable[[T], U]) -> Pipe[U]:
+    def _checked(self, node: _plan.Node) -> Pipe[Any]:
+        validate(node)  # fails here, not at iteration, when the plan cannot run
+        return Pipe(node)
+
+    def map(self, fn: Callable[[T_co], U]) -> Pipe[U]:
         """Apply ``fn`` to every item.
 
         Examples:
             >>> list(Pipe(range(4)).map(lambda x: x * x))
             [0, 1, 4, 9]
         """
-        return self._then(_plan.Map(self.plan, fn))  # type: ignore[no-any-return]
+        return self._then(_plan.Map(self.plan, fn))
 
-    def filter(self, pred: Callable[[T], object]) -> Pipe[T]:
+    def filter(self, pred: Callable[[T_co], object]) -> Pipe[T_co]:
         """Keep the items for which ``pred`` is true.
 
         Examples:
             >>> list(Pipe(range(6)).filter(lambda x: x % 2))
             [1, 3, 5]
         """
-        return self._then(_plan.Filter(self.plan, pred))  # type: ignore[no-any-return]
+        return self._then(_plan.Filter(self.plan, pred))
 
-    def each(self, fn: Callable[[T], object]) -> Pipe[T]:
+    def each(self, fn: Callable[[T_co], object]) -> Pipe[T_co]:
         """Call ``fn`` on every item and pass the item on unchanged.
 
         Examples:
@@ -90,7 +105,7 @@ class Pipe(Generic[T]):
             >>> list(Pipe("ab").each(seen.append)), seen
             (['a', 'b'], ['a', 'b'])
         """
-        return self._then(_plan.Each(self.plan, fn))  # type: ignore[no-any-return]
+        return self._then(_plan.Each(self.plan, fn))
 
     def flatten(self: Pipe[Iterable[U]], *, eager: bool = False) -> Pipe[U]:
         """Yield the elements of each item (each item must be iterable), lazily.
@@ -101,11 +116,11 @@ class Pipe(Generic[T]):
             >>> list(Pipe([[1, 2], [], [3]]).flatten())
             [1, 2, 3]
         """
-        return self._then(_plan.Flatten(self.plan, eager))  # type: ignore[no-any-return]
+        return self._then(_plan.Flatten(self.plan, eager))
 
     def partition(
         self, n: int, markers: MarkerMode = None, split_on_marker: bool = False
-    ) -> Pipe[list[T]]:
+    ) -> Pipe[list[T_co]]:
         """Group items into lists of ``n``; the last list may be shorter.
 
         A marker reaching a partition built with ``markers=None`` raises
@@ -117,13 +132,13 @@ class Pipe(Generic[T]):
             >>> list(Pipe(range(5)).partition(2))
             [[0, 1], [2, 3], [4]]
         """
-        return self._then(  # type: ignore[no-any-return]
+        return self._then(
             _plan.Partition(self.plan, n, markers, split_on_marker)
         )
 
     # -- markers -------------------------------------------------------------------------
 
-    def insert_marker(self, marker: Marker, every: int = 1, after: bool = True) -> Pipe[T]:
+    def insert_marker(self, marker: Marker, every: int = 1, after: bool = True) -> Pipe[T_co]:
         """Emit ``marker`` after every ``every`` items (``after=False``: before each group).
 
         Examples:
@@ -132,11 +147,13 @@ class Pipe(Generic[T]):
             >>> list(Pipe(range(4)).insert_marker(m, every=2).until(m))
             [0, 1]
         """
-        return self._then(  # type: ignore[no-any-return]
+        return self._then(
             _plan.InsertMarker(self.plan, marker, every, after)
         )
 
-    def on(self, marker: Marker | None, fn: Callable[[], object], consume: bool = False) -> Pipe[T]:
+    def on(
+        self, marker: Marker | None, fn: Callable[[], object], consume: bool = False
+    ) -> Pipe[T_co]:
         """Call ``fn()`` whenever ``marker`` passes (``None``: any marker).
 
         ``consume=True`` drops the marker here.
@@ -147,9 +164,9 @@ class Pipe(Generic[T]):
             >>> list(Pipe(range(3)).insert_marker(m).on(m, lambda: calls.append(1))), calls
             ([0, 1, 2], [1, 1, 1])
         """
-        return self._then(_plan.On(self.plan, marker, fn, consume))  # type: ignore[no-any-return]
+        return self._then(_plan.On(self.plan, marker, fn, consume))
 
-    def until(self, marker: Marker | None) -> Pipe[T]:
+    def until(self, marker: Marker | None) -> Pipe[T_co]:
         """End the stream at the first ``marker`` (``None``: any marker), consuming it.
 
         Examples:
@@ -158,20 +175,20 @@ class Pipe(Generic[T]):
             >>> list(Pipe(range(10)).insert_marker(m, every=3).until(m))
             [0, 1, 2]
         """
-        return self._then(_plan.Until(self.plan, marker))  # type: ignore[no-any-return]
+        return self._then(_plan.Until(self.plan, marker))
 
     # -- flow control --------------------------------------------------------------------
 
-    def ratelimit(self, num: int, period: float) -> Pipe[T]:
+    def ratelimit(self, num: int, period: float) -> Pipe[T_co]:
         """Let at most ``num`` items pass per ``period`` seconds.
 
         Examples:
             >>> list(Pipe(range(3)).ratelimit(100, 1.0))
             [0, 1, 2]
         """
-        return self._then(_plan.Ratelimit(self.plan, num, period))  # type: ignore[no-any-return]
+        return self._then(_plan.Ratelimit(self.plan, num, period))
 
-    def trace(self, message: str | Callable[..., object]) -> Pipe[T]:
+    def trace(self, message: str | Callable[..., object]) -> Pipe[T_co]:
         """Log every pull and every item at INFO level to the ``tinypl.debug`` logger.
 
         ``message`` is a string, or a callable called with no argument before a pull and
@@ -181,11 +198,11 @@ class Pipe(Generic[T]):
             >>> list(Pipe([1, 2]).trace("numbers"))
             [1, 2]
         """
-        return self._then(_plan.Trace(self.plan, message))  # type: ignore[no-any-return]
+        return self._then(_plan.Trace(self.plan, message))
 
     # -- concurrency ---------------------------------------------------------------------
 
-    def mutex(self) -> Pipe[T]:
+    def mutex(self) -> Pipe[T_co]:
         """Let only one thread at a time pull through the stages above.
 
         Thread stages already guard whatever needs it; this makes it explicit.
@@ -194,14 +211,14 @@ class Pipe(Generic[T]):
             >>> list(Pipe(iter(range(3))).mutex().map(str).thread(2).order())
             ['0', '1', '2']
         """
-        return self._then(_plan.Mutex(self.plan))  # type: ignore[no-any-return]
+        return self._then(_plan.Mutex(self.plan))
 
     def thread(
         self,
         workers: int,
         maxsize: int | None = None,
         on_worker_error: WorkerErrorMode = "raise",
-    ) -> Pipe[T]:
+    ) -> Pipe[T_co]:
         """Run the stages above, back to the previous thread stage, in ``workers`` threads.
 
         Items go through a queue of ``maxsize`` (default ``2 * workers``), not necessarily
@@ -217,7 +234,7 @@ class Pipe(Generic[T]):
             >>> sorted(pipe)
             [0, 1, 2, 3, 4, 5, 6, 7]
         """
-        return self._then(  # type: ignore[no-any-return]
+        return self._then(
             _plan.Thread(self.plan, workers, maxsize, on_worker_error)
         )
 
@@ -230,7 +247,7 @@ class Pipe(Generic[T]):
         limit_threads: bool = True,
         on_worker_error: WorkerErrorMode = "raise",
         chunksize: int | None = None,
-    ) -> Pipe[T]:
+    ) -> Pipe[T_co]:
         """Run the map/filter/each/flatten stages directly above in ``workers`` processes.
 
         The source and every other stage stay in this process, where a feeder thread pulls
@@ -249,12 +266,7 @@ class Pipe(Generic[T]):
             >>> sorted(Pipe(range(6)).map(abs).process(2))
             [0, 1, 2, 3, 4, 5]
         """
-        if not shippable_run(_plan.chain(self.plan)):
-            raise ValueError(
-                "process: no map, filter, each or flatten stage stands directly before"
-                " process(); there is nothing to run in the worker processes"
-            )
-        return self._then(  # type: ignore[no-any-return]
+        return self._checked(
             _plan.Process(
                 self.plan,
                 workers,
@@ -266,7 +278,7 @@ class Pipe(Generic[T]):
             )
         )
 
-    def order(self, maxsize: int | None = None) -> Pipe[T]:
+    def order(self, maxsize: int | None = None) -> Pipe[T_co]:
         """Restore the order items had before the earliest concurrent stage since the
         previous ``order()`` (or the source). Without a concurrent stage it does nothing.
 
@@ -280,9 +292,7 @@ class Pipe(Generic[T]):
             >>> list(Pipe(range(10)).map(slow).thread(4).order())
             [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
         """
-        pipe = self._then(_plan.Order(self.plan, maxsize))
-        optimize(pipe.plan)  # fails here, not at iteration, when the order cannot be restored
-        return pipe  # type: ignore[no-any-return]
+        return self._checked(_plan.Order(self.plan, maxsize))
 
     # -- rendering -----------------------------------------------------------------------
 

@@ -7,12 +7,13 @@ validated on construction, so a bad argument fails where the pipeline is built.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from ._marker import Marker
+from ._ops import EachOp, FilterOp, FlattenOp, MapOp, OnOp, Op
 from ._validate import (
     check_bool,
     check_callable,
@@ -25,7 +26,6 @@ from ._validate import (
 
 __all__ = [
     "CONCURRENT",
-    "PER_ITEM",
     "Each",
     "Filter",
     "Flatten",
@@ -37,9 +37,12 @@ __all__ = [
     "Node",
     "On",
     "Order",
+    "OrderToken",
     "Partition",
     "Process",
+    "ProcessOptions",
     "Ratelimit",
+    "RunInProcesses",
     "SHIPPABLE",
     "Save",
     "Source",
@@ -125,11 +128,19 @@ class Map(Node):
     upstream: Node
     fn: Callable[[Any], Any] = _callable("fn")
 
+    @property
+    def op(self) -> MapOp:
+        return MapOp(self.fn)
+
 
 @attrs.frozen(slots=True, repr=False)
 class Filter(Node):
     upstream: Node
     pred: Callable[[Any], Any] = _callable("pred")
+
+    @property
+    def op(self) -> FilterOp:
+        return FilterOp(self.pred)
 
 
 @attrs.frozen(slots=True, repr=False)
@@ -137,11 +148,19 @@ class Each(Node):
     upstream: Node
     fn: Callable[[Any], Any] = _callable("fn")
 
+    @property
+    def op(self) -> EachOp:
+        return EachOp(self.fn)
+
 
 @attrs.frozen(slots=True, repr=False)
 class Flatten(Node):
     upstream: Node
     eager: bool = _bool("eager", False)
+
+    @property
+    def op(self) -> FlattenOp:
+        return FlattenOp(self.eager)
 
 
 @attrs.frozen(slots=True, repr=False)
@@ -170,6 +189,10 @@ class On(Node):
     marker: Marker | None = _marker("marker", optional=True)
     fn: Callable[[], Any] = _callable("fn")
     consume: bool = _bool("consume", False)
+
+    @property
+    def op(self) -> OnOp:
+        return OnOp(self.marker, self.fn, self.consume)
 
 
 @attrs.frozen(slots=True, repr=False)
@@ -229,9 +252,8 @@ START_METHODS = ("fork", "forkserver", "spawn")
 
 
 @attrs.frozen(slots=True, repr=False)
-class Process(Node):
-    """Runs the per-item stages directly upstream (``ops``, filled in by the planner) in
-    ``workers`` worker processes."""
+class ProcessOptions(Node):
+    """The options of a process stage, shared by its logical and physical nodes."""
 
     upstream: Node
     workers: int = _int("workers")
@@ -240,7 +262,6 @@ class Process(Node):
     limit_threads: bool = _bool("limit_threads", True)
     on_worker_error: str = attrs.field(default="raise")
     chunksize: int | None = _int("chunksize", optional=True, default=None)
-    ops: tuple[tuple[str, Any], ...] = attrs.field(default=())
 
     @start_method.validator
     def _check_start(self, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -257,6 +278,12 @@ class Process(Node):
 
 
 @attrs.frozen(slots=True, repr=False)
+class Process(ProcessOptions):
+    """Runs the per-item stages directly upstream in ``workers`` worker processes (the
+    planner moves them into a ``RunInProcesses`` node)."""
+
+
+@attrs.frozen(slots=True, repr=False)
 class Order(Node):
     """Restores the order items had before the earliest concurrent stage of its region."""
 
@@ -269,10 +296,27 @@ class Order(Node):
 
 @attrs.frozen(slots=True, repr=False)
 class Fused(Node):
-    """A run of per-item stages executed as one step. ``ops`` holds ``(kind, fn)`` pairs."""
+    """A run of per-item stages executed as one step. ``shared``: worker threads of a
+    thread stage pull it concurrently."""
 
     upstream: Node
-    ops: tuple[tuple[str, Any], ...]
+    ops: tuple[Op, ...]
+    shared: bool = False
+
+
+@attrs.frozen(slots=True, repr=False)
+class RunInProcesses(ProcessOptions):
+    """A process stage with the per-item ``ops`` its workers run (planned ``Process``)."""
+
+    ops: tuple[Op, ...] = attrs.field(kw_only=True)
+
+
+@attrs.frozen(eq=False, slots=True)
+class OrderToken:
+    """The identity of one ``Save``: a ``Load`` names the save it restores by it."""
+
+    def __repr__(self) -> str:
+        return f"OrderToken(0x{id(self):x})"
 
 
 @attrs.frozen(slots=True, repr=False)
@@ -281,25 +325,26 @@ class Save(Node):
     numbered items be outstanding before ``Load`` hands the oldest out."""
 
     upstream: Node
-    maxsize: int = _int("maxsize")
+    #: ``None``: as many as the concurrent stages between the save and its load can hold.
+    maxsize: int | None = _int("maxsize", optional=True)
     #: May the window grow when a process stage sends items in large chunks?
     adaptive: bool = _bool("adaptive", False)
+    token: OrderToken | None = attrs.field(default=None)
 
 
 @attrs.frozen(slots=True, repr=False)
 class Load(Node):
-    """Restores the order numbered by the ``Save`` whose tagged items reach it."""
+    """Restores the order numbered by the ``Save`` whose tagged items reach it; with a
+    ``save`` token, only that save's."""
 
     upstream: Node
-    order: Any = attrs.field(default=None)
-
-
-#: Stages that act on one item at a time, with no state across items.
-PER_ITEM: tuple[type[Node], ...] = (Map, Filter, Each, On, Fused)
+    save: OrderToken | None = attrs.field(default=None)
 #: Stages that run upstream work concurrently and so may reorder items.
-CONCURRENT: tuple[type[Node], ...] = (Thread, Process)
+CONCURRENT: tuple[type[Node], ...] = (Thread, ProcessOptions)
 #: Stages a process stage can run in its workers.
 SHIPPABLE: tuple[type[Node], ...] = (Map, Filter, Each, Flatten)
+#: Stages that act on one item at a time; ``node.op`` is what they do to it.
+PerItem = Map | Filter | Each | Flatten | On
 
 _NAMES: dict[type[Node], str] = {
     Source: "Pipe",
@@ -317,10 +362,3 @@ def chain(node: Node) -> list[Node]:
     nodes.reverse()
     return nodes
 
-
-def iter_upstream(node: Node) -> Iterator[Node]:
-    """``node`` and then each of its upstream nodes, down to the source."""
-    current: Node | None = node
-    while current is not None:
-        yield current
-        current = current.upstream

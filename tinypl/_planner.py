@@ -11,11 +11,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import attrs
 
+from ._ops import Op
 from ._plan import (
     CONCURRENT,
     SHIPPABLE,
@@ -29,7 +27,9 @@ from ._plan import (
     Node,
     On,
     Order,
+    PerItem,
     Process,
+    RunInProcesses,
     Save,
     Source,
     Thread,
@@ -38,25 +38,41 @@ from ._plan import (
     stage_name,
 )
 
-__all__ = ["optimize", "shippable_run"]
+__all__ = ["optimize", "shippable_run", "validate"]
 
 # Stages that act on one item at a time with no state across items.
 _STATELESS: tuple[type[Node], ...] = (Map, Filter, Each, On, Trace, Fused)
 # Stages that can sit inside an ordered region, acting on each numbered item's group.
 _GROUPABLE: tuple[type[Node], ...] = (*_STATELESS, Flatten, Mutex)
 # Stages whose output may be pulled from several threads at once.
-_THREAD_SAFE: tuple[type[Node], ...] = (Thread, Mutex, Save, Process)
+_THREAD_SAFE: tuple[type[Node], ...] = (Thread, Mutex, Save, RunInProcesses)
+
+
+def validate(plan: Node) -> None:
+    """Raise ``ValueError`` when ``plan`` cannot run: an order that cannot be restored
+    (a stateful stage between a concurrent stage and its ``order()``), or a process stage
+    with no per-item stage to run. Builders call it where a user adds such a stage."""
+    _checked(plan)
 
 
 def optimize(plan: Node) -> Node:
-    """The physical plan for ``plan``. Raises ``ValueError`` for an order that cannot be
-    restored (a stateful stage between a concurrent stage and its ``order()``)."""
-    nodes = chain(plan)
-    nodes = _place_order(nodes)
-    nodes = _ship_to_processes(nodes)
-    nodes = _guard_threads(nodes)
-    nodes = _fuse(nodes)
+    """The physical plan for ``plan`` (raises as ``validate`` does)."""
+    nodes = _ship_to_processes(_checked(plan))
+    nodes = _guard_threads(_fuse(nodes))
     return _relink(nodes)
+
+
+def _checked(plan: Node) -> list[Node]:
+    """The nodes of ``plan`` with the order placed, once every check has passed."""
+    nodes = chain(plan)
+    for index, node in enumerate(nodes):
+        # As written: a per-item stage is shipped only when it stands directly before.
+        if isinstance(node, Process) and not shippable_run(nodes[:index]):
+            raise ValueError(
+                "process: no map, filter, each or flatten stage stands directly before"
+                " process(); there is nothing to run in the worker processes"
+            )
+    return _place_order(nodes)
 
 
 def _relink(nodes: list[Node]) -> Node:
@@ -101,28 +117,16 @@ def _place_order(nodes: list[Node]) -> list[Node]:
     return out
 
 
-_SHIP_KIND: dict[type[Node], Callable[[Any], tuple[str, Any]]] = {
-    Map: lambda n: ("map", n.fn),
-    Filter: lambda n: ("filter", n.pred),
-    Each: lambda n: ("each", n.fn),
-    Flatten: lambda n: ("flatten", None),
-}
-
-
 def _ship_to_processes(nodes: list[Node]) -> list[Node]:
     """Move the per-item run directly above each process stage into it."""
     out: list[Node] = []
     for node in nodes:
-        if isinstance(node, Process) and not node.ops:
+        if isinstance(node, Process):
             start = len(out) - shippable_run(out)
-            if start == len(out):
-                raise ValueError(
-                    "process: no map, filter, each or flatten stage stands directly before"
-                    " process(); there is nothing to run in the worker processes"
-                )
-            ops = tuple(_SHIP_KIND[type(n)](n) for n in out[start:])
+            assert start < len(out), "checked by _checked"
+            ops = tuple(_op(n) for n in out[start:])
             del out[start:]
-            out.append(attrs.evolve(node, ops=ops))
+            out.append(RunInProcesses(**attrs.asdict(node, recurse=False), ops=ops))
         else:
             out.append(node)
     return out
@@ -171,6 +175,9 @@ def _guard_threads(nodes: list[Node]) -> list[Node]:
             start = len(out)
             while start - 1 >= 1 and isinstance(out[start - 1], stateless):
                 start -= 1
+                fused = out[start]
+                if isinstance(fused, Fused):  # its worker threads pull it at once
+                    out[start] = attrs.evolve(fused, shared=True)
             below = out[start - 1]
             if not isinstance(below, _THREAD_SAFE):
                 out.insert(start, Mutex(below, auto=True))
@@ -178,20 +185,19 @@ def _guard_threads(nodes: list[Node]) -> list[Node]:
     return out
 
 
-_FUSABLE_KIND: dict[type[Node], Callable[[Any], tuple[str, Any]]] = {
-    Map: lambda n: ("map", n.fn),
-    Filter: lambda n: ("filter", n.pred),
-    Each: lambda n: ("each", n.fn),
-}
-_GROUP_ONLY_KIND: dict[type[Node], Callable[[Any], tuple[str, Any]]] = {
-    Flatten: lambda n: ("flatten", None),
-    On: lambda n: ("on", (n.marker, n.fn, n.consume)),
-}
+_FUSABLE = (Map, Filter, Each)
+# Inside an ordered region, where they act on each numbered item's group.
+_GROUP_ONLY = (Flatten, On)
+
+
+def _op(node: Node) -> Op:
+    assert isinstance(node, PerItem)
+    return node.op
 
 
 def _fuse(nodes: list[Node]) -> list[Node]:
     out: list[Node] = []
-    ops: list[tuple[str, Any]] = []
+    ops: list[Op] = []
     tagged = False
 
     def flush() -> None:
@@ -200,12 +206,10 @@ def _fuse(nodes: list[Node]) -> list[Node]:
             ops.clear()
 
     for node in nodes:
-        kind = type(node)
-        if kind in _FUSABLE_KIND:
-            ops.append(_FUSABLE_KIND[kind](node))
-            continue
-        if tagged and kind in _GROUP_ONLY_KIND and not getattr(node, "eager", False):
-            ops.append(_GROUP_ONLY_KIND[kind](node))
+        if isinstance(node, _FUSABLE) or (
+            tagged and isinstance(node, _GROUP_ONLY) and not getattr(node, "eager", False)
+        ):
+            ops.append(_op(node))
             continue
         flush()
         if isinstance(node, Save):

@@ -14,11 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import toolz
-
-from .._marker import Marker
-
-__all__ = ["GroupApply", "LoadRaw", "SaveRaw", "Tagger", "group_function"]
+__all__ = ["GroupApply", "LoadRaw", "SaveRaw", "Tagger"]
 
 Record = tuple[int, list[Any]]
 
@@ -30,9 +26,15 @@ class Tagger:
     buffer stays bounded); ``complete`` marks a number as handed out (or abandoned).
     """
 
-    def __init__(self, window: int, adaptive: bool = False) -> None:
+    def __init__(
+        self, window: int, adaptive: bool = False, token: object = None, positions: bool = False
+    ) -> None:
         #: Whether a stage downstream may widen the window (``order()`` without maxsize).
         self.adaptive = adaptive
+        #: The identity of the save (``plan.OrderToken``) a load may name.
+        self.token = token
+        #: Whether sequence numbers are positions in the pipeline's source.
+        self.positions = positions
         self._cond = threading.Condition(threading.Lock())
         self._issued = 0
         self._next = 0  # lowest number not yet completed
@@ -57,11 +59,6 @@ class Tagger:
     def next(self) -> int:
         """The lowest sequence number not yet completed."""
         return self._next
-
-    @property
-    def outstanding(self) -> int:
-        """How many issued numbers are not yet completed."""
-        return self._issued - self._next - len(self._done)
 
     def would_block(self) -> bool:
         """Whether ``issue`` would wait now (a feeder flushes what it holds first)."""
@@ -201,14 +198,18 @@ class LoadRaw:
 class GroupApply:
     """Applies per-item stages to the items of each record, keeping its number."""
 
-    __slots__ = ("_apply", "_pull", "_tagger")
+    __slots__ = ("_apply", "_positions", "_pull", "_tagger")
 
     def __init__(
-        self, upstream: Iterator[Any], apply: Callable[[list[Any]], list[Any]], tagger: Tagger
+        self,
+        upstream: Iterator[Any],
+        apply: Callable[[list[Any], int | None], list[Any]],
+        tagger: Tagger,
     ) -> None:
         self._pull = upstream.__next__
         self._apply = apply
         self._tagger = tagger
+        self._positions = tagger.positions
 
     def __iter__(self) -> GroupApply:
         return self
@@ -216,61 +217,9 @@ class GroupApply:
     def __next__(self) -> Record:
         n, items = self._pull()
         try:
-            return (n, self._apply(items))
+            return (n, self._apply(items, n if self._positions else None))
         except BaseException as error:
             # The record is lost with the error: the load must neither skip the number
             # (items after it would come before the error) nor wait for it forever.
             self._tagger.fail(n, error)
             raise
-
-
-def _group_op(kind: str, arg: Any) -> Callable[[list[Any]], list[Any]]:
-    if kind == "map":
-        fn = arg
-        return lambda items: [x if x.__class__ is Marker else fn(x) for x in items]
-    if kind == "filter":
-        pred = arg
-        return lambda items: [x for x in items if x.__class__ is Marker or pred(x)]
-    if kind == "each":
-        each = arg
-
-        def run_each(items: list[Any]) -> list[Any]:
-            for x in items:
-                if x.__class__ is not Marker:
-                    each(x)
-            return items
-
-        return run_each
-    if kind == "flatten":
-
-        def flatten(items: list[Any]) -> list[Any]:
-            out: list[Any] = []
-            for x in items:
-                if x.__class__ is Marker:
-                    out.append(x)
-                else:
-                    out.extend(x)
-            return out
-
-        return flatten
-    if kind == "on":
-        marker, fn, consume = arg
-
-        def on(items: list[Any]) -> list[Any]:
-            out: list[Any] = []
-            for x in items:
-                if x.__class__ is Marker and (marker is None or x is marker):
-                    fn()
-                    if consume:
-                        continue
-                out.append(x)
-            return out
-
-        return on
-    raise ValueError(f"no group operation for {kind!r}")
-
-
-def group_function(ops: tuple[tuple[str, Any], ...]) -> Callable[[list[Any]], list[Any]]:
-    """One function applying the per-item ``ops`` in turn to a record's item list."""
-    steps = [_group_op(kind, arg) for kind, arg in ops]
-    return steps[0] if len(steps) == 1 else toolz.compose_left(*steps)

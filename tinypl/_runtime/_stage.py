@@ -10,10 +10,9 @@ region, sequence-numbered records) included. Downstream stages pull ``raw``.
 from __future__ import annotations
 
 import itertools
-import logging
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .._marker import is_marker
@@ -33,10 +32,10 @@ __all__ = [
     "Stage",
     "ViewStage",
     "WorkerStage",
+    "node_of",
 ]
 
 T_co = TypeVar("T_co", covariant=True)
-log = logging.getLogger("tinypl")
 
 
 class Core(Protocol):
@@ -54,7 +53,9 @@ class Stage(Generic[T_co]):
 
     Stages are what ``iter(pipe)`` and the module-level functions (``pl.map`` …) return.
     ``close()`` is idempotent and closes everything upstream; a stage is also a context
-    manager. Markers are never yielded by a stage.
+    manager. Markers are never yielded by a stage. What a user may read about a live run:
+    ``closed``, ``repr(stage)`` (the stage it runs), and for thread and process stages
+    ``workers``, ``maxsize`` and ``fill``.
 
     Examples:
         >>> import tinypl as pl
@@ -64,10 +65,11 @@ class Stage(Generic[T_co]):
     """
 
     _raw: Iterator[Any] | None
-    node: Node | None
-    may_mark: bool
-    thread_safe: bool
-    tagger: Tagger | None
+    _node: Node | None
+    _may_mark: bool
+    #: A callable: asked (once needed) whether the stage can be shared (``_can_share``).
+    _thread_safe: bool | Callable[[], bool]
+    _tagger: Tagger | None
     _upstream: Any
     _core: Core | None
     _closed: bool
@@ -79,16 +81,16 @@ class Stage(Generic[T_co]):
         node: Node | None,
         upstream: Any,
         may_mark: bool,
-        thread_safe: bool,
+        thread_safe: bool | Callable[[], bool],
         tagger: Tagger | None = None,
         core: Core | None = None,
     ) -> None:
         self._raw = raw  # None: the stage is its own raw stream (no reference cycle)
-        self.node = node
+        self._node = node
         self._upstream = upstream
-        self.may_mark = may_mark
-        self.thread_safe = thread_safe
-        self.tagger = tagger
+        self._may_mark = may_mark
+        self._thread_safe = thread_safe
+        self._tagger = tagger
         self._core = core
         self._closed = False
 
@@ -100,6 +102,12 @@ class Stage(Generic[T_co]):
         """Everything that flows out of this stage, markers included."""
         raw = self._raw
         return self if raw is None else raw
+
+    def _can_share(self) -> bool:
+        """Whether several threads may pull ``raw`` at once; a stage that can become safe
+        (a fused run compiled to a generator) becomes so when asked."""
+        safe = self._thread_safe
+        return safe if isinstance(safe, bool) else safe()
 
     if TYPE_CHECKING:
 
@@ -158,7 +166,7 @@ class Stage(Generic[T_co]):
         from .._explain import describe
 
         where = "closed" if self._closed else "live"
-        what = "source" if self.node is None else describe(self.node)
+        what = "source" if self._node is None else describe(self._node)
         return f"<tinypl.Stage {what} ({where})>"
 
 
@@ -227,19 +235,24 @@ def worker_stage(
     Garbage collection of the stage stops its own workers; only ``close()`` goes upstream,
     since an upstream stage may be shared with other stages (module-level API).
     """
-    stage = make_view(raw, upstream.tagger, cls)
+    stage = make_view(raw, upstream._tagger, cls)
     stage._pool = core
     stage._attach(
         raw=raw,
         node=node,
         upstream=upstream,
-        may_mark=upstream.may_mark,
+        may_mark=upstream._may_mark,
         thread_safe=True,
-        tagger=upstream.tagger,
+        tagger=upstream._tagger,
         core=core,
     )
     weakref.finalize(stage, core.shutdown)
     return stage
+
+
+def node_of(stage: Stage[Any]) -> Node | None:
+    """The plan node a live stage runs (``None`` for a source)."""
+    return stage._node
 
 
 def make_view(raw: Iterator[Any], tagger: Tagger | None, cls: type[V] | None = None) -> V:

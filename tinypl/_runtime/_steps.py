@@ -18,30 +18,17 @@ from .._marker import Marker
 
 __all__ = [
     "Batches",
-    "Flatten",
-    "InsertMarker",
+    "FlattenStep",
+    "InsertMarkerStep",
     "Locked",
-    "MarkedStep",
-    "On",
-    "Partition",
-    "Ratelimit",
-    "Trace",
-    "Until",
-    "tap",
+    "OnStep",
+    "PartitionStep",
+    "RatelimitStep",
+    "TraceStep",
+    "UntilStep",
 ]
 
 debug_log = logging.getLogger("tinypl.debug")
-
-
-def tap(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``fn`` as a map function that passes its argument on (the ``each`` stage)."""
-
-    def each(x: Any) -> Any:
-        fn(x)
-        return x
-
-    each.__qualname__ = f"each({getattr(fn, '__qualname__', repr(fn))})"
-    return each
 
 
 class _Raw(Iterator[Any]):
@@ -54,33 +41,7 @@ class _Raw(Iterator[Any]):
         return self
 
 
-class MarkedStep(_Raw):
-    """A fused run of map/filter/each stages; markers pass untouched."""
-
-    __slots__ = ("_ops",)
-
-    def __init__(self, upstream: Iterator[Any], ops: tuple[tuple[str, Any], ...]) -> None:
-        super().__init__(upstream)
-        self._ops = tuple((kind == "filter", tap(fn) if kind == "each" else fn) for kind, fn in ops)
-
-    def __next__(self) -> Any:
-        pull = self._pull
-        ops = self._ops
-        while True:
-            x = pull()
-            if x.__class__ is Marker:
-                return x
-            for is_filter, fn in ops:
-                if is_filter:
-                    if not fn(x):
-                        break
-                else:
-                    x = fn(x)
-            else:
-                return x
-
-
-class Flatten(_Raw):
+class FlattenStep(_Raw):
     """Yields the elements of each item lazily (eagerly: the item is listed first)."""
 
     __slots__ = ("_eager", "_inner")
@@ -103,7 +64,7 @@ class Flatten(_Raw):
             self._inner = iter(list(x)) if self._eager else iter(x)
 
 
-class InsertMarker(_Raw):
+class InsertMarkerStep(_Raw):
     """Emits ``marker`` after (or before) every ``every`` items."""
 
     __slots__ = ("_after", "_count", "_every", "_marker", "_pending")
@@ -134,7 +95,7 @@ class InsertMarker(_Raw):
         return x
 
 
-class On(_Raw):
+class OnStep(_Raw):
     """Calls ``fn()`` whenever a matching marker passes (``marker=None``: any marker)."""
 
     __slots__ = ("_consume", "_fn", "_marker")
@@ -157,7 +118,7 @@ class On(_Raw):
             return x
 
 
-class Until(_Raw):
+class UntilStep(_Raw):
     """Ends the stream at the first matching marker, which it consumes."""
 
     __slots__ = ("_ended", "_marker")
@@ -202,7 +163,7 @@ class Batches(_Raw):
         return batch
 
 
-class Partition(_Raw):
+class PartitionStep(_Raw):
     """Lists of up to ``size`` items, with a policy for the markers between them."""
 
     __slots__ = ("_batch", "_ended", "_held", "_markers", "_pending", "_size", "_split")
@@ -257,7 +218,7 @@ class Partition(_Raw):
         return pending.popleft()
 
 
-class Ratelimit(_Raw):
+class RatelimitStep(_Raw):
     """At most ``num`` items per ``period`` seconds (markers and the end pass at once)."""
 
     __slots__ = ("_num", "_period", "_times")
@@ -282,7 +243,7 @@ class Ratelimit(_Raw):
         return x
 
 
-class Trace(_Raw):
+class TraceStep(_Raw):
     """Logs every pull and what it returned to the ``tinypl.debug`` logger (INFO)."""
 
     __slots__ = ("_message",)

@@ -9,6 +9,7 @@ Each builder handles the three kinds of stream it may be put on:
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import weakref
@@ -18,21 +19,21 @@ from typing import Any
 
 from .. import _plan as plan
 from .._marker import is_marker
-from ._order import GroupApply, LoadRaw, SaveRaw, Tagger, group_function
+from .._ops import Op
+from ._compile import group_function, restarting, stepper, stepping
+from ._order import GroupApply, LoadRaw, SaveRaw, Tagger
 from ._registry import build, build_source
-from ._stage import ChainStage, FilterStage, MapStage, SourceStage, Stage, ViewStage, make_view
+from ._stage import ChainStage, SourceStage, Stage, ViewStage, WorkerStage, make_view
 from ._steps import (
     Batches,
-    Flatten,
-    InsertMarker,
+    FlattenStep,
+    InsertMarkerStep,
     Locked,
-    MarkedStep,
-    On,
-    Partition,
-    Ratelimit,
-    Trace,
-    Until,
-    tap,
+    OnStep,
+    PartitionStep,
+    RatelimitStep,
+    TraceStep,
+    UntilStep,
 )
 
 __all__: list[str] = []
@@ -50,7 +51,7 @@ def _view(
     upstream: Stage[Any],
     *,
     may_mark: bool,
-    thread_safe: bool,
+    thread_safe: bool | Callable[[], bool],
     tagger: Tagger | None = None,
 ) -> Stage[Any]:
     stage: ViewStage[Any] = make_view(raw, tagger)
@@ -65,22 +66,22 @@ def _view(
     return stage
 
 
-def _group(node: plan.Node, upstream: Stage[Any], ops: tuple[tuple[str, Any], ...]) -> Stage[Any]:
-    tagger = upstream.tagger
+def _group(node: plan.Node, upstream: Stage[Any], ops: tuple[Op, ...]) -> Stage[Any]:
+    tagger = upstream._tagger
     assert tagger is not None
     raw = GroupApply(upstream.raw, group_function(ops), tagger)
     return _view(
         raw,
         node,
         upstream,
-        may_mark=upstream.may_mark,
-        thread_safe=upstream.thread_safe,
+        may_mark=upstream._may_mark,
+        thread_safe=upstream._can_share,
         tagger=tagger,
     )
 
 
 def _not_in_ordered_region(node: plan.Node, upstream: Stage[Any]) -> None:
-    if upstream.tagger is not None:
+    if upstream._tagger is not None:
         name = plan.stage_name(node)
         raise ValueError(
             f"{name}: cannot run between pl.order.save and pl.order.load, because it does"
@@ -123,39 +124,73 @@ def _source(node: plan.Source) -> Stage[Any]:
     return stage
 
 
+class _Runs(itertools.chain):  # type: ignore[type-arg]
+    """The generators of a fused run (``_compile.restarting``), one after another."""
+
+
+class _FusedStage(ChainStage[Any]):
+    """A marker-free fused run: its generators, at C speed through ``chain``."""
+
+
+class _Sharing:
+    """Asked whether several threads may pull a fused run compiled to generators (which
+    one thread at a time may enter): when the upstream can be shared, the run goes on as
+    a step function, which any number of threads may call."""
+
+    def __init__(self, run: itertools.chain[Any], ops: tuple[Op, ...], upstream: Stage[Any]):
+        self._run = run
+        self._ops = ops
+        self._upstream = upstream
+        self._shared = False
+
+    def __call__(self) -> bool:
+        if not self._shared and self._upstream._can_share():
+            upstream = self._upstream
+            step = stepper(self._ops, upstream.raw.__next__, markers=upstream._may_mark)
+            # A suspended generator holds no item: the step goes on with the next one.
+            self._run.__setstate__((iter(()), stepping(step)))  # type: ignore[attr-defined]
+            self._shared = True
+        return self._shared
+
+
+def _counts_source(node: plan.Fused) -> bool:
+    """Whether the run pulls the pipeline's own source, so it can number items."""
+    source = node.upstream
+    return isinstance(source, plan.Source) and not isinstance(source.source, Stage)
+
+
 @build.register
 def _fused(node: plan.Fused, upstream: Stage[Any]) -> Stage[Any]:
-    if upstream.tagger is not None:
+    if upstream._tagger is not None:
         return _group(node, upstream, node.ops)
-    # Thread-safe exactly when the upstream is: a lock per item here would slow every
-    # single-threaded pipeline over a generator. Thread stages guard what needs it.
-    if upstream.may_mark:
-        raw = MarkedStep(upstream.raw, node.ops)
-        return _view(raw, node, upstream, may_mark=True, thread_safe=upstream.thread_safe)
-    iterator: Iterator[Any] = upstream.raw
-    *inner, (kind, fn) = node.ops
-    for inner_kind, inner_fn in inner:
-        if inner_kind == "filter":
-            iterator = filter(inner_fn, iterator)
-        else:
-            iterator = map(tap(inner_fn) if inner_kind == "each" else inner_fn, iterator)
-    stage: Stage[Any]
-    if kind == "filter":
-        stage = FilterStage(fn, iterator)
-    else:
-        stage = MapStage(tap(fn) if kind == "each" else fn, iterator)
+    markers = upstream._may_mark
+    if node.shared:  # worker threads pull it at once
+        step = stepper(node.ops, upstream.raw.__next__, markers=markers)
+        return _view(
+            stepping(step), node, upstream, may_mark=markers, thread_safe=upstream._can_share
+        )
+    runs = restarting(node.ops, upstream.raw, markers=markers, positions=_counts_source(node))
+    if markers:
+        raw = _Runs.from_iterable(runs)
+        sharing = _Sharing(raw, node.ops, upstream)
+        return _view(raw, node, upstream, may_mark=True, thread_safe=sharing)
+    stage: _FusedStage = _FusedStage.from_iterable(runs)  # type: ignore[assignment]
     stage._attach(
-        raw=None, node=node, upstream=upstream, may_mark=False, thread_safe=upstream.thread_safe
+        raw=None,
+        node=node,
+        upstream=upstream,
+        may_mark=False,
+        thread_safe=_Sharing(stage, node.ops, upstream),
     )
     return stage
 
 
 @build.register
 def _flatten(node: plan.Flatten, upstream: Stage[Any]) -> Stage[Any]:
-    if upstream.tagger is not None:
-        return _group(node, upstream, (("flatten", None),))
-    if upstream.may_mark:
-        raw = Flatten(upstream.raw, node.eager)
+    if upstream._tagger is not None:
+        return _group(node, upstream, (node.op,))
+    if upstream._may_mark:
+        raw = FlattenStep(upstream.raw, node.eager)
         return _view(raw, node, upstream, may_mark=True, thread_safe=False)
     inner = map(list, upstream.raw) if node.eager else upstream.raw
     stage: ChainStage[Any] = ChainStage.from_iterable(inner)  # type: ignore[assignment]
@@ -167,72 +202,72 @@ def _flatten(node: plan.Flatten, upstream: Stage[Any]) -> Stage[Any]:
 def _partition(node: plan.Partition, upstream: Stage[Any]) -> Stage[Any]:
     _not_in_ordered_region(node, upstream)
     raw: Iterator[Any]
-    if upstream.may_mark:
-        raw = Partition(upstream.raw, node.size, node.markers, node.split_on_marker)
+    if upstream._may_mark:
+        raw = PartitionStep(upstream.raw, node.size, node.markers, node.split_on_marker)
     else:
         raw = Batches(upstream.raw, node.size)
-    return _view(raw, node, upstream, may_mark=upstream.may_mark, thread_safe=False)
+    return _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
 
 
 @build.register
 def _insert_marker(node: plan.InsertMarker, upstream: Stage[Any]) -> Stage[Any]:
     _not_in_ordered_region(node, upstream)
-    raw = InsertMarker(upstream.raw, node.marker, node.every, node.after)
+    raw = InsertMarkerStep(upstream.raw, node.marker, node.every, node.after)
     return _view(raw, node, upstream, may_mark=True, thread_safe=False)
 
 
 @build.register
 def _on(node: plan.On, upstream: Stage[Any]) -> Stage[Any]:
-    if upstream.tagger is not None:
-        return _group(node, upstream, (("on", (node.marker, node.fn, node.consume)),))
-    if not upstream.may_mark:
+    if upstream._tagger is not None:
+        return _group(node, upstream, (node.op,))
+    if not upstream._may_mark:
         return upstream  # no marker can pass, so there is nothing to react to
-    raw = On(upstream.raw, node.marker, node.fn, node.consume)
-    return _view(raw, node, upstream, may_mark=True, thread_safe=upstream.thread_safe)
+    raw = OnStep(upstream.raw, node.marker, node.fn, node.consume)
+    return _view(raw, node, upstream, may_mark=True, thread_safe=upstream._can_share)
 
 
 @build.register
 def _until(node: plan.Until, upstream: Stage[Any]) -> Stage[Any]:
     _not_in_ordered_region(node, upstream)
-    if not upstream.may_mark:
+    if not upstream._may_mark:
         return upstream  # no marker can end the stream early
-    raw = Until(upstream.raw, node.marker)
+    raw = UntilStep(upstream.raw, node.marker)
     return _view(raw, node, upstream, may_mark=True, thread_safe=False)
 
 
 @build.register
 def _ratelimit(node: plan.Ratelimit, upstream: Stage[Any]) -> Stage[Any]:
     _not_in_ordered_region(node, upstream)
-    raw = Ratelimit(upstream.raw, node.num, node.period)
-    return _view(raw, node, upstream, may_mark=upstream.may_mark, thread_safe=False)
+    raw = RatelimitStep(upstream.raw, node.num, node.period)
+    return _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
 
 
 @build.register
 def _trace(node: plan.Trace, upstream: Stage[Any]) -> Stage[Any]:
-    raw = Trace(upstream.raw, node.message)
+    raw = TraceStep(upstream.raw, node.message)
     return _view(
         raw,
         node,
         upstream,
-        may_mark=upstream.may_mark,
-        thread_safe=upstream.thread_safe,
-        tagger=upstream.tagger,
+        may_mark=upstream._may_mark,
+        thread_safe=upstream._can_share,
+        tagger=upstream._tagger,
     )
 
 
 @build.register
 def _mutex(node: plan.Mutex, upstream: Stage[Any]) -> Stage[Any]:
-    if node.auto and upstream.thread_safe:
+    if node.auto and upstream._can_share():
         return upstream
     raw = Locked(upstream.raw, threading.Lock())
-    stage: ViewStage[Any] = make_view(raw, upstream.tagger)
+    stage: ViewStage[Any] = make_view(raw, upstream._tagger)
     stage._attach(
         raw=raw,
         node=node,
         upstream=upstream,
-        may_mark=upstream.may_mark,
+        may_mark=upstream._may_mark,
         thread_safe=True,
-        tagger=upstream.tagger,
+        tagger=upstream._tagger,
         core=raw,
     )
     return stage
@@ -240,12 +275,16 @@ def _mutex(node: plan.Mutex, upstream: Stage[Any]) -> Stage[Any]:
 
 @build.register
 def _save(node: plan.Save, upstream: Stage[Any]) -> Stage[Any]:
-    if upstream.tagger is not None:
+    if upstream._tagger is not None:
         raise ValueError(
             "order: ordered regions cannot nest; load the outer order (pl.order.load or"
             " .order()) before saving a new one"
         )
-    tagger = Tagger(node.maxsize, node.adaptive)
+    source = node.upstream
+    positions = isinstance(source, plan.Source) and not isinstance(source.source, Stage)
+    # Without maxsize the load sizes the window, once the stages between exist.
+    window = 1 if node.maxsize is None else node.maxsize
+    tagger = Tagger(window, node.adaptive, node.token, positions)
     raw = SaveRaw(upstream.raw, tagger)
     # Pulled directly, a save stage hands out plain items: only raw pulls are numbered.
     stage: ViewStage[Any] = ViewStage(is_marker, Locked(upstream.raw, raw.lock))
@@ -253,7 +292,7 @@ def _save(node: plan.Save, upstream: Stage[Any]) -> Stage[Any]:
         raw=raw,
         node=node,
         upstream=upstream,
-        may_mark=upstream.may_mark,
+        may_mark=upstream._may_mark,
         thread_safe=True,
         tagger=tagger,
         core=tagger,
@@ -261,20 +300,36 @@ def _save(node: plan.Save, upstream: Stage[Any]) -> Stage[Any]:
     return stage
 
 
+def _size_window(stage: Stage[Any], tagger: Tagger) -> None:
+    """A save without maxsize: its window is what the thread and process stages from
+    ``stage`` up to it can hold (tinypl 0.1.0's rule for the dataloader)."""
+    room = 0
+    current: Any = stage
+    while isinstance(current, Stage) and current._tagger is tagger:
+        if isinstance(current, WorkerStage):
+            room += current.workers + current.maxsize
+        if isinstance(current._node, plan.Save):
+            if current._node.maxsize is None:
+                tagger.window = max(1, room)
+            break
+        current = current._upstream
+
+
 @build.register
 def _load(node: plan.Load, upstream: Stage[Any]) -> Stage[Any]:
-    tagger = upstream.tagger
+    tagger = upstream._tagger
     if tagger is None:
         raise ValueError(
             "order: load needs a stream numbered by a save upstream (pl.order.save), but"
             " this stage's items are not numbered"
         )
-    if node.order is not None and getattr(node.order, "tagger", None) is not tagger:
+    if node.save is not None and tagger.token is not node.save:
         raise ValueError(
             "order: the pipe given to load was numbered by a different pl.order.save stage"
             " than the one passed as order"
         )
+    _size_window(upstream, tagger)
     raw = LoadRaw(upstream.raw, tagger)
-    stage = _view(raw, node, upstream, may_mark=upstream.may_mark, thread_safe=False)
+    stage = _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
     weakref.finalize(stage, tagger.signal)
     return stage

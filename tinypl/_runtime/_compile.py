@@ -1,0 +1,293 @@
+"""Compiles a run of per-item ops (``tinypl._ops``) into the forms the backends run.
+
+One Python function is generated per run (cached by its source text) with every op
+inlined, so a fused ``map -> filter -> map`` costs one frame per item, less than nested
+builtins. ``emit`` (a ``functools.singledispatch`` on the op type) writes an op's lines;
+a new per-item op registers its emitter here. The forms:
+
+- ``restarting``: a generator per run over a stream, restarted after an error (so an
+  error does not end the stream), for a single consumer;
+- ``stepper``: a ``__next__`` function for a stream several threads pull at once;
+- ``group_function``: the items of one record of an ordered region;
+- ``chunk_function``: a chunk of items in a worker process.
+
+Every exception a stage function raises gets a note naming the op and the item
+(``tinypl._errors.add_item_note``); which op failed is read from the line number the
+traceback holds, so the path without errors pays nothing for it. Worker processes import
+this module: keep it light (no numpy, cloudpickle or multiprocessing).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .._errors import add_item_note
+from .._marker import Marker
+from .._ops import EachOp, FilterOp, FlattenOp, MapOp, OnOp, Op
+
+__all__ = [
+    "Cursor",
+    "chunk_function",
+    "group_function",
+    "restarting",
+    "stepper",
+    "stepping",
+]
+
+Ops = tuple[Op, ...]
+
+
+class _Code:
+    """The source of one generated function being written, with what each line does."""
+
+    def __init__(self, ops: Ops) -> None:
+        self.lines: list[str] = []
+        self.depth = 0
+        self.var = "x0"
+        self.params: list[Any] = []
+        #: Line number (in the generated text) -> (op label, name of the op's input).
+        self.where: dict[int, tuple[str, str]] = {}
+        self.op: Op | None = None
+        self._vars = 0
+        self._ops = ops
+
+    def param(self, value: Any) -> str:
+        self.params.append(value)
+        return f"_p{len(self.params) - 1}"
+
+    def new_var(self) -> str:
+        self._vars += 1
+        self.var = f"x{self._vars}"
+        return self.var
+
+    def line(self, text: str) -> None:
+        self.lines.append("    " * self.depth + text)
+        if self.op is not None:
+            self.where[len(self.lines)] = (self.op.label, self.var)
+
+
+@functools.singledispatch
+def emit(op: Op, code: _Code) -> None:
+    """Write what ``op`` does to the data item ``code.var``."""
+    raise TypeError(f"tinypl: no compiler is registered for {type(op).__name__}")
+
+
+@emit.register
+def _(op: MapOp, code: _Code) -> None:
+    code.line(f"{code.var} = {code.param(op.fn)}({code.var})")
+
+
+@emit.register
+def _(op: FilterOp, code: _Code) -> None:
+    code.line(f"if {code.param(op.fn)}({code.var}):")
+    code.depth += 1
+
+
+@emit.register
+def _(op: EachOp, code: _Code) -> None:
+    code.line(f"{code.param(op.fn)}({code.var})")
+
+
+@emit.register
+def _(op: FlattenOp, code: _Code) -> None:
+    inner = code.var
+    elements = f"list({inner})" if op.eager else inner
+    code.line(f"for {code.new_var()} in {elements}:")
+    code.depth += 1
+
+
+@emit.register
+def _(op: OnOp, code: _Code) -> None:
+    pass  # data items pass untouched
+
+
+@functools.singledispatch
+def emit_marker(op: Op, code: _Code) -> bool:
+    """Write what ``op`` does to a marker ``x0``; False when it drops the marker for sure."""
+    return True  # markers pass every op but ``on`` untouched
+
+
+@emit_marker.register
+def _(op: OnOp, code: _Code) -> bool:
+    fn = code.param(op.fn)
+    if op.marker is None:
+        code.line(f"{fn}()")
+        return not op.consume
+    code.line(f"if x0 is {code.param(op.marker)}:")
+    code.line(f"    {fn}()")
+    if op.consume:
+        code.line("    continue")
+    return True
+
+
+def _body(code: _Code, sink: str, *, markers: bool) -> None:
+    """Every op on ``x0`` (inside a loop over items), then ``sink`` of the result."""
+    if markers:
+        code.line("if x0.__class__ is _Marker:")
+        code.depth += 1
+        passes = True
+        for op in code._ops:
+            code.op = op
+            passes = emit_marker(op, code) and passes
+        code.op = None
+        if passes:
+            code.line(sink.format("x0"))
+        code.line("continue")
+        code.depth -= 1
+    depth = code.depth
+    for op in code._ops:
+        code.op = op
+        emit(op, code)
+    last = code.lines[-1].strip()
+    if isinstance(code.op, MapOp) and last.startswith(f"{code.var} = "):
+        code.lines[-1] = "    " * code.depth + sink.format(last.partition(" = ")[2])
+    else:
+        code.line(sink.format(code.var))
+    code.op = None
+    code.depth = depth
+
+
+def _except(code: _Code, *, extra: tuple[str, ...] = ()) -> None:
+    code.line("except Exception as _e:")
+    for text in (*extra, "_fail(_e, locals())", "raise"):
+        code.line("    " + text)
+
+
+@functools.lru_cache(maxsize=256)
+def _build(text: str) -> Callable[..., Any]:
+    namespace: dict[str, Any] = {"_Marker": Marker}
+    exec(compile(text, "<tinypl fused run>", "exec"), namespace)
+    factory: Callable[..., Any] = namespace["_factory"]
+    return factory
+
+
+def _finish(code: _Code, header: list[str]) -> Callable[..., Any]:
+    params = ", ".join(["_fail", *(f"_p{i}" for i in range(len(code.params)))])
+    lines = [f"def _factory({params}):", *header, *code.lines]
+    offset = len(header) + 1
+    where = {number + offset: what for number, what in code.where.items()}
+    text = "\n".join(lines) + "\n"
+    return _build(text)(functools.partial(_note, where), *code.params)  # type: ignore[no-any-return]
+
+
+def _note(where: dict[int, tuple[str, str]], error: BaseException, scope: dict[str, Any]) -> None:
+    traceback = error.__traceback__
+    found = None if traceback is None else where.get(traceback.tb_lineno)
+    if found is not None:
+        label, var = found
+        add_item_note(error, label, scope.get(var), scope.get("_n"))
+
+
+class Cursor:
+    """Where a restarted run goes on: the next source position, and whether it ended."""
+
+    __slots__ = ("done", "position")
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.done = False
+
+
+@functools.lru_cache(maxsize=256)
+def _generator_header(positions: bool) -> tuple[str, ...]:
+    loop = "for _n, x0 in enumerate(_source, _cursor.position):" if positions else (
+        "for x0 in _source:"
+    )
+    return ("    def _run(_source, _cursor):", f"        {loop}", "            try:")
+
+
+def _generator(ops: Ops, *, markers: bool, positions: bool) -> Callable[..., Iterator[Any]]:
+    code = _Code(ops)
+    code.depth = 4
+    _body(code, "yield {}", markers=markers)
+    code.depth = 3
+    code.line("except StopIteration:  # a user function's: the stream ends, as for map")
+    code.line("    _cursor.done = True")
+    code.line("    return")
+    keep = ("_cursor.position = _n + 1",) if positions else ()
+    _except(code, extra=keep)
+    if positions:
+        code.line("except BaseException:")
+        code.line("    _cursor.position = _n + 1")
+        code.line("    raise")
+    code.depth = 2
+    code.line("_cursor.done = True")
+    code.depth = 1
+    code.line("return _run")
+    return _finish(code, list(_generator_header(positions)))
+
+
+def restarting(
+    ops: Ops, source: Iterator[Any], *, markers: bool, positions: bool
+) -> Iterator[Iterator[Any]]:
+    """Generators applying ``ops`` to ``source``, for ``itertools.chain.from_iterable``:
+    after an error a fresh one goes on with the next item. ``positions``: ``source`` is
+    the pipeline's source, so notes give an item's position in it."""
+    run = _generator(ops, markers=markers, positions=positions)
+    cursor = Cursor()
+    while not cursor.done:
+        yield run(source, cursor)
+
+
+def stepper(ops: Ops, pull: Callable[[], Any], *, markers: bool) -> Callable[[], Any]:
+    """A function returning the next result of ``ops`` over ``pull()`` (map, filter and
+    each only), safe to call from several threads at once."""
+    head = ["def _make(_pull):", "    def _step(_self=None):", "        while True:"]
+    head += ["            x0 = _pull()", "            try:"]
+    tail = ["    return _step", "return _make"]
+    make = _function(ops, head, "return {}", markers=markers, tail=tail)
+    step: Callable[[], Any] = make(pull)
+    return step
+
+
+def _function(
+    ops: Ops, head: list[str], sink: str, *, markers: bool, tail: list[str]
+) -> Callable[..., Any]:
+    """The factory of a function whose ``head`` ends in a ``try:`` inside a loop over
+    items ``x0``: the ops and ``sink`` go inside the try, ``tail`` after the loop."""
+    code = _Code(ops)
+    code.lines = ["    " + line for line in head]
+    code.depth = head[-1].count("    ") + 2
+    _body(code, sink, markers=markers)
+    code.depth -= 1
+    _except(code)
+    code.depth = 1
+    for line in tail:
+        code.line(line)
+    return _finish(code, [])
+
+
+class _Stepping(Iterator[Any]):
+    __slots__ = ()
+
+
+def stepping(step: Callable[..., Any]) -> Iterator[Any]:
+    """An iterator whose ``__next__`` is ``step`` (from ``stepper``): several threads may
+    pull it at once (``iter(step, sentinel)`` may drop a result when one thread ends it)."""
+    kind = type("FusedSteps", (_Stepping,), {"__slots__": (), "__next__": step})
+    steps: Iterator[Any] = kind()
+    return steps
+
+
+def _list_function(ops: Ops, *, markers: bool) -> Callable[..., list[Any]]:
+    head = ["def _apply(_items, _n=None):", "    _out = []", "    _append = _out.append"]
+    head += ["    for x0 in _items:", "        try:"]
+    tail = ["    return _out", "return _apply"]
+    return _function(ops, head, "_append({})", markers=markers, tail=tail)
+
+
+def group_function(ops: Ops) -> Callable[[list[Any], int | None], list[Any]]:
+    """``apply(items, n)``: ``ops`` applied to the items of one record of an ordered
+    region (markers among them); ``n`` is the record's source position, if known."""
+    return _list_function(ops, markers=True)
+
+
+def chunk_function(ops: Ops, tagged: bool) -> Callable[[list[Any]], list[Any]]:
+    """What a worker does with one chunk: apply ``ops`` to its items, or, in an ordered
+    region, to the item list of each ``(n, items)`` record. Markers never enter a worker."""
+    apply = _list_function(ops, markers=False)
+    if not tagged:
+        return apply
+    return lambda records: [(n, apply(items)) for n, items in records]
