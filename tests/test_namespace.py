@@ -53,7 +53,8 @@ def test_public_submodules_are_attributes_of_the_package() -> None:
 
 
 def _public_names(module: types.ModuleType) -> set[str]:
-    return {name for name in vars(module) if not name.startswith("_")}
+    # dir(), not vars(): pl.process loads its shared-memory names on first use.
+    return {name for name in dir(module) if not name.startswith("_")}
 
 
 def _is_stage_function(name: str, obj: object) -> bool:
@@ -70,6 +71,8 @@ def _module_level_functions() -> set[str]:
         if prefix in APPLICATIONS:
             continue
         for name in _public_names(module):
+            if prefix + name in _compat.UTILITIES:
+                continue
             if _is_stage_function(name, getattr(module, name)):
                 names.add(prefix + name)
     return names

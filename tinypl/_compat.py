@@ -19,11 +19,12 @@ from ._marker import Marker
 from ._pipe import MarkerMode, Pipe, StartMethod, WorkerErrorMode
 from ._runtime import Stage, ThreadWorkerError
 from ._runtime._stage import node_of
-from ._validate import check_int
+from ._validate import check_bool, check_int
 
 __all__ = [
     "COUNTERPARTS",
     "HELPERS",
+    "UTILITIES",
     "PROCESS_ALIASES",
     "debug_print_on_item",
     "each_",
@@ -85,6 +86,9 @@ HELPERS = (
     "MarkerNotAllowedError",
     "unpack",
 )
+
+#: Module-level functions that are tools, not stages (no ``Pipe`` counterpart).
+UTILITIES = ("process.cleanup",)
 
 
 def map_(pipe: Iterable[T], fn: Callable[[T], U]) -> Stage[U]:
@@ -397,7 +401,7 @@ def process_options(where: str, options: dict[str, Any]) -> dict[str, Any]:
         resolved["start_method"] = _method_name(where, context)
     single = options.get("force_single_thread")
     if single is not None:
-        resolved["limit_threads"] = single
+        resolved["limit_threads"] = check_bool(where, "force_single_thread", single)
     return resolved
 
 

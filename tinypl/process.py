@@ -43,12 +43,7 @@ def cleanup() -> list[str]:
     from . import _shm
 
     _shm.trim_cache()  # mappings of finished runs whose arrays are gone
-    sweep = getattr(_shm, "cleanup", None)
-    if sweep is not None:
-        swept = sweep()
-        return list(swept) if swept else []
-    return _shm.cleanup_orphans()
-
+    return _shm.cleanup()
 
 def __getattr__(name: str) -> object:
     if name in _SHM_NAMES:

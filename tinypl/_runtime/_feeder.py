@@ -48,7 +48,7 @@ class Feeder:
         self.workers = workers
         self.maxsize = maxsize
         self.chunksize = chunksize
-        self.tagged = upstream.tagger is not None
+        self.tagged = upstream._tagger is not None
         self.item_cost = 0.0  # seconds of worker time per item (moving average)
         #: Chunks sent to each worker and not yet answered.
         self.outstanding = [0] * workers
@@ -115,7 +115,7 @@ class Feeder:
 
     def _pump(self) -> None:
         pull = self.upstream.raw.__next__
-        tagger = self.upstream.tagger
+        tagger = self.upstream._tagger
         fixed = self.chunksize
         size = 1 if fixed is None else fixed
         while not self.stopping:

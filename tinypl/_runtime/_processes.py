@@ -84,13 +84,13 @@ class ProcessCore(FailureHandling):
 
     forward_error = ProcessWorkerError
 
-    def __init__(self, upstream: Stage[Any], node: plan.Process, ops_payload: bytes) -> None:
+    def __init__(self, upstream: Stage[Any], node: plan.RunInProcesses, ops_payload: bytes) -> None:
         self.upstream = upstream
         self.node = node
         self.workers = node.workers
         self.maxsize = node.queue_size
         self.name = f"tinypl-process-{next(_ids)}"
-        self.stage_name = f"process({', '.join(kind for kind, _ in node.ops)})"
+        self.stage_name = f"process({', '.join(op.kind for op in node.ops)})"
         self.ready: deque[Any] = deque()
         self._ops_payload = ops_payload
         self._lock = threading.RLock()  # one reader at a time waits on the pipes
@@ -126,7 +126,7 @@ class ProcessCore(FailureHandling):
             self._started = True
         method = self.node.start_method or default_start_method()
         pool = functools.partial(shared_memory_pool, SHM_CAPACITY, SHM_MIN_BUFFER, os.getpid())
-        tagged = self.upstream.tagger is not None
+        tagged = self.upstream._tagger is not None
         spec = WorkerSpec(self._ops_payload, tagged, self.node.limit_threads, self.stage_name, pool)
         # Segments left by processes that died without cleaning up (kill -9 of a group),
         # and mappings of earlier runs whose last array died after their shutdown.
@@ -285,7 +285,7 @@ class ProcessReader:
 
 
 def process_stage(
-    node: plan.Process, upstream: Stage[Any], cls: type[WorkerStage[Any]]
+    node: plan.RunInProcesses, upstream: Stage[Any], cls: type[WorkerStage[Any]]
 ) -> Stage[Any]:
     """A live process stage of class ``cls`` running ``node`` on ``upstream``."""
     try:

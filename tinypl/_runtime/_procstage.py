@@ -29,7 +29,7 @@ class ProcessStage(WorkerStage[Any]):
 
 
 @build.register
-def _process(node: plan.Process, upstream: Stage[Any]) -> Stage[Any]:
+def _process(node: plan.RunInProcesses, upstream: Stage[Any]) -> Stage[Any]:
     from ._processes import process_stage
 
     return process_stage(node, upstream, ProcessStage)

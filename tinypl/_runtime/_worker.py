@@ -16,42 +16,11 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-import toolz
+from ._compile import chunk_function
 
 __all__ = ["WorkerSpec", "chunk_function", "pack_error", "run_worker", "unpicklable"]
 
-Ops = tuple[tuple[str, Any], ...]
 STOP = b""  # a task message meaning "no more chunks"
-
-
-def _op(kind: str, fn: Any) -> Callable[[list[Any]], list[Any]]:
-    # Markers never enter a worker, so these need no marker checks.
-    if kind == "map":
-        return lambda items: [fn(x) for x in items]
-    if kind == "filter":
-        return lambda items: [x for x in items if fn(x)]
-    if kind == "each":
-
-        def each(items: list[Any]) -> list[Any]:
-            for x in items:
-                fn(x)
-            return items
-
-        return each
-    if kind == "flatten":
-        return lambda items: [y for x in items for y in x]
-    raise ValueError(f"process: no worker operation for {kind!r}")
-
-
-def chunk_function(ops: Ops, tagged: bool) -> Callable[[list[Any]], list[Any]]:
-    """What a worker does with one chunk: apply ``ops`` to its items, or, in an ordered
-    region, to the item list of each ``(n, items)`` record."""
-    steps = [_op(kind, fn) for kind, fn in ops]
-    apply: Callable[[list[Any]], list[Any]] = toolz.compose_left(*steps)
-
-    if not tagged:
-        return apply
-    return lambda records: [(n, apply(items)) for n, items in records]
 
 
 def _error_bytes(error: BaseException) -> bytes | None:
