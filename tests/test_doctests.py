@@ -18,9 +18,10 @@ import pytest
 
 import tinypl
 
-MODULES = sorted(
-    info.name for info in pkgutil.walk_packages(tinypl.__path__, prefix="tinypl.")
-) + ["tinypl"]
+MODULES = [
+    "tinypl",
+    *sorted(info.name for info in pkgutil.walk_packages(tinypl.__path__, prefix="tinypl.")),
+]
 OPTIONAL_IMPORT = re.compile(r"^\s*(?:import|from)\s+(torch|torchvision)\b", re.M)
 
 
