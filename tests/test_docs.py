@@ -261,7 +261,7 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert 0 <= install < tests
 
 
-# -- the example script and the site -----------------------------------------------------
+# -- the example script (the site is built by test_site.py) ------------------------------
 
 
 @pytest.mark.timeout(60)
@@ -276,20 +276,3 @@ def test_quickstart_runs() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip(), "examples/quickstart.py printed nothing"
-
-
-@pytest.mark.timeout(120)
-def test_mkdocs_build_strict(tmp_path: Path) -> None:
-    pytest.importorskip("mkdocs")
-    pytest.importorskip("material")
-    pytest.importorskip("mkdocstrings")
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert (tmp_path / "site" / "index.html").is_file()
