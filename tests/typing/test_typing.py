@@ -25,24 +25,25 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 
 
-def user_environment(tmp_path: Path) -> dict[str, str]:
+def run_as_user(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``python *args`` in ``tmp_path``, outside the checkout, without ``PYTHONPATH``."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env["MYPY_CACHE_DIR"] = str(tmp_path / "cache")
-    return env
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
 
 
 def require_installed_checkout(tmp_path: Path) -> None:
     if importlib.util.find_spec("mypy") is None:
         pytest.skip("mypy is not installed (the `dev` extra)")
-    found = subprocess.run(
-        [sys.executable, "-c", "import tinypl; print(tinypl.__file__)"],
-        cwd=tmp_path,
-        env=user_environment(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    found = run_as_user(["-c", "import tinypl; print(tinypl.__file__)"], tmp_path)
     location = Path(found.stdout.strip()).resolve() if found.returncode == 0 else None
     if location is None or location.parent.parent != ROOT:
         pytest.skip(f"tinypl is not installed from {ROOT} (found: {location})")
@@ -55,13 +56,5 @@ def test_a_user_program_type_checks(program: str, tmp_path: Path) -> None:
         pytest.skip("torch is not installed (the `torch` extra)")
     require_installed_checkout(tmp_path)
     shutil.copy(HERE / program, tmp_path / program)
-    result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", program],
-        cwd=tmp_path,
-        env=user_environment(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
+    result = run_as_user(["-m", "mypy", "--strict", "--no-error-summary", program], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
