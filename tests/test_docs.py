@@ -12,6 +12,13 @@ Conventions for ``docs/*.md`` and ``README.md``:
   ends.
 - A block is skipped only when the line right before its opening fence is exactly
   ``<!-- no-test -->``. Use it sparingly, for code that cannot run in a test.
+- A block that needs an optional package (an extra such as ``torch``) says so on the
+  line right before its opening fence: ``<!-- requires: torch -->`` (several names
+  separated by commas). When the package is installed the block runs like any other.
+  When it is missing, the block is not run, the page's other blocks still run and must
+  pass, and then the page's test is reported as skipped with a reason naming the package
+  and the lines of the blocks, so that a missing package is never silent. An untagged
+  block that imports an optional package fails ``test_optional_imports_are_tagged``.
 
 Fences may be indented (inside an admonition, say); the indentation of the opening fence
 is removed from the block's lines.
@@ -20,6 +27,7 @@ is removed from the block's lines.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import re
 import subprocess
@@ -37,6 +45,9 @@ PAGES_WITHOUT_EXAMPLES = ("docs/api.md",)
 SEED_SECTION_PAGES = ("basics", "iterators", "markers", "threads", "ordering")
 
 NO_TEST = "<!-- no-test -->"
+REQUIRES = re.compile(r"^<!-- requires: (?P<names>[\w.-]+(?:, *[\w.-]+)*) -->$")
+#: Packages that tinypl's `test` extra does not install; a block importing one is tagged.
+OPTIONAL_PACKAGES = ("torch", "torchvision")
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<lang>[\w+-]*)(?P<info>.*)$")
 OUTPUT_LABEL = re.compile(r"""\btitle=(["'])Output\1""")
 
@@ -50,6 +61,7 @@ class Block:
     code: str
     line: int  # 1-based line number of the opening fence
     opted_out: bool
+    requires: tuple[str, ...] = ()
     expected_output: str | None = None
 
     @property
@@ -87,6 +99,7 @@ def parse_blocks(text: str) -> list[Block]:
             code="\n".join(body) + "\n",
             line=index + 1,
             opted_out=index > 0 and lines[index - 1].strip() == NO_TEST,
+            requires=required_packages(lines[index - 1] if index > 0 else ""),
         )
         adjacent = previous_end is not None and all(
             not line.strip() for line in lines[previous_end + 1 : index]
@@ -101,6 +114,18 @@ def parse_blocks(text: str) -> list[Block]:
         previous_end = end
         index = end + 1
     return blocks
+
+
+def required_packages(line: str) -> tuple[str, ...]:
+    """The packages named by a ``<!-- requires: ... -->`` line (none for any other line)."""
+    match = REQUIRES.match(line.strip())
+    if match is None:
+        return ()
+    return tuple(name.strip() for name in match["names"].split(","))
+
+
+def missing_packages(block: Block) -> list[str]:
+    return [name for name in block.requires if importlib.util.find_spec(name) is None]
 
 
 def normalize(output: str) -> str:
@@ -135,11 +160,17 @@ def test_parser_follows_the_conventions() -> None:
             ```python
             print(2)
             ```
+        <!-- requires: torch, numpy -->
+        ```python
+        import torch
+        ```
         """
     )
     blocks = parse_blocks(page)
     python = [block for block in blocks if block.lang == "python"]
-    assert [block.line for block in python] == [1, 9, 16]
+    assert [block.line for block in python] == [1, 9, 16, 20]
+    assert python[3].requires == ("torch", "numpy") and not python[3].opted_out
+    assert not any(block.requires for block in python[:3])
     assert python[0].expected_output == "1\n"
     assert python[1].opted_out and python[1].info == 'title="skipped.py"'
     assert python[1].expected_output is None
@@ -160,9 +191,15 @@ def test_examples_run_and_print_what_the_page_says(page: Path) -> None:
     blocks = [block for block in parse_blocks(page.read_text()) if block.lang == "python"]
     assert blocks, f"{page_id(page)} has no Python example"
     namespace: dict[str, object] = {"__name__": "__docs__"}
+    not_run: dict[str, list[int]] = {}  # missing package -> lines of the blocks needing it
     try:
         for block in blocks:
             if block.opted_out:
+                continue
+            missing = missing_packages(block)
+            for name in missing:
+                not_run.setdefault(name, []).append(block.line)
+            if missing:
                 continue
             where = f"{page_id(page)}:{block.line}"
             stdout = io.StringIO()
@@ -175,6 +212,28 @@ def test_examples_run_and_print_what_the_page_says(page: Path) -> None:
     finally:
         # Drop the page's pipelines, so that garbage collection stops their threads.
         namespace.clear()
+    if not_run:
+        reasons = "; ".join(
+            f"{name} is not installed (blocks at lines {', '.join(map(str, lines))})"
+            for name, lines in sorted(not_run.items())
+        )
+        pytest.skip(f"{page_id(page)}: the other blocks passed, but {reasons}")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_optional_imports_are_tagged(page: Path) -> None:
+    imports = re.compile(rf"^\s*(?:import|from)\s+({'|'.join(OPTIONAL_PACKAGES)})\b", re.M)
+    untagged = [
+        block.line
+        for block in parse_blocks(page.read_text())
+        if block.lang == "python" and not block.opted_out
+        for name in imports.findall(block.code)
+        if name not in block.requires
+    ]
+    assert not untagged, (
+        f"{page_id(page)}: blocks at lines {untagged} import an optional package;"
+        " put `<!-- requires: NAME -->` on the line before the fence"
+    )
 
 
 @pytest.mark.parametrize("name", PAGES_WITHOUT_EXAMPLES)
@@ -202,7 +261,7 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert 0 <= install < tests
 
 
-# -- the example script and the site -----------------------------------------------------
+# -- the example script (the site is built by test_site.py) ------------------------------
 
 
 @pytest.mark.timeout(60)
@@ -217,20 +276,3 @@ def test_quickstart_runs() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip(), "examples/quickstart.py printed nothing"
-
-
-@pytest.mark.timeout(120)
-def test_mkdocs_build_strict(tmp_path: Path) -> None:
-    pytest.importorskip("mkdocs")
-    pytest.importorskip("material")
-    pytest.importorskip("mkdocstrings")
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert (tmp_path / "site" / "index.html").is_file()

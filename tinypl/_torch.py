@@ -18,7 +18,7 @@ T = TypeVar("T")
 def _dataset_class() -> type[Any]:
     from torch.utils.data import IterableDataset, get_worker_info
 
-    class PipeDataset(IterableDataset):  # type: ignore[type-arg]
+    class PipeDataset(IterableDataset[Any]):
         """A ``torch.utils.data.IterableDataset`` over the items of a tinypl pipeline."""
 
         def __init__(self, pipe: Iterable[Any]) -> None:

@@ -1,0 +1,42 @@
+"""A user's program, type-checked by mypy in ``test_typing.py``: each ``assert_type`` is
+what a user's editor must infer.
+"""
+
+from __future__ import annotations
+
+from typing_extensions import assert_type
+
+import tinypl as pl
+
+# -- the fluent chain
+ints = pl.Pipe(range(10))
+assert_type(ints, pl.Pipe[int])
+assert_type(pl.Pipe(["a"]), pl.Pipe[str])
+assert_type(pl.Pipe(ints), pl.Pipe[int])
+assert_type(ints.map(str), pl.Pipe[str])
+assert_type(ints.filter(lambda x: x > 2).thread(2).order(), pl.Pipe[int])
+assert_type(ints.partition(2), pl.Pipe[list[int]])
+assert_type(ints.partition(2).flatten(), pl.Pipe[int])
+assert_type(list(ints.map(str)), list[str])
+
+# -- the module-level chain
+assert_type(pl.map(range(3), str), pl.Stage[str])
+assert_type(pl.filter(pl.map(range(3), str), str.isdigit), pl.Stage[str])
+assert_type(pl.partition(range(3), 2), pl.Stage[list[int]])
+assert_type(pl.thread.map(range(3), str, workers=2), pl.Stage[str])
+
+
+# -- the dataloader
+class Squares:
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        return index * index
+
+
+def total(batch: list[int]) -> int:
+    return sum(batch)
+
+
+assert_type(pl.dataloader.load(Squares(), 2, total), pl.Stage[int])
