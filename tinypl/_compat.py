@@ -260,7 +260,8 @@ def thread_queue(
 
     Examples:
         >>> import tinypl as pl
-        >>> stage = pl.thread.queue(pl.map(range(10), lambda x: 2 * x), workers=4, maxsize=8)
+        >>> doubled = pl.map(range(10), lambda x: 2 * x)
+        >>> stage = pl.thread.queue(doubled, workers=4, maxsize=8)
         >>> sorted(stage)
         [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
     """

@@ -125,7 +125,8 @@ class sampler:  # a namespace, spelled as in tinypl 0.1.0
         >>> import tinypl as pl
         >>> list(pl.dataloader.sampler.sequential(range(3), epochs=2))
         [range(0, 3), range(0, 3)]
-        >>> list(pl.dataloader.sampler.shuffle(range(5), rng=random.Random(1), epochs=1))
+        >>> rng = random.Random(1)
+        >>> list(pl.dataloader.sampler.shuffle(range(5), rng=rng, epochs=1))
         [[2, 3, 4, 0, 1]]
     """
 
@@ -161,7 +162,8 @@ class sampler:  # a namespace, spelled as in tinypl 0.1.0
         Examples:
             >>> import tinypl as pl
             >>> shuffled = pl.dataloader.sampler.shuffle(range(4), rng=7, epochs=2)
-            >>> list(shuffled) == list(shuffled)  # an int seed: every iteration repeats
+            >>> # an int seed: every iteration repeats
+            >>> list(shuffled) == list(shuffled)
             True
             >>> sorted(next(iter(shuffled)))
             [0, 1, 2, 3]

@@ -22,7 +22,8 @@ class Marker:
         >>> from tinypl import Marker, Pipe
         >>> end = Marker("end")
         >>> seen = []
-        >>> pipe = Pipe(range(4)).insert_marker(end, every=2).on(end, lambda: seen.append("!"))
+        >>> marked = Pipe(range(4)).insert_marker(end, every=2)
+        >>> pipe = marked.on(end, lambda: seen.append("!"))
         >>> list(pipe), seen
         ([0, 1, 2, 3], ['!', '!'])
         >>> Marker("end") is end

@@ -44,7 +44,8 @@ class Pipe(Generic[T_co]):
 
     Examples:
         >>> from tinypl import Pipe
-        >>> pipe = Pipe(range(10)).map(lambda x: 3 * x + 1).filter(lambda x: x % 2 == 0)
+        >>> pipe = Pipe(range(10)).map(lambda x: 3 * x + 1)
+        >>> pipe = pipe.filter(lambda x: x % 2 == 0)
         >>> pipe
         Pipe(range(0, 10)).map(<lambda>).filter(<lambda>)
         >>> list(pipe.partition(2))

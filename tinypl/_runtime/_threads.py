@@ -199,19 +199,26 @@ class QueueReader:
 
     def __next__(self) -> Any:
         core = self._core
+        # The loop runs in a call of its own: a Ctrl-C that Python raises at one of the
+        # loop's jumps is then raised at this call, inside the try (CPython 3.11 can
+        # report a signal raised at a backward jump outside the enclosing handler).
         try:
-            while True:
-                try:
-                    x = core.get()
-                except Empty:
-                    continue  # back in Python code: a pending Ctrl-C is raised here
-                if x.__class__ is not Control:
-                    core.free(None)
-                    return x
-                core.control(x)
+            return _read(core)
         except KeyboardInterrupt:
             core.close_in_background()
             raise
+
+
+def _read(core: ThreadCore) -> Any:
+    while True:
+        try:
+            x = core.get()
+        except Empty:
+            continue  # back in Python code: a pending Ctrl-C is raised here
+        if x.__class__ is not Control:
+            core.free(None)
+            return x
+        core.control(x)
 
 
 class ThreadStage(WorkerStage[Any]):
