@@ -10,7 +10,6 @@ that the two namespaces match.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -180,6 +179,8 @@ def unpack(fn: Callable[..., U]) -> Callable[[Iterable[Any]], U]:
         >>> list(pl.map([(1, 2), (3, 4)], pl.unpack(lambda a, b: a + b)))
         [3, 7]
     """
+    import inspect  # here, not at the top: it is slow to import
+
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)

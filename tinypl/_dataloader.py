@@ -17,11 +17,10 @@ functions it accepts as ``map``/``collate_map`` (``pl.map``, ``pl.thread.map``,
 from __future__ import annotations
 
 import functools
-import inspect
 import numbers
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Generic, Literal, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, final
 
 from . import _plan
 from ._compat import map_, order_load, process_map, process_options, thread_map
@@ -29,6 +28,9 @@ from ._marker import Marker
 from ._pipe import Pipe
 from ._runtime import Stage
 from ._validate import check_callable, check_choice, check_int, check_marker
+
+if TYPE_CHECKING:
+    import inspect
 
 __all__ = ["EPOCH_END_MODES", "Dataset", "fetch", "load", "sampler"]
 
@@ -254,13 +256,17 @@ def _batches(pipe: Pipe[int], batchsize: int, mode: str) -> Pipe[list[int]]:
 
 Runner = Callable[..., Iterable[Any]]
 
-#: The module-level functions ``load`` translates into ``Pipe`` stages, the ``Pipe`` method
-#: each stands for, and the signature their arguments are bound with. Every argument but
-#: the first two (the stage and the function) is passed on, by name, to the method.
-_CONCURRENT: dict[Any, tuple[str, inspect.Signature]] = {
-    thread_map: ("thread", inspect.signature(thread_map)),
-    process_map: ("process", inspect.signature(process_map)),
-}
+# The module-level functions ``load`` translates into ``Pipe`` stages, the ``Pipe`` method
+# each stands for, and the signature their arguments are bound with. Every argument but
+# the first two (the stage and the function) is passed on, by name, to the method.
+@functools.cache
+def _concurrent() -> dict[Any, tuple[str, inspect.Signature]]:
+    import inspect  # here, not at the top: it is slow to import
+
+    return {
+        thread_map: ("thread", inspect.signature(thread_map)),
+        process_map: ("process", inspect.signature(process_map)),
+    }
 
 
 def _unwrap(runner: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
@@ -280,8 +286,8 @@ def _apply(where: str, runner: Runner, pipe: Pipe[Any], fn: Callable[[Any], Any]
     function, args, keywords = _unwrap(runner)
     if function is map_ and not args and not keywords:
         return pipe.map(fn)
-    if function in _CONCURRENT:
-        method, signature = _CONCURRENT[function]
+    if function in _concurrent():
+        method, signature = _concurrent()[function]
         try:
             bound = signature.bind(None, None, *args, **keywords)
         except TypeError as error:

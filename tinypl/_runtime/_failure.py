@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
 import threading
 from typing import Any, NoReturn
 
@@ -12,7 +11,6 @@ from .._errors import WorkerError
 
 __all__ = ["SPENT", "FailureHandling", "Replicas", "interpreter_exiting"]
 
-log = logging.getLogger("tinypl")
 
 
 def interpreter_exiting() -> bool:
@@ -121,6 +119,9 @@ class FailureHandling:
         if isinstance(error, as_is) or (mode == "raise" and not isinstance(error, SystemExit)):
             raise error
         if mode in ("forward-and-print", "exit"):
+            import logging  # here, not at the top: only a failure needs it
+
+            log = logging.getLogger("tinypl")
             log.error("tinypl: a worker of %s failed", self.name, exc_info=error)
         raise self.forward_error(
             f"a worker of {self.name} failed: {type(error).__name__}: {error}"

@@ -7,7 +7,6 @@ the builtin ``map`` the marker-free fast path compiles to.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -28,7 +27,6 @@ __all__ = [
     "UntilStep",
 ]
 
-debug_log = logging.getLogger("tinypl.debug")
 
 
 class _Raw(Iterator[Any]):
@@ -246,21 +244,24 @@ class RatelimitStep(_Raw):
 class TraceStep(_Raw):
     """Logs every pull and what it returned to the ``tinypl.debug`` logger (INFO)."""
 
-    __slots__ = ("_message",)
+    __slots__ = ("_log", "_message")
 
     def __init__(self, upstream: Iterator[Any], message: Any) -> None:
+        import logging  # here, not at the top: only a traced run needs it
+
         super().__init__(upstream)
         self._message = message
+        self._log = logging.getLogger("tinypl.debug")
 
     def _text(self, *item: Any) -> str:
         message = self._message
         return message if isinstance(message, str) else str(message(*item))
 
     def __next__(self) -> Any:
-        debug_log.info("Pulling   %s", self._text())
+        self._log.info("Pulling   %s", self._text())
         x = self._pull()
         # A marker is never handed to a user function.
-        debug_log.info("Returning %s", repr(x) if x.__class__ is Marker else self._text(x))
+        self._log.info("Returning %s", repr(x) if x.__class__ is Marker else self._text(x))
         return x
 
 
