@@ -453,6 +453,29 @@ def test_error_inside_the_ordered_region_is_raised_before_any_later_item(
 
 
 @pytest.mark.timeout(10)
+def test_error_while_the_other_workers_wait_for_the_window_is_raised() -> None:
+    """Item 0 fails once item 1 is done: the window (2) is then full, so every other
+    worker waits for a number that only item 0 could free. The error must still come."""
+    before = tinypl_threads()
+    one_done = threading.Event()
+
+    def f(x: int) -> int:
+        if x == 0:
+            one_done.wait(5)
+            raise Boom("item 0")
+        if x == 1:
+            one_done.set()
+        return x
+
+    order = pl.order.save(range(100), maxsize=2)
+    stage = pl.order.load(pl.thread.map(order, f, workers=3), order)
+    with pytest.raises(Boom, match="item 0"):
+        next(stage)
+    stage.close()
+    assert seconds_until_gone(before) < 1.0
+
+
+@pytest.mark.timeout(10)
 def test_close_while_workers_wait_for_the_window() -> None:
     before = tinypl_threads()
     count = InFlight()

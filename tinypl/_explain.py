@@ -25,19 +25,15 @@ def _(node: plan.Source) -> list[str]:
     return [short_repr(node.source)]
 
 
-@_args.register
-def _(node: plan.Map) -> list[str]:
+@_args.register(plan.Map)
+@_args.register(plan.Each)
+def _(node: plan.Map | plan.Each) -> list[str]:
     return [name_of(node.fn)]
 
 
 @_args.register
 def _(node: plan.Filter) -> list[str]:
     return [name_of(node.pred)]
-
-
-@_args.register
-def _(node: plan.Each) -> list[str]:
-    return [name_of(node.fn)]
 
 
 @_args.register

@@ -235,8 +235,18 @@ def worker_stage(
     Garbage collection of the stage stops its own workers; only ``close()`` goes upstream,
     since an upstream stage may be shared with other stages (module-level API).
     """
-    stage = make_view(raw, upstream._tagger, cls)
+    stage = guarded_view(raw, node, upstream, core, cls)
     stage._pool = core
+    weakref.finalize(stage, core.shutdown)
+    return stage
+
+
+def guarded_view(
+    raw: Iterator[Any], node: Node, upstream: Stage[Any], core: Any, cls: type[V] | None = None
+) -> V:
+    """A stage over ``raw`` that several threads may pull (``core`` makes it safe),
+    carrying the markers and the order numbering of ``upstream``."""
+    stage: V = make_view(raw, upstream._tagger, cls)
     stage._attach(
         raw=raw,
         node=node,
@@ -246,8 +256,13 @@ def worker_stage(
         tagger=upstream._tagger,
         core=core,
     )
-    weakref.finalize(stage, core.shutdown)
     return stage
+
+
+def signal_stop(stage: Stage[Any]) -> None:
+    """Wake everything blocked in ``stage`` and upstream of it, without joining anything:
+    a failure is on its way and no more items are wanted from there."""
+    stage._signal_stop()
 
 
 def node_of(stage: Stage[Any]) -> Node | None:

@@ -23,7 +23,15 @@ from .._ops import Op
 from ._compile import group_function, restarting, stepper, stepping
 from ._order import GroupApply, LoadRaw, SaveRaw, Tagger
 from ._registry import build, build_source
-from ._stage import ChainStage, SourceStage, Stage, ViewStage, WorkerStage, make_view
+from ._stage import (
+    ChainStage,
+    SourceStage,
+    Stage,
+    ViewStage,
+    WorkerStage,
+    guarded_view,
+    make_view,
+)
 from ._steps import (
     Batches,
     FlattenStep,
@@ -66,18 +74,23 @@ def _view(
     return stage
 
 
-def _group(node: plan.Node, upstream: Stage[Any], ops: tuple[Op, ...]) -> Stage[Any]:
-    tagger = upstream._tagger
-    assert tagger is not None
-    raw = GroupApply(upstream.raw, group_function(ops), tagger)
+def _follow(raw: Iterator[Any], node: plan.Node, upstream: Stage[Any]) -> Stage[Any]:
+    """A stage over ``raw`` that keeps ``upstream``'s markers, numbering and sharing."""
     return _view(
         raw,
         node,
         upstream,
         may_mark=upstream._may_mark,
         thread_safe=upstream._can_share,
-        tagger=tagger,
+        tagger=upstream._tagger,
     )
+
+
+def _group(node: plan.Node, upstream: Stage[Any], ops: tuple[Op, ...]) -> Stage[Any]:
+    tagger = upstream._tagger
+    assert tagger is not None
+    raw = GroupApply(upstream.raw, group_function(ops), tagger)
+    return _follow(raw, node, upstream)
 
 
 def _not_in_ordered_region(node: plan.Node, upstream: Stage[Any]) -> None:
@@ -245,14 +258,7 @@ def _ratelimit(node: plan.Ratelimit, upstream: Stage[Any]) -> Stage[Any]:
 @build.register
 def _trace(node: plan.Trace, upstream: Stage[Any]) -> Stage[Any]:
     raw = TraceStep(upstream.raw, node.message)
-    return _view(
-        raw,
-        node,
-        upstream,
-        may_mark=upstream._may_mark,
-        thread_safe=upstream._can_share,
-        tagger=upstream._tagger,
-    )
+    return _follow(raw, node, upstream)
 
 
 @build.register
@@ -260,17 +266,7 @@ def _mutex(node: plan.Mutex, upstream: Stage[Any]) -> Stage[Any]:
     if node.auto and upstream._can_share():
         return upstream
     raw = Locked(upstream.raw, threading.Lock())
-    stage: ViewStage[Any] = make_view(raw, upstream._tagger)
-    stage._attach(
-        raw=raw,
-        node=node,
-        upstream=upstream,
-        may_mark=upstream._may_mark,
-        thread_safe=True,
-        tagger=upstream._tagger,
-        core=raw,
-    )
-    return stage
+    return guarded_view(raw, node, upstream, raw)
 
 
 @build.register
@@ -288,15 +284,9 @@ def _save(node: plan.Save, upstream: Stage[Any]) -> Stage[Any]:
     raw = SaveRaw(upstream.raw, tagger)
     # Pulled directly, a save stage hands out plain items: only raw pulls are numbered.
     stage: ViewStage[Any] = ViewStage(is_marker, Locked(upstream.raw, raw.lock))
-    stage._attach(
-        raw=raw,
-        node=node,
-        upstream=upstream,
-        may_mark=upstream._may_mark,
-        thread_safe=True,
-        tagger=tagger,
-        core=tagger,
-    )
+    marks = upstream._may_mark
+    stage._attach(raw=raw, node=node, upstream=upstream, may_mark=marks, thread_safe=True,
+                  tagger=tagger, core=tagger)  # fmt: skip
     return stage
 
 

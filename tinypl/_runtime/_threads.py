@@ -27,7 +27,7 @@ from .._errors import ThreadWorkerError
 from ._control import DONE, END, FAILED, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas, interpreter_exiting
 from ._registry import build
-from ._stage import Stage, WorkerStage, worker_stage
+from ._stage import Stage, WorkerStage, signal_stop, worker_stage
 
 __all__ = ["JOIN_TIMEOUT", "ThreadStage", "ThreadWorkerError"]
 
@@ -110,9 +110,14 @@ class ThreadCore(FailureHandling):
                 put(x)  # even when stopping: an item pulled is delivered or dropped later
         except BaseException as error:
             with self._lock:
-                if self.error is None:
+                first = self.error is None
+                if first:
                     self.error = error
             self._stopping = True
+            if first:
+                # The error is raised once every worker is done; one that waits upstream
+                # (an order window held open by the failed item) must be woken to finish.
+                signal_stop(self.upstream)
         finally:
             put(DONE)
 
