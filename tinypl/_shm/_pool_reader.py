@@ -161,6 +161,23 @@ def _release_region(mm: mmap.mmap, name: str, slot: int, pid: int) -> None:
         return  # a forked child dropping inherited views must not free the parent's regions
     _live_regions.discard((name, slot))
     mm[_SLOTS + slot] = 0
+    if mm[PoolHeader.CLOSED]:
+        _drop_if_finished(name)
+
+
+def _drop_if_finished(name: str) -> None:
+    """Unmap a closed pool's segment once its last region is back: the cached mapping
+    holds a descriptor too, so keeping it would leak one fd per finished run."""
+    # A finalizer may run inside a garbage collection that interrupted a holder of the
+    # lock (this thread's own sweep, say): never wait for it; the next sweep drops it.
+    if not _segments_lock.acquire(blocking=False):
+        return
+    try:
+        segment = _segments.get(name)
+        if segment is not None and segment.idle():
+            del _segments[name]  # views still alive keep the mapping on their own
+    finally:
+        _segments_lock.release()
 
 
 def _check_unclaimed(segment: ReaderSegment, slot: int) -> None:
