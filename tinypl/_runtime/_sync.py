@@ -166,12 +166,6 @@ class _Sharing:
         return self._shared
 
 
-def _counts_source(node: plan.Fused) -> bool:
-    """Whether the run pulls the pipeline's own source, so it can number items."""
-    source = node.upstream
-    return isinstance(source, plan.Source) and not isinstance(source.source, Stage)
-
-
 @build.register
 def _fused(node: plan.Fused, upstream: Stage[Any]) -> Stage[Any]:
     if upstream._tagger is not None:
@@ -182,7 +176,7 @@ def _fused(node: plan.Fused, upstream: Stage[Any]) -> Stage[Any]:
         return _view(
             stepping(step), node, upstream, may_mark=markers, thread_safe=upstream._can_share
         )
-    runs = restarting(node.ops, upstream.raw, markers=markers, positions=_counts_source(node))
+    runs = restarting(node.ops, upstream.raw, markers=markers)
     if markers:
         raw = _Runs.from_iterable(runs)
         sharing = _Sharing(raw, node.ops, upstream)
