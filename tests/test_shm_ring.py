@@ -502,7 +502,8 @@ def test_ring_writer_raises_when_creator_killed(
     finally:
         buffer.close()
         # SIGKILL gave the creator no chance to clean up
-        assert cleanup_orphans(pids=[proc.pid]) == [name]
+        # Another sweep (a process stage starting elsewhere) may have removed it first.
+        assert set(cleanup_orphans(pids=[proc.pid])) <= {name}
         assert not segment_exists(name)
 
 
