@@ -10,7 +10,14 @@ import sys
 import pytest
 from procwatch import REPO
 
-HEAVY = ["numpy", "cloudpickle", "multiprocessing", "tinypl._shm", "tinypl._runtime._processes"]
+HEAVY = [
+    "numpy",
+    "cloudpickle",
+    "multiprocessing",
+    "tinypl._shm",
+    "tinypl._runtime._processes",
+    "tinypl._dataloader",
+]
 
 PROBE = """
 import json, sys

@@ -11,7 +11,9 @@ Examples:
     [4, 6, 8]
 """
 
-from . import dataloader, debug, marker, order, process, thread
+import typing as _typing
+
+from . import debug, marker, order, process, thread
 from ._compat import each_ as each
 from ._compat import filter_ as filter
 from ._compat import flatten_ as flatten
@@ -26,6 +28,9 @@ from ._pipe import Pipe
 from ._runtime import Stage, WorkerDied
 
 flatten_lazy = flatten
+
+if _typing.TYPE_CHECKING:
+    from . import dataloader
 
 __all__ = [
     "Marker",
@@ -50,3 +55,17 @@ __all__ = [
     "thread",
     "unpack",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The dataloader is imported on first use: most pipelines never need it, and its
+    # import is a tenth of tinypl's.
+    if name == "dataloader":
+        import importlib
+
+        return importlib.import_module(".dataloader", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
