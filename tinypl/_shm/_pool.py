@@ -323,12 +323,13 @@ class ShmPool(ClosingContext):
         >>> from tinypl._shm import loads
         >>> pool = ShmPool(16 << 20)
         >>> message = pool.dumps({"img": np.ones((512, 512)), "id": 7})
-        >>> len(message) < 1000          # the array data is not in the message
+        >>> # the array data is not in the message
+        >>> len(message) < 1000
         True
-        >>> out = loads(message)         # normally in another process
+        >>> out = loads(message)  # normally in another process
         >>> float(out["img"].sum()), out["id"], pool.stats()["regions_in_use"]
         (262144.0, 7, 1)
-        >>> del out                      # the region returns to the pool
+        >>> del out  # the region returns to the pool
         >>> pool.stats()["regions_in_use"]
         0
         >>> pool.close()

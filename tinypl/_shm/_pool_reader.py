@@ -205,7 +205,8 @@ def loads(message: bytes | bytearray | memoryview) -> Any:
         >>> from tinypl._shm import ShmPool
         >>> pool = ShmPool(1 << 20, min_buffer=1024)
         >>> big, small = loads(pool.dumps([np.zeros(1000), np.zeros(10)]))
-        >>> pool.stats()["regions_in_use"]   # only `big` lives in shared memory
+        >>> # only `big` lives in shared memory
+        >>> pool.stats()["regions_in_use"]
         1
         >>> del big
         >>> pool.stats()["regions_in_use"]
