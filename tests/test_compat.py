@@ -448,3 +448,12 @@ def test_order_load_rejects_a_non_save_stage() -> None:
 def test_order_save_validates_maxsize() -> None:
     with pytest.raises(ValueError, match="maxsize"):
         pl.order.save(range(3), maxsize=0)
+
+
+@pytest.mark.parametrize("function", [pl.process.map, pl.process.each])
+def test_a_0_1_0_process_alias_is_checked_under_its_own_name(function: Any) -> None:
+    # Checked when the stage is built, before any worker starts.
+    with pytest.raises(TypeError, match="force_single_thread"):
+        function(range(3), abs, force_single_thread="yes")
+    with pytest.raises(TypeError, match="multiprocessing_context"):
+        function(range(3), abs, multiprocessing_context=3)
