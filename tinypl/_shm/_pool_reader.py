@@ -174,7 +174,7 @@ def _drop_if_finished(name: str) -> None:
         return
     try:
         segment = _segments.get(name)
-        if segment is not None and segment.idle():
+        if segment is not None and segment.finished():
             del _segments[name]  # views still alive keep the mapping on their own
     finally:
         _segments_lock.release()
