@@ -109,9 +109,9 @@ class _Pump:
                     pass  # the consumer's loop is closed: nobody waits any more
 
     async def next(self) -> Any:
+        if self._closing:
+            raise StopAsyncIteration  # closed: what the buffer holds is dropped
         if self._thread is None:
-            if self._closing:
-                raise StopAsyncIteration
             self._start()
         buffer = self._buffer
         while True:

@@ -33,6 +33,7 @@ import functools
 import itertools
 import threading
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from queue import SimpleQueue
@@ -529,6 +530,7 @@ class AsyncSourceDriver:
         except concurrent.futures.CancelledError:
             raise StopIteration from None
         if x is _END:
+            self.signal()  # the loop thread ends with the source
             raise StopIteration
         return x
 
@@ -592,4 +594,5 @@ def async_source(node: plan.AsyncSource) -> Stage[Any]:
     stage._attach(
         raw=driver, node=None, upstream=None, may_mark=False, thread_safe=False, core=driver
     )
+    weakref.finalize(stage, driver.shutdown)
     return stage
