@@ -9,6 +9,7 @@ connections open, accepted, and closed by their client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 __all__ = ["Server", "fetch"]
@@ -106,7 +107,5 @@ async def fetch(server: Server, n: int) -> int:
         return int(await reader.readline())
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
-        except ConnectionError:
-            pass

@@ -95,10 +95,13 @@ def test_plain_functions_run_inline_on_the_loop_thread_and_awaitables_are_awaite
         threads.add(threading.current_thread().name)
         return x + 1
 
+    def later(x: int) -> Any:
+        return slow_double(x)  # a plain function returning a coroutine
+
     pipe = (
         Pipe(range(20))
         .map(plain)
-        .map(lambda x: slow_double(x))  # a plain function returning a coroutine
+        .map(later)
         .filter(lambda x: x % 4 == 0)
         .asyncio(4)
         .order()
@@ -260,7 +263,8 @@ def test_markers_keep_their_places_between_unordered_items() -> None:
             segments.append([])
         else:
             segments[-1].append(x)
-    assert [sorted(s) for s in segments] == [list(range(i, min(i + 6, 40))) for i in range(0, 42, 6)]
+    expected = [list(range(i, min(i + 6, 40))) for i in range(0, 42, 6)]
+    assert [sorted(s) for s in segments] == expected
 
 
 @pytest.mark.timeout(30)
@@ -311,7 +315,7 @@ def test_an_async_source_without_asyncio_stage_gets_a_loop_of_its_own() -> None:
 @pytest.mark.timeout(30)
 def test_closing_an_endless_async_source_stops_it() -> None:
     before = tinypl_threads()
-    for pipe_of in (lambda t: Pipe(t).map(slow_double).asyncio(3), lambda t: Pipe(t)):
+    for pipe_of in (lambda t: Pipe(t).map(slow_double).asyncio(3), Pipe):
         ticks = Ticks(None)
         stage = iter(pipe_of(ticks))
         assert [next(stage) for _ in range(5)]

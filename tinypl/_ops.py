@@ -148,7 +148,8 @@ def is_async(fn: Any) -> bool:
         return True
     code = getattr(getattr(fn, "__func__", fn), "__code__", None)
     if code is None and not isinstance(fn, type):
-        call = getattr(type(fn), "__call__", None)
-        code = getattr(call, "__code__", None)
+        # The ``__call__`` a class defines (``callable()`` says nothing about ``async``).
+        own = [vars(k)["__call__"] for k in type(fn).__mro__ if "__call__" in vars(k)]
+        code = getattr(own[0], "__code__", None) if own else None
     flags = getattr(code, "co_flags", 0)
     return isinstance(flags, int) and bool(flags & _CO_COROUTINE)

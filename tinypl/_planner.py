@@ -14,7 +14,6 @@ from __future__ import annotations
 import attrs
 
 from ._ops import Op, is_async, name_of
-from ._validate import is_async_iterable
 from ._plan import (
     CONCURRENT,
     SHIPPABLE,
@@ -41,6 +40,7 @@ from ._plan import (
     chain,
     stage_name,
 )
+from ._validate import is_async_iterable
 
 __all__ = ["optimize", "shippable_run", "validate"]
 
@@ -242,9 +242,9 @@ def _run_on_loops(nodes: list[Node]) -> list[Node]:
     for node in nodes:
         if isinstance(node, Asyncio):
             start = len(out) - shippable_run(out)
-            ops = tuple(_op(n) for n in out[start:])
+            run = tuple(_op(n) for n in out[start:])
             del out[start:]
-            out.append(RunOnLoop(**attrs.asdict(node, recurse=False), ops=ops))
+            out.append(RunOnLoop(**attrs.asdict(node, recurse=False), ops=run))
         else:
             out.append(node)
     for node in out:

@@ -86,7 +86,7 @@ class _Pump:
                 buffer.append(x)
                 if self._waiter is not None:
                     self._wake_consumer()
-        except BaseException as error:  # noqa: BLE001  (raised in the consumer)
+        except BaseException as error:  # raised in the consumer
             buffer.append(_Failed(error))
         finally:
             try:

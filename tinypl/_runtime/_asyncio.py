@@ -305,7 +305,7 @@ class LoopCore(FailureHandling):
         try:
             loop.run_until_complete(self._run_workers())
             _finish_loop(loop)
-        except BaseException as error:  # noqa: BLE001  (reported to the consumer)
+        except BaseException as error:  # reported to the consumer
             self._record(error)
         finally:
             with self._lock:
@@ -355,7 +355,7 @@ class LoopCore(FailureHandling):
                         await self._put(y)
         except asyncio.CancelledError:
             raise
-        except BaseException as error:  # noqa: BLE001  (reported to the consumer)
+        except BaseException as error:  # reported to the consumer
             if n is not None and self._tagger is not None:
                 self._tagger.fail(n, error)
             self._record(error)
@@ -491,7 +491,9 @@ class LoopStage(WorkerStage[Any]):
 
 def loop_stage(node: plan.RunOnLoop, upstream: Stage[Any]) -> Stage[Any]:
     core = LoopCore(upstream, node)
-    return worker_stage(LoopStage, QueueReader(core), node, upstream, core)
+    # The thread stage's reader: it needs only get/free/control/close_in_background.
+    reader = QueueReader(core)  # type: ignore[arg-type]
+    return worker_stage(LoopStage, reader, node, upstream, core)
 
 
 # -- async sources -----------------------------------------------------------------------
