@@ -20,9 +20,9 @@ every item pulled before a marker comes out before it and every item after it, a
 (a worker that finishes early in a later segment waits for its turn). In an ordered
 region the elements are numbered records and markers travel inside them.
 
-A worker error is recorded, the other coroutines are cancelled, and the error is raised
-to the consumer after the items already queued; ``close()`` cancels every coroutine, and
-the loop thread ends with the run.
+A worker error is recorded and no new element is taken; as in a thread stage, the items
+in flight are finished and delivered, then the error is raised to the consumer.
+``close()`` cancels every coroutine, and the loop thread ends with the run.
 """
 
 from __future__ import annotations
@@ -211,6 +211,8 @@ class _Feeder:
             x = self.take()
             if x is not _WAIT:
                 return x
+            if self._stopping:
+                return _END
             with self._lock:
                 if self._inbox:
                     continue
@@ -222,6 +224,7 @@ class _Feeder:
     def stop(self) -> None:
         self._stopping = True
         self._tokens.put(None)
+        self._feed()  # workers waiting for an element see the end
 
 
 class _Segment:
@@ -261,6 +264,7 @@ class LoopCore(FailureHandling):
         self._closed = False  # the loop is closed
         self._input: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._idle: set[asyncio.Task[None]] = set()  # waiting for an element or a turn
         self._main: asyncio.Task[None] | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -325,7 +329,8 @@ class LoopCore(FailureHandling):
             return
         self._tasks = [asyncio.ensure_future(self._work()) for _ in range(self.workers)]
         try:
-            await asyncio.gather(*self._tasks)
+            # return_exceptions: a worker cancelled after an error must not stop the rest.
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         except asyncio.CancelledError:
             for task in self._tasks:
                 task.cancel()
@@ -336,12 +341,18 @@ class LoopCore(FailureHandling):
 
     async def _work(self) -> None:
         source, apply, tagged = self._input, self._apply, self._tagger is not None
+        idle, task = self._idle, asyncio.current_task()
+        assert task is not None
         n: int | None = None
         try:
             while not self._stopping:
                 x = source.take()
                 if x is _WAIT:
-                    x = await source.next()
+                    idle.add(task)
+                    try:
+                        x = await source.next()
+                    finally:
+                        idle.discard(task)
                 if x is _END:
                     return
                 if tagged:
@@ -349,7 +360,7 @@ class LoopCore(FailureHandling):
                     done = await apply(items, n if self._positions else None)
                     await self._put((n, done))
                 elif self._marks:
-                    await self._segmented(x)
+                    await self._segmented(x, task)
                 else:
                     for y in await apply((x,), None):
                         await self._put(y)
@@ -360,7 +371,7 @@ class LoopCore(FailureHandling):
                 self._tagger.fail(n, error)
             self._record(error)
 
-    async def _segmented(self, x: Any) -> None:
+    async def _segmented(self, x: Any, task: asyncio.Task[None]) -> None:
         segments = self._segments
         if x.__class__ is Marker:
             segments[-1].marker = x
@@ -371,9 +382,15 @@ class LoopCore(FailureHandling):
         segment.pending += 1
         done = await self._apply((x,), None)
         if segment is not segments[0]:
+            if self._stopping:
+                return  # an earlier item failed: this one comes after it
             if segment.turn is None:
                 segment.turn = asyncio.get_running_loop().create_future()
-            await segment.turn
+            self._idle.add(task)
+            try:
+                await segment.turn
+            finally:
+                self._idle.discard(task)
         for y in done:
             await self._put(y)
         segment.pending -= 1
@@ -416,13 +433,11 @@ class LoopCore(FailureHandling):
         self._stopping = True
         if not first:
             return
-        try:
-            current = asyncio.current_task()
-        except RuntimeError:  # the loop is not running any more
-            current = None
-        for task in self._tasks:
-            if task is not current:
-                task.cancel()
+        # As in a thread stage, the items in flight are finished and delivered before the
+        # error is raised (in an ordered region: every item before the failed one); the
+        # workers waiting for an element, or for a turn behind the failed item, stop now.
+        for task in list(self._idle):
+            task.cancel()
         if self._input is not None:
             self._input.stop()
         # The error is raised once the loop is done; a feeder waiting upstream (an order
