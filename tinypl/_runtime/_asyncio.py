@@ -575,11 +575,13 @@ class AsyncSourceDriver:
 
     def signal(self) -> None:
         with self._lock:
+            first = not self._stopped
             self._stopped = True
             step, loop = self._step, self._loop
         if step is not None:
             step.cancel()
-        if loop is not None and self._thread is not None and self._thread.is_alive():
+        if first and loop is not None:
+            # Once: a second stop would cut short the clean-up that follows run_forever.
             loop.call_soon_threadsafe(loop.stop)
 
     def shutdown(self) -> None:
