@@ -10,8 +10,8 @@ that the two namespaces match.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from typing import Any, TypeVar, overload
 
 from . import _plan as plan
 from ._marker import Marker
@@ -481,8 +481,22 @@ COUNTERPARTS.update({"asyncio.map": "asyncio", "asyncio.each": "asyncio"})
 __all__ += ["asyncio_each", "asyncio_map"]
 
 
+@overload
 def asyncio_map(
-    pipe: Iterable[T] | Any,
+    pipe: Iterable[T] | AsyncIterable[T],
+    fn: Callable[[T], Awaitable[U]],
+    concurrency: int,
+    maxsize: int | None = None,
+) -> Stage[U]: ...
+@overload
+def asyncio_map(
+    pipe: Iterable[T] | AsyncIterable[T],
+    fn: Callable[[T], U],
+    concurrency: int,
+    maxsize: int | None = None,
+) -> Stage[U]: ...
+def asyncio_map(
+    pipe: Iterable[T] | AsyncIterable[T],
     fn: Callable[[T], Any],
     concurrency: int,
     maxsize: int | None = None,
@@ -503,8 +517,8 @@ def asyncio_map(
 
 
 def asyncio_each(
-    pipe: Iterable[T] | Any,
-    fn: Callable[[T], Any],
+    pipe: Iterable[T] | AsyncIterable[T],
+    fn: Callable[[T], object],
     concurrency: int,
     maxsize: int | None = None,
 ) -> Stage[T]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Generic, Literal, TypeVar, overload
 
 import attrs
@@ -60,6 +60,8 @@ class Pipe(Generic[T_co]):
     def __init__(self: Pipe[T], source: Pipe[T]) -> None: ...
     @overload
     def __init__(self: Pipe[T], source: Iterable[T]) -> None: ...
+    @overload
+    def __init__(self: Pipe[T], source: AsyncIterable[T]) -> None: ...
     @overload
     def __init__(self: Pipe[Any], source: _plan.Node) -> None: ...
     def __init__(self, source: Any) -> None:
@@ -297,6 +299,12 @@ class Pipe(Generic[T_co]):
 
     # -- asyncio (issue 16) --------------------------------------------------------------
 
+    @overload
+    def asyncio(
+        self: Pipe[Awaitable[U]], concurrency: int, maxsize: int | None = None
+    ) -> Pipe[U]: ...
+    @overload
+    def asyncio(self: Pipe[U], concurrency: int, maxsize: int | None = None) -> Pipe[U]: ...
     def asyncio(self, concurrency: int, maxsize: int | None = None) -> Pipe[Any]:
         """Run the per-item stages above, back to the previous concurrent stage, on one
         event loop in a background thread, with up to ``concurrency`` items in flight.

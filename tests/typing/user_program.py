@@ -4,6 +4,8 @@ what a user's editor must infer.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from typing_extensions import assert_type
 
 import tinypl as pl
@@ -18,6 +20,23 @@ assert_type(ints.filter(lambda x: x > 2).thread(2).order(), pl.Pipe[int])
 assert_type(ints.partition(2), pl.Pipe[list[int]])
 assert_type(ints.partition(2).flatten(), pl.Pipe[int])
 assert_type(list(ints.map(str)), list[str])
+
+
+# -- asyncio stages (issue 16)
+async def fetch(x: int) -> str:
+    return str(x)
+
+
+async def numbers() -> AsyncIterator[int]:
+    yield 1
+
+
+assert_type(ints.map(fetch).asyncio(4), pl.Pipe[str])
+assert_type(ints.map(fetch).asyncio(4).order(), pl.Pipe[str])
+assert_type(ints.map(str).asyncio(4), pl.Pipe[str])
+assert_type(pl.Pipe(numbers()), pl.Pipe[int])
+assert_type(pl.asyncio.map(range(3), fetch, concurrency=2), pl.Stage[str])
+assert_type(pl.asyncio.each(range(3), fetch, concurrency=2), pl.Stage[int])
 
 # -- the module-level chain
 assert_type(pl.map(range(3), str), pl.Stage[str])
