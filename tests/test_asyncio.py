@@ -448,3 +448,49 @@ def test_async_for_raises_errors_and_bad_plans_in_the_consumer() -> None:
         asyncio.run(collect(Pipe(range(20)).map(fail_on_7).asyncio(3)))
     with pytest.raises(TypeError, match=r"map\(fail_on_7\)"):
         asyncio.run(collect(Pipe(range(20)).map(fail_on_7)))
+
+
+# -- the stage as an object ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_a_stage_closed_before_its_first_pull_yields_nothing_and_starts_nothing() -> None:
+    before = tinypl_threads()
+    stage = iter(Pipe(range(10)).map(slow_double).asyncio(3))
+    assert "asyncio(3, runs=map(slow_double))" in repr(stage)
+    stage.close()
+    assert list(stage) == []
+    assert tinypl_threads() == before
+    assert stage.closed
+
+
+@pytest.mark.timeout(30)
+def test_fill_reports_the_output_queue() -> None:
+    stage: Any = iter(Pipe(range(50)).map(slow_double).asyncio(4, maxsize=4))
+    first = next(stage)
+    assert 0.0 <= stage.fill <= 1.0
+    assert sorted([first, *stage]) == [2 * x for x in range(50)]
+    assert stage.fill == 0.0
+
+
+@pytest.mark.timeout(60)
+def test_asyncio_stages_after_a_process_stage_and_after_each_other() -> None:
+    pipe = (
+        Pipe(range(40))
+        .map(abs)
+        .process(2)
+        .map(slow_double)
+        .asyncio(5)
+        .map(jitter)
+        .asyncio(3)
+        .order()
+    )
+    assert list(pipe) == [2 * x for x in range(40)]
+
+
+@pytest.mark.timeout(30)
+def test_async_for_over_an_async_source_without_asyncio_stage() -> None:
+    async def main() -> list[str]:
+        return [x async for x in Pipe(Ticks(5)).map(str)]
+
+    assert asyncio.run(main()) == ["0", "1", "2", "3", "4"]
