@@ -20,6 +20,7 @@ HEAVY = [
     "tinypl._dataloader",
     "asyncio",
     "tinypl._runtime._asyncio",
+    "tinypl._runtime._asource",
 ]
 
 PROBE = """
@@ -62,7 +63,11 @@ def test_import_and_building_a_process_pipe_stay_light() -> None:
     assert report["build"] == []
     assert report["thread"] == []
     assert report["asyncio build"] == []
-    assert report["asyncio run"] == ["asyncio", "tinypl._runtime._asyncio"]
+    assert report["asyncio run"] == [
+        "asyncio",
+        "tinypl._runtime._asource",
+        "tinypl._runtime._asyncio",
+    ]
     assert "SharedMemoryRingBuffer" in report["all"]
     # The ring buffer's class loads the shm package, which itself leaves numpy for later.
     assert "tinypl._shm" in report["ring"]

@@ -28,12 +28,9 @@ in flight are finished and delivered, then the error is raised to the consumer.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import itertools
 import threading
-import warnings
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from queue import SimpleQueue
@@ -41,13 +38,14 @@ from typing import Any, NoReturn
 
 from .. import _plan as plan
 from .._marker import Marker
+from ._asource import AsyncSourceStage, finish_loop, join_threads
 from ._compile import coroutine_function
 from ._control import DONE, END, FAILED, SIGNAL_CHECK, Control
-from ._failure import FailureHandling, interpreter_exiting
+from ._failure import FailureHandling
 from ._stage import SourceStage, Stage, WorkerStage, signal_stop, worker_stage
-from ._threads import JOIN_TIMEOUT, QueueReader
+from ._threads import QueueReader
 
-__all__ = ["AsyncSourceDriver", "LoopCore", "LoopStage", "async_source", "loop_stage"]
+__all__ = ["LoopCore", "LoopStage", "loop_stage"]
 
 _ids = itertools.count()
 _WAIT = object()  # no element is ready: await one
@@ -66,33 +64,6 @@ class _Failed:
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _join(threads: list[threading.Thread], what: str) -> None:
-    current = threading.current_thread()
-    if interpreter_exiting():
-        return  # daemon threads end with the interpreter
-    for thread in threads:
-        if thread is current:
-            continue
-        thread.join(JOIN_TIMEOUT)
-        if thread.is_alive():
-            warnings.warn(
-                f"tinypl: {what} thread {thread.name} did not stop within {JOIN_TIMEOUT} s",
-                ResourceWarning,
-                stacklevel=3,
-            )
-
-
-def _finish_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel what user code left running on ``loop`` (as ``asyncio.run`` does)."""
-    tasks = asyncio.all_tasks(loop)
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.run_until_complete(loop.shutdown_default_executor())
 
 
 # -- inputs: where the workers' elements come from ----------------------------------------
@@ -308,7 +279,7 @@ class LoopCore(FailureHandling):
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._run_workers())
-            _finish_loop(loop)
+            finish_loop(loop)
         except BaseException as error:  # reported to the consumer
             self._record(error)
         finally:
@@ -493,7 +464,7 @@ class LoopCore(FailureHandling):
                 return
             self._shut = True
             threads = list(self._threads)
-        _join(threads, "asyncio")
+        join_threads(threads, "asyncio")
         out = self.out
         while not out.empty():
             out.get_nowait()
@@ -509,109 +480,3 @@ def loop_stage(node: plan.RunOnLoop, upstream: Stage[Any]) -> Stage[Any]:
     # The thread stage's reader: it needs only get/free/control/close_in_background.
     reader = QueueReader(core)  # type: ignore[arg-type]
     return worker_stage(LoopStage, reader, node, upstream, core)
-
-
-# -- async sources -----------------------------------------------------------------------
-
-
-class AsyncSourceDriver:
-    """The raw iterator of an async source pulled from threads: each ``__next__`` runs
-    one ``__anext__`` on a loop of its own in a background thread (``tinypl-asource-N``).
-    Also the source stage's core: closing it cancels the step in progress."""
-
-    def __init__(self, iterable: Any) -> None:
-        self.iterable = iterable
-        self.name = f"tinypl-asource-{next(_ids)}"
-        self._iterator: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._step: concurrent.futures.Future[Any] | None = None
-        self._lock = threading.Lock()
-        self._stopped = False
-        self.adopted = False  # an asyncio stage below iterates it on its own loop
-
-    def __iter__(self) -> AsyncSourceDriver:
-        return self
-
-    def __next__(self) -> Any:
-        with self._lock:
-            if self._stopped:
-                raise StopIteration
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                self._thread.start()
-            step = self._step = asyncio.run_coroutine_threadsafe(self._anext(), self._loop)
-        try:
-            x = step.result()
-        except concurrent.futures.CancelledError:
-            raise StopIteration from None
-        if x is _END:
-            self.signal()  # the loop thread ends with the source
-            raise StopIteration
-        return x
-
-    async def _anext(self) -> Any:
-        if self._iterator is None:
-            self._iterator = self.iterable.__aiter__()
-        try:
-            return await self._iterator.__anext__()
-        except StopAsyncIteration:
-            return _END
-
-    def _run(self) -> None:
-        loop = self._loop
-        assert loop is not None
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-            close = getattr(self._iterator, "aclose", None)
-            if close is not None:
-                loop.run_until_complete(close())
-            _finish_loop(loop)
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    def signal(self) -> None:
-        with self._lock:
-            first = not self._stopped
-            self._stopped = True
-            step, loop = self._step, self._loop
-        if step is not None:
-            step.cancel()
-        if first and loop is not None:
-            # Once: a second stop would cut short the clean-up that follows run_forever.
-            loop.call_soon_threadsafe(loop.stop)
-
-    def shutdown(self) -> None:
-        self.signal()
-        if self._thread is not None:
-            _join([self._thread], "async source")
-
-
-class AsyncSourceStage(SourceStage[Any]):
-    """The source stage of an async iterable."""
-
-    driver: AsyncSourceDriver
-
-    def adopt(self) -> bool:
-        """Let the asyncio stage directly below iterate the source on its own loop
-        (False when another run has started pulling it already)."""
-        driver = self.driver
-        with driver._lock:
-            if driver._loop is not None or driver._stopped or driver.adopted:
-                return False
-            driver.adopted = driver._stopped = True  # nobody else pulls it now
-            return True
-
-
-def async_source(node: plan.AsyncSource) -> Stage[Any]:
-    driver = AsyncSourceDriver(node.source)
-    stage = AsyncSourceStage(driver, None)
-    stage.driver = driver
-    stage._attach(
-        raw=driver, node=None, upstream=None, may_mark=False, thread_safe=False, core=driver
-    )
-    weakref.finalize(stage, driver.shutdown)
-    return stage

@@ -22,6 +22,6 @@ def _run_on_loop(node: plan.RunOnLoop, upstream: Stage[Any]) -> Stage[Any]:
 
 @build_source.register
 def _async_source(node: plan.AsyncSource) -> Stage[Any]:
-    from ._asyncio import async_source
+    from ._asource import async_source
 
     return async_source(node)
