@@ -127,9 +127,11 @@ class _Pump:
                 return x
             assert self._loop is not None
             with self._lock:
-                if buffer:
-                    continue
                 waiter = self._waiter = self._loop.create_future()
+            # Looked at again once the waiter is published: the pump appends, then looks
+            # for a waiter, so one of the two sees the other (no lost wake-up).
+            if buffer:
+                continue
             try:
                 await waiter
             except asyncio.CancelledError:

@@ -185,11 +185,13 @@ class _Feeder:
             if self._stopping:
                 return _END
             with self._lock:
-                if self._inbox:
-                    continue
                 if self._hungry is None:
                     self._hungry = self._loop.create_future()
                 waiter = self._hungry
+            # Looked at again once the waiter is published: the feeder appends, then
+            # looks for a waiter, so one of the two sees the other (no lost wake-up).
+            if self._inbox:
+                continue
             await waiter
 
     def stop(self) -> None:
