@@ -31,6 +31,11 @@ def server() -> Iterator[Server]:
         yield running
 
 
+class AsyncCallable:
+    async def __call__(self, x: int) -> int:
+        return x
+
+
 async def slow_double(x: int) -> int:
     await asyncio.sleep(0.001 * (x % 3))
     return 2 * x
@@ -126,6 +131,8 @@ def test_async_filter_and_each_and_flatten() -> None:
     )
     assert sorted(pipe) == sorted([1, 1, 3, 3, 5, 5, 7, 7, 9, 9])
     assert sorted(seen) == [1, 3, 5, 7, 9]
+    awaited = Pipe(range(4)).map(AsyncCallable()).map(functools.partial(slow_double)).asyncio(2)
+    assert sorted(awaited) == [0, 2, 4, 6]
 
 
 @pytest.mark.timeout(30)
@@ -145,11 +152,6 @@ def test_only_the_run_directly_above_goes_on_the_loop() -> None:
     assert all(name.startswith("tinypl-asyncio-") for name in names["inside"])
     explained = Pipe(range(3)).map(slow_double).asyncio(5, maxsize=2).explain()
     assert "asyncio(5, maxsize=2, runs=map(slow_double))" in explained
-
-
-class AsyncCallable:
-    async def __call__(self, x: int) -> int:
-        return x
 
 
 @pytest.mark.parametrize(

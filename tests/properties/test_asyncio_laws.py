@@ -10,6 +10,7 @@ run synchronously with plain functions. Laws:
 - the items are the reference's (exactly, markers included, when an ``order()`` follows
   the last concurrent stage);
 - every marker arrives;
+- consuming with ``async for`` changes nothing;
 - when only asyncio stages stand after the last ``order()``, each marker still separates
   the same items: the items between two markers are the reference's, in any order.
 """
@@ -97,10 +98,21 @@ def _build(pipe: Pipe[Any], segments: list[Any], *, reference: bool) -> Pipe[Any
     return pipe
 
 
-def _stream(pipe: Pipe[Any]) -> list[Any]:
+def _stream(pipe: Pipe[Any], *, consume_async: bool = False) -> list[Any]:
+    """The items and markers leaving ``pipe``, in order; consumed with ``for`` or with
+    ``async for``."""
     seen: list[Any] = []
-    for _ in pipe.on(MARK, lambda: seen.append(MARK)).each(seen.append):
-        pass
+    tail = pipe.on(MARK, lambda: seen.append(MARK)).each(seen.append)
+    if consume_async:
+
+        async def consume() -> None:
+            async for _ in tail:
+                pass
+
+        asyncio.run(consume())
+    else:
+        for _ in tail:
+            pass
     return seen
 
 
@@ -130,14 +142,16 @@ def _tail(segments: list[Any]) -> list[str]:
     data=st.lists(st.integers(0, 50), max_size=30),
     every=st.integers(1, 8),
     segments=st.lists(segment, min_size=1, max_size=4),
+    consume_async=st.booleans(),
 )
 def test_mixed_pipelines_equal_the_sync_reference(
-    data: list[int], every: int, segments: list[Any]
+    data: list[int], every: int, segments: list[Any], consume_async: bool
 ) -> None:
     before = tinypl_threads()
     source = Pipe(data).insert_marker(MARK, every=every)
     expected = _stream(_build(Pipe(source), segments, reference=True))
-    got = _stream(_build(Pipe(source), segments, reference=False))
+    pipe = _build(Pipe(source), segments, reference=False)
+    got = _stream(pipe, consume_async=consume_async)
     tail = _tail(segments)
     if not tail:
         assert got == expected
