@@ -175,6 +175,16 @@ def test_an_async_function_no_asyncio_stage_runs_is_refused_at_iteration(
     assert str(info.value).startswith(label)
 
 
+@pytest.mark.timeout(30)
+def test_an_async_on_callback_is_refused() -> None:
+    async def hook() -> None:
+        pass
+
+    pipe = Pipe(range(3)).insert_marker(MARK).on(MARK, hook).map(slow_double).asyncio(2)
+    with pytest.raises(TypeError, match=r"^on\(.*pass a plain function"):
+        iter(pipe)
+
+
 def test_arguments_are_checked_where_the_stage_is_written() -> None:
     with pytest.raises(ValueError, match="asyncio: concurrency must be >= 1"):
         Pipe(range(3)).asyncio(0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import attrs
 
-from ._ops import Op, is_async, name_of
+from ._ops import OnOp, Op, is_async, name_of
 from ._plan import (
     CONCURRENT,
     SHIPPABLE,
@@ -256,6 +256,12 @@ def _run_on_loops(nodes: list[Node]) -> list[Node]:
             continue
         for op in ops:
             fn = getattr(op, "fn", None)
+            if fn is not None and is_async(fn) and isinstance(op, OnOp):
+                raise TypeError(
+                    f"{op.label}: {name_of(fn)} is an async function, but on() calls its"
+                    " function without awaiting it, even in an asyncio region; pass a plain"
+                    " function"
+                )
             if fn is not None and is_async(fn):
                 raise TypeError(
                     f"{op.label}: {name_of(fn)} is an async function, but no .asyncio() stage"
