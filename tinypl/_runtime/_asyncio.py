@@ -136,7 +136,7 @@ class _Feeder:
         self._hungry: asyncio.Future[None] | None = None
         self._lock = threading.Lock()
         self._stopping = False
-        self.closed = False  # the loop is gone: nobody to wake
+        self.closed = False  # the loop is closing: nobody to wake
 
     def run(self) -> None:
         pull, inbox, token = self._pull, self._inbox, self._tokens.get
@@ -163,6 +163,11 @@ class _Feeder:
             waiter, self._hungry = self._hungry, None
             if waiter is not None and not self.closed:
                 self._loop.call_soon_threadsafe(_wake, waiter)
+
+    def close(self) -> None:
+        """The loop is closing: nobody is left to wake."""
+        with self._lock:
+            self.closed = True
 
     def take(self) -> Any:
         inbox = self._inbox
@@ -288,8 +293,8 @@ class LoopCore(FailureHandling):
             with self._lock:
                 self._closed = True
                 self._space.clear()
-                if isinstance(self._input, _Feeder):
-                    self._input.closed = True
+            if isinstance(self._input, _Feeder):
+                self._input.close()
             asyncio.set_event_loop(None)
             loop.close()
             self.out.put(DONE)
