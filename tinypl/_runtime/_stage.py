@@ -207,7 +207,7 @@ class Parts:
     def __next__(self) -> Iterator[Any]:
         if self._stopped:
             raise StopIteration
-        current = iter(next(self._iterables))
+        current: Iterator[Any] = iter(next(self._iterables))
         self._current = current
         return current
 
