@@ -78,10 +78,21 @@ def _module_level_functions() -> set[str]:
     return names
 
 
+def _pipe_members() -> dict[str, object]:
+    """What ``Pipe`` defines, through its own base classes (``StreamMethods`` ...), static
+    methods unwrapped."""
+    members: dict[str, object] = {}
+    for cls in reversed(tinypl.Pipe.__mro__):
+        if cls.__module__.startswith("tinypl"):
+            for name, member in vars(cls).items():
+                members[name] = member.__func__ if isinstance(member, staticmethod) else member
+    return members
+
+
 def _pipe_builder_methods() -> set[str]:
     return {
         name
-        for name, member in vars(tinypl.Pipe).items()
+        for name, member in _pipe_members().items()
         if not name.startswith("_") and inspect.isfunction(member) and name != "explain"
     }
 
@@ -115,7 +126,7 @@ def test_counterpart_resolves_to_a_function(key: str) -> None:
 @pytest.mark.parametrize("method", sorted(set(_compat.COUNTERPARTS.values())))
 def test_every_counterpart_value_is_a_public_pipe_method(method: str) -> None:
     assert not method.startswith("_")
-    assert inspect.isfunction(vars(tinypl.Pipe).get(method)), method
+    assert inspect.isfunction(_pipe_members().get(method)), method
 
 
 def test_every_pipe_builder_method_has_a_module_level_form() -> None:

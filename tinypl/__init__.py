@@ -22,6 +22,15 @@ from ._compat import map_ as map
 from ._compat import partition_ as partition
 from ._compat import ratelimit_ as ratelimit
 from ._compat import unpack
+from ._compat_streams import concat_ as concat
+from ._compat_streams import mix_ as mix
+from ._compat_streams import prefetch_ as prefetch
+from ._compat_streams import repeat_ as repeat
+from ._compat_streams import shard_ as shard
+from ._compat_streams import shuffle_ as shuffle
+from ._compat_streams import skip_ as skip
+from ._compat_streams import take_ as take
+from ._compat_streams import zip_ as zip
 from ._errors import MarkerNotAllowedError, WorkerError
 from ._marker import Marker
 from ._pipe import Pipe
@@ -33,6 +42,15 @@ if _typing.TYPE_CHECKING:
     from . import dataloader
 
 __all__ = [
+    "concat",
+    "mix",
+    "prefetch",
+    "repeat",
+    "shard",
+    "shuffle",
+    "skip",
+    "take",
+    "zip",
     "Marker",
     "MarkerNotAllowedError",
     "Pipe",

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from . import _plan as plan
+from ._compat_streams import COUNTERPARTS as STREAM_COUNTERPARTS
 from ._marker import Marker
 from ._pipe import MarkerMode, Pipe, StartMethod, WorkerErrorMode
 from ._runtime import Stage, ThreadWorkerError
@@ -73,6 +74,7 @@ COUNTERPARTS: dict[str, str] = {
     "debug.print_on_item": "trace",
     "process.map": "process",
     "process.each": "process",
+    **STREAM_COUNTERPARTS,
 }
 
 #: Names shared by both forms that are not stages.

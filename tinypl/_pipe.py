@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, Literal, TypeVar, overload
 
 import attrs
 
 from . import _plan
+from . import _plan_streams as streams
 from ._explain import explain, short
+from ._length import length
 from ._marker import Marker
 from ._planner import validate
 from ._runtime import Stage, materialize
@@ -18,8 +20,10 @@ __all__ = ["Pipe"]
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 U = TypeVar("U")
+V = TypeVar("V")
 
 MarkerMode = Literal["after", "before"] | None
+MixStop = Literal["first", "all"]
 WorkerErrorMode = Literal["raise", "forward", "forward-and-print", "exit"]
 StartMethod = Literal["fork", "forkserver", "spawn"]
 
@@ -70,6 +74,55 @@ class Pipe(Generic[T_co]):
     def __iter__(self) -> Stage[T_co]:
         """A fresh run of the pipeline: a live, closeable ``Stage``."""
         return materialize(self.plan)
+
+    def __len__(self) -> int:
+        """The number of items a run yields, where it follows from the source's ``len()``
+        through the stages; ``TypeError`` naming the stage that makes it unknown.
+        Nothing runs.
+
+        Examples:
+            >>> len(Pipe(range(10)).map(str).shard(0, 3))
+            4
+            >>> len(Pipe(range(10)).filter(bool))
+            Traceback (most recent call last):
+            ...
+            TypeError: len(): filter(bool) changes the number of items by an amount known ...
+        """
+        return length(self.plan)
+
+    def __bool__(self) -> bool:
+        """A pipe is always true, whatever its length."""
+        return True
+
+    @staticmethod
+    def mix(
+        pipes: Sequence[Iterable[T]],
+        weights: Sequence[float] | None = None,
+        seed: int | None = None,
+        stop: MixStop = "first",
+    ) -> Pipe[T]:
+        """Interleave several pipes (or iterables): round-robin (``weights=None``), or each
+        next item from input ``i`` with probability ``weights[i]`` (normalized).
+
+        ``stop="first"`` ends when a draw finds its input exhausted; ``"all"`` goes on
+        with the remaining inputs (their weights renormalized) until all are. Every
+        marker of every input passes where it arrives. Deterministic with a ``seed``.
+
+        Examples:
+            >>> list(Pipe.mix([range(3), "ab"]))
+            [0, 'a', 1, 'b', 2]
+            >>> list(Pipe.mix([range(3), "ab"], stop="all"))
+            [0, 'a', 1, 'b', 2]
+            >>> mixed = list(Pipe.mix([["a"] * 100, ["b"] * 100], weights=[3, 1], seed=0))
+            >>> mixed.count("a"), mixed.count("b")  # ends when "a" runs out
+            (100, 44)
+        """
+        if isinstance(pipes, (str, bytes)) or not isinstance(pipes, Sequence):
+            raise TypeError(
+                f"mix: pipes must be a sequence of pipes, got {type(pipes).__name__}"
+            )
+        inputs = tuple(map(_to_plan, pipes))
+        return Pipe(streams.Mix(inputs, weights, seed, stop))
 
     # -- per-item stages -----------------------------------------------------------------
 
@@ -294,6 +347,116 @@ class Pipe(Generic[T_co]):
             [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
         """
         return self._checked(_plan.Order(self.plan, maxsize))
+
+    # -- stream operations ---------------------------------------------------------------
+
+    def shuffle(self, buffer_size: int, seed: int | None = None) -> Pipe[T_co]:
+        """Shuffle through a buffer of ``buffer_size`` items: once it is full, each new
+        item takes the place of a uniformly chosen one, which is emitted.
+
+        A marker flushes the buffer: every item that arrived before it is emitted
+        (shuffled) before it. With a ``seed`` every run gives the same order; each
+        epoch (the items between two markers) and each pass of a ``repeat`` below gets
+        its own order.
+
+        Examples:
+            >>> from tinypl import Pipe
+            >>> out = list(Pipe(range(10)).shuffle(4, seed=1))
+            >>> sorted(out) == list(range(10)), out == list(Pipe(range(10)).shuffle(4, seed=1))
+            (True, True)
+        """
+        return self._then(streams.Shuffle(self.plan, buffer_size, seed))
+
+    def take(self, n: int) -> Pipe[T_co]:
+        """The first ``n`` items; markers before the ``n``-th pass and are not counted.
+
+        Right after the ``n``-th item the stages above are closed: their threads and
+        processes stop.
+
+        Examples:
+            >>> import itertools
+            >>> from tinypl import Pipe
+            >>> list(Pipe(itertools.count()).map(lambda x: x * x).take(4))
+            [0, 1, 4, 9]
+        """
+        return self._then(streams.Take(self.plan, n))
+
+    def skip(self, n: int) -> Pipe[T_co]:
+        """All but the first ``n`` items; markers pass and are not counted.
+
+        Examples:
+            >>> from tinypl import Pipe
+            >>> list(Pipe(range(6)).skip(4))
+            [4, 5]
+        """
+        return self._then(streams.Skip(self.plan, n))
+
+    def shard(self, index: int, count: int) -> Pipe[T_co]:
+        """The items whose position here is ``index`` modulo ``count`` (one rank's share
+        in data-parallel training); every marker passes on every shard.
+
+        Examples:
+            >>> from tinypl import Pipe
+            >>> list(Pipe(range(10)).shard(1, 3))
+            [1, 4, 7]
+        """
+        return self._then(streams.Shard(self.plan, index, count))
+
+    @overload
+    def zip(self, other: Iterable[U], /) -> Pipe[tuple[T_co, U]]: ...
+    @overload
+    def zip(self, other: Iterable[U], other2: Iterable[V], /) -> Pipe[tuple[T_co, U, V]]: ...
+    @overload
+    def zip(self, *others: Iterable[Any]) -> Pipe[tuple[Any, ...]]: ...
+    def zip(self, *others: Iterable[Any]) -> Pipe[tuple[Any, ...]]:
+        """Tuples of one item of this pipe and of each of ``others`` (pipes or iterables),
+        ending with the shortest input. A marker of any input passes where it arrives.
+
+        Examples:
+            >>> from tinypl import Pipe
+            >>> list(Pipe(range(3)).zip("abcd"))
+            [(0, 'a'), (1, 'b'), (2, 'c')]
+        """
+        return self._then(streams.Zip(self.plan, tuple(map(_to_plan, others))))
+
+    def concat(self, *others: Iterable[U]) -> Pipe[T_co | U]:
+        """All items of this pipe, then those of each of ``others`` (pipes or iterables).
+
+        Examples:
+            >>> from tinypl import Pipe
+            >>> list(Pipe(range(2)).concat([5], Pipe("ab")))
+            [0, 1, 5, 'a', 'b']
+        """
+        return self._then(streams.Concat(self.plan, tuple(map(_to_plan, others))))
+
+    def repeat(self, times: int | None = None, marker: Marker | None = None) -> Pipe[T_co]:
+        """Run the pipeline above again from its source, ``times`` times (``None``:
+        forever); with ``marker``, emit it after each pass (an epoch marker).
+
+        The source must be re-iterable (not an iterator or a generator): ``TypeError``
+        otherwise, here. A seeded ``shuffle`` above gives each pass its own order, and a
+        new run of the pipe repeats the whole sequence.
+
+        Examples:
+            >>> from tinypl import Marker, Pipe
+            >>> list(Pipe(range(3)).repeat(2))
+            [0, 1, 2, 0, 1, 2]
+            >>> epoch = Marker("epoch")
+            >>> list(Pipe("ab").repeat(3, marker=epoch).until(epoch))
+            ['a', 'b']
+        """
+        return self._then(streams.Repeat(self.plan, times, marker))
+
+    def prefetch(self, n: int) -> Pipe[T_co]:
+        """Read up to ``n`` items ahead in one background thread, keeping their order;
+        the stages above, back to the previous thread or process stage, run in it.
+
+        Examples:
+            >>> from tinypl import Pipe
+            >>> list(Pipe(range(5)).map(str).prefetch(2))
+            ['0', '1', '2', '3', '4']
+        """
+        return self._then(streams.Prefetch(self.plan, n))
 
     # -- rendering -----------------------------------------------------------------------
 

@@ -5,6 +5,8 @@
   region has no concurrent stage).
 - ``guard``: a ``Mutex(auto=True)`` goes below the per-item stages a thread stage's workers
   pull through, so a generator or other stateful stage is never entered by two threads.
+- ``repeat``: the plan above the last ``Repeat`` becomes the body of a ``Repeated`` that
+  starts the plan; ``prefetch`` becomes a one-thread ``ReadAhead``.
 - ``fuse``: runs of map/filter/each (inside an ordered region also flatten/on) become one
   ``Fused`` node, compiled to nested builtins or to one step per item.
 """
@@ -31,12 +33,12 @@ from ._plan import (
     Process,
     RunInProcesses,
     Save,
-    Source,
     Thread,
     Trace,
     chain,
     stage_name,
 )
+from ._plan_streams import Prefetch, ReadAhead, Repeat, Repeated
 
 __all__ = ["optimize", "shippable_run", "validate"]
 
@@ -57,9 +59,30 @@ def validate(plan: Node) -> None:
 
 def optimize(plan: Node) -> Node:
     """The physical plan for ``plan`` (raises as ``validate`` does)."""
-    nodes = _ship_to_processes(_checked(plan))
-    nodes = _guard_threads(_fuse(nodes))
+    nodes = _ship_to_processes(_checked(_cut_repeats(plan)))
+    nodes = _guard_threads(_fuse(_read_ahead(nodes)))
     return _relink(nodes)
+
+
+def _cut_repeats(plan: Node) -> Node:
+    """The plan from its last ``repeat`` on: what is above it becomes the body that each
+    pass runs afresh (optimized when it is materialized)."""
+    nodes = chain(plan)
+    for index in range(len(nodes) - 1, -1, -1):
+        node = nodes[index]
+        if isinstance(node, Repeat):
+            start = Repeated(node.upstream, node.times, node.marker)
+            return _relink([start, *nodes[index + 1 :]])
+    return plan
+
+
+def _read_ahead(nodes: list[Node]) -> list[Node]:
+    """Each ``prefetch(n)`` becomes a one-thread stage with a queue of ``n`` items: one
+    worker keeps the order, and the stages above run in its thread."""
+    return [
+        ReadAhead(node.upstream, 1, node.n) if isinstance(node, Prefetch) else node
+        for node in nodes
+    ]
 
 
 def _checked(plan: Node) -> list[Node]:
@@ -218,5 +241,5 @@ def _fuse(nodes: list[Node]) -> list[Node]:
             tagged = False
         out.append(node)
     flush()
-    assert isinstance(out[0], Source)
+    assert out[0].upstream is None, "a plan starts with a source, a mix or a repeat"
     return out
