@@ -335,6 +335,27 @@ PLAN_PAIRS = {
         lambda: tinypl.process.map(range(4), _double, workers=2, force_single_thread=False),
         lambda: tinypl.Pipe(range(4)).map(_double).process(2, limit_threads=False),
     ),
+    "shuffle": (
+        lambda: tinypl.shuffle(range(4), 3, seed=1),
+        lambda: tinypl.Pipe(range(4)).shuffle(3, seed=1),
+    ),
+    "take": (lambda: tinypl.take(range(4), 2), lambda: tinypl.Pipe(range(4)).take(2)),
+    "skip": (lambda: tinypl.skip(range(4), 2), lambda: tinypl.Pipe(range(4)).skip(2)),
+    "shard": (lambda: tinypl.shard(range(4), 1, 2), lambda: tinypl.Pipe(range(4)).shard(1, 2)),
+    "zip": (lambda: tinypl.zip(range(4), "ab"), lambda: tinypl.Pipe(range(4)).zip("ab")),
+    "concat": (
+        lambda: tinypl.concat(range(4), "ab"),
+        lambda: tinypl.Pipe(range(4)).concat("ab"),
+    ),
+    "mix": (
+        lambda: tinypl.mix([range(4), "ab"], [1, 2], seed=3, stop="all"),
+        lambda: tinypl.Pipe.mix([range(4), "ab"], [1, 2], seed=3, stop="all"),
+    ),
+    "repeat": (
+        lambda: tinypl.repeat(range(4), 2, _M),
+        lambda: tinypl.Pipe(range(4)).repeat(2, _M),
+    ),
+    "prefetch": (lambda: tinypl.prefetch(range(4), 2), lambda: tinypl.Pipe(range(4)).prefetch(2)),
 }
 
 

@@ -117,6 +117,17 @@ class Stage(Generic[T_co]):
 
         def __next__(self) -> T_co: ...
 
+    def __length_hint__(self) -> int:
+        """An estimate of the items left (``operator.length_hint``): exact for sync stages
+        over a sized source, ``NotImplemented`` where the stages make it unknown."""
+        from ._hint import remaining
+
+        try:
+            hint = remaining(self)
+        except Exception:  # a hint must never break list(stage)
+            return NotImplemented
+        return NotImplemented if hint is None else hint
+
     def close(self) -> None:
         """Stop this stage and everything upstream of it; idempotent."""
         if self._closed:

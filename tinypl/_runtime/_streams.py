@@ -47,6 +47,11 @@ class ShuffleStep(_Raw):
         self._flush: list[Any] = []  # emitted from its end: a marker sits at its start
         self._ended = False
 
+    @property
+    def held(self) -> int:
+        """The items in its buffer, or flushed and not yet emitted."""
+        return len(self._buffer) + sum(1 for x in self._flush if x.__class__ is not Marker)
+
     def _flushing(self, marker: Any = None) -> Any:
         buffer = self._buffer
         self._buffer = []
@@ -115,6 +120,11 @@ class TakeStep(_Raw):
         close, self._close = self._close, _nothing
         close()
 
+    @property
+    def left(self) -> int:
+        """How many items it may still yield."""
+        return self._left
+
 
 def _nothing() -> None:
     pass
@@ -135,6 +145,11 @@ class SkipStep(_Raw):
             if self._left <= 0 or x.__class__ is Marker:
                 return x
             self._left -= 1
+
+    @property
+    def left(self) -> int:
+        """How many items it has still to drop."""
+        return self._left
 
 
 class ShardStep(_Raw):
@@ -313,9 +328,9 @@ def _take(node: streams.Take, upstream: Stage[Any]) -> Stage[Any]:
 @build.register
 def _skip(node: streams.Skip, upstream: Stage[Any]) -> Stage[Any]:
     _not_in_ordered_region(node, upstream)
-    marks = upstream._may_mark
-    raw = SkipStep(upstream.raw, node.n) if marks else itertools.islice(upstream.raw, node.n, None)
-    return _view(raw, node, upstream, may_mark=marks, thread_safe=False)
+    # A step even where no marker can occur: it knows how many items it has left to drop.
+    raw = SkipStep(upstream.raw, node.n)
+    return _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
 
 
 @build.register
