@@ -65,11 +65,11 @@ def _own(node: plan.Node, stage: Stage[Any], upstream: Stage[Any]) -> int | None
     if isinstance(stage, WorkerStage) and isinstance(node, plan.Thread):
         return above + round(stage.maxsize * stage.fill)
     if isinstance(node, streams.Take):
-        return min(raw.left, above)
+        return min(int(raw.left), above)
     if isinstance(node, streams.Skip):
-        return max(0, above - raw.left)
+        return max(0, above - int(raw.left))
     if isinstance(node, streams.Shuffle):
-        return above + raw.held
+        return above + int(raw.held)
     if isinstance(node, streams.Shard):
         return math.ceil(above / node.count)
     if isinstance(raw, Batches):  # a partition where no marker can occur

@@ -125,7 +125,7 @@ class Stage(Generic[T_co]):
         try:
             hint = remaining(self)
         except Exception:  # a hint must never break list(stage)
-            return NotImplemented
+            hint = None
         return NotImplemented if hint is None else hint
 
     def close(self) -> None:
