@@ -14,7 +14,6 @@ from typing import Any
 from .. import _plan as plan
 from .. import _plan_streams as streams
 from .._ops import EachOp, MapOp
-from ._stage import Stage, WorkerStage, node_of
 from ._steps import Batches
 
 __all__ = ["remaining"]
@@ -32,8 +31,9 @@ _KEEPS: tuple[type[plan.Node], ...] = (
 )
 
 
-def remaining(stage: Stage[Any]) -> int | None:
-    """What ``stage`` has left to yield, as far as it can tell; ``None``: unknown.
+def remaining(stage: Any) -> int | None:
+    """What the live ``stage`` has left to yield, as far as it can tell; ``None``:
+    unknown. (Stages are read by duck typing: ``_stage`` imports this module.)
 
     Examples:
         >>> from tinypl import Pipe
@@ -41,12 +41,12 @@ def remaining(stage: Stage[Any]) -> int | None:
         >>> next(run), remaining(run)
         ('0', 3)
     """
-    node = node_of(stage)
+    node = stage._node
     upstream = stage._upstream
     if node is None:
         hint = operator.length_hint(stage.raw, -1)
         return None if hint < 0 else hint
-    if not isinstance(upstream, Stage):
+    if not hasattr(upstream, "_node"):  # a source's stop function, not a stage
         return None
     if isinstance(node, plan.Fused):
         if all(isinstance(op, (MapOp, EachOp)) for op in node.ops):
@@ -57,13 +57,13 @@ def remaining(stage: Stage[Any]) -> int | None:
     return _own(node, stage, upstream)
 
 
-def _own(node: plan.Node, stage: Stage[Any], upstream: Stage[Any]) -> int | None:
+def _own(node: plan.Node, stage: Any, upstream: Any) -> int | None:
     above = remaining(upstream)
     if above is None:
         return None
     raw: Any = stage.raw
-    if isinstance(stage, WorkerStage) and isinstance(node, plan.Thread):
-        return above + round(stage.maxsize * stage.fill)
+    if isinstance(node, plan.Thread):  # a thread stage: a queue of maxsize items
+        return above + round(float(stage.maxsize) * float(stage.fill))
     if isinstance(node, streams.Take):
         return min(int(raw.left), above)
     if isinstance(node, streams.Skip):
