@@ -449,6 +449,19 @@ def test_len_runs_nothing() -> None:
     assert bool(Pipe([])) is True
 
 
+def test_len_raises_only_type_errors_so_list_still_works() -> None:
+    class Broken:
+        def __len__(self) -> int:
+            raise ValueError("no length today")
+
+        def __iter__(self) -> Iterator[int]:
+            return iter([1, 2])
+
+    with pytest.raises(TypeError, match="raised ValueError: no length today"):
+        len(Pipe(Broken()))
+    assert list(Pipe(Broken()).map(square)) == [1, 4]
+
+
 def test_a_live_stage_hints_what_it_has_left() -> None:
     run = iter(Pipe(range(10)).map(str).skip(2).take(5))
     assert operator.length_hint(run) == 5

@@ -68,7 +68,13 @@ def _(node: plan.Source) -> int:
             f"len(): the source Pipe({short_repr(source)}) has no len(), so the length of"
             " the pipe is unknown"
         )
-    return len(source)
+    try:
+        return len(source)
+    except Exception as error:  # len(pipe) raises only TypeError, so list(pipe) still works
+        raise TypeError(
+            f"len(): len() of the source Pipe({short_repr(source)}) raised"
+            f" {type(error).__name__}: {error}"
+        ) from error
 
 
 @_length.register
