@@ -141,6 +141,7 @@ def _ship_to_processes(nodes: list[Node]) -> list[Node]:
     for node in nodes:
         shipped = _SHIPPED.get(type(node))
         if shipped is not None:
+            assert isinstance(node, (Process, Executor))
             start = len(out) - shippable_run(out)
             assert start < len(out), "checked by _checked"
             ops = tuple(_op(n) for n in out[start:])

@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import threading
 from collections import deque
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from queue import Empty, SimpleQueue
 from typing import Any, NoReturn
 
@@ -221,22 +221,26 @@ class ExecutorCore(FailureHandling):
             message = queue.get(timeout=SIGNAL_CHECK) if block else queue.get_nowait()
         except Empty:
             return
-        while True:
-            self._handle(message)
+        # One result per step at most: each frees a slot the feeder fills again, so a
+        # fast executor would otherwise keep this loop (and ``ready``) growing.
+        while not self._handle(message):
             try:
                 message = queue.get_nowait()
             except Empty:
                 return
 
-    def _handle(self, message: Any) -> None:
+    def _handle(self, message: Any) -> bool:
+        """Handle one message; True when it was a chunk's result."""
         if message.__class__ is _Done:
             self._receive(message)
-        elif message.__class__ is not Control:
+            return True
+        if message.__class__ is not Control:
             self.ready.append(message)  # a marker (or an ordered record) bypassing workers
         elif message is DONE:
             self._feeder_done = True
         else:
             self._upstream_error = message.error
+        return False
 
     def _receive(self, done: _Done) -> None:
         with self._pending_lock:
