@@ -463,3 +463,56 @@ def test_a_dask_worker_killed_once_is_retried(dask_client: Any, tmp_path: Path) 
     got = list(Pipe(range(100)).map(work).executor(dask_client, chunksize=5).order())
     assert got == list(range(100))
     assert (tmp_path / "killed").exists()
+
+
+@pytest.mark.timeout(60)
+def test_large_stage_functions_go_to_each_worker_only_when_it_asks() -> None:
+    from tinypl._runtime._executor import INLINE_BYTES
+
+    weights = os.urandom(4 * INLINE_BYTES)  # a closure over a "model" too big to resend
+
+    def score(x: int) -> int:
+        return weights[x % len(weights)] + x
+
+    pool = forkserver_pool(1)
+    try:
+        compiled = pool.submit(_remote.compiled_count).result()
+        received = pool.submit(_remote.received_count).result()
+        pipe = Pipe(range(60)).map(score).executor(pool, maxsize=4, chunksize=1)
+        assert list(pipe.order()) == [weights[x] + x for x in range(60)]
+        assert pool.submit(_remote.compiled_count).result() == compiled + 1
+        # Only the chunks that reached the worker before it had the functions asked for
+        # them (at most the 4 in flight); the other chunks carried only their digest.
+        assert 1 <= pool.submit(_remote.received_count).result() - received <= 4
+    finally:
+        pool.shutdown(wait=True)
+
+
+def test_a_chunk_without_its_program_asks_for_it() -> None:
+    from tinypl._ops import MapOp
+
+    payload = cloudpickle_dumps((MapOp(triple),))
+    digest = os.urandom(16)
+    assert _remote.run_chunk((digest, None, False), [1]) == _remote.MISSING
+    assert _remote.run_chunk((digest, payload, False), [1, 2])[2:] == (2, [3, 6])
+    assert _remote.run_chunk((digest, None, False), [4])[2:] == (1, [12])  # cached now
+
+
+def cloudpickle_dumps(value: Any) -> bytes:
+    import cloudpickle
+
+    data: bytes = cloudpickle.dumps(value)
+    return data
+
+
+@pytest.mark.timeout(60)
+def test_large_stage_functions_on_dask(dask_client: Any) -> None:
+    from tinypl._runtime._executor import INLINE_BYTES
+
+    table = bytes(range(256)) * (INLINE_BYTES // 64)
+
+    def look_up(x: int) -> int:
+        return table[x] * 2
+
+    got = list(Pipe(range(300)).map(look_up).executor(dask_client).order())
+    assert got == [table[x] * 2 for x in range(300)]

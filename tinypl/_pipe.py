@@ -290,8 +290,9 @@ class Pipe(Generic[T_co]):
         stage stay here, where a feeder thread pulls them and submits chunks of items
         (their size adapts to the cost per item unless ``chunksize`` fixes it), at most
         ``maxsize`` chunks in flight (default: twice the executor's workers where they
-        can be known, else 8). The stage functions travel with each chunk, cloudpickled
-        once per run and compiled once per worker. Markers never leave this process.
+        can be known, else 8). The stage functions are cloudpickled once per run and
+        compiled once per worker process; their bytes go with every chunk, or, past
+        64 KiB, once to each worker that asks for them. Markers never leave this process.
         Items come out in completion order; add ``.order()`` to restore it. The
         executor belongs to the caller: closing the run cancels its pending chunks but
         never shuts the executor down. A failure of the executor itself (a broken pool,

@@ -29,7 +29,7 @@ from ._control import DONE, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas
 from ._feeder import Feeder, _Stopped
 from ._processes import _rebuild_error
-from ._remote import Program, run_chunk
+from ._remote import MISSING, Program, run_chunk
 from ._stage import Stage, WorkerStage, worker_stage
 
 __all__ = ["CHUNK_SECONDS", "JOIN_SECONDS", "ExecutorCore", "executor_stage", "worker_count"]
@@ -39,6 +39,9 @@ __all__ = ["CHUNK_SECONDS", "JOIN_SECONDS", "ExecutorCore", "executor_stage", "w
 CHUNK_SECONDS = 0.02
 #: Seconds ``close()`` waits for the feeder thread (busy in an upstream call, say).
 JOIN_SECONDS = 1.0
+#: Stage functions pickled to more bytes than this (a closure over a model, say) go to a
+#: worker only when it asks for them (``_remote.MISSING``); smaller ones with every chunk.
+INLINE_BYTES = 64 << 10
 
 _ids = itertools.count()
 
@@ -116,6 +119,10 @@ class ExecutorCore(FailureHandling):
         self.queue: SimpleQueue[Any] = SimpleQueue()
         self.ready: deque[Any] = deque()
         self._program = program
+        #: What each chunk carries first: the program, or only its digest when large.
+        self._light = program
+        if not callable(program) and len(program[1] or b"") > INLINE_BYTES:
+            self._light = (program[0], None, program[2])
         self._executor: Any = node.executor
         #: A ClientExecutor made here for a ``distributed.Client``: tinypl's to shut down.
         self._own: Any = None
@@ -125,8 +132,8 @@ class ExecutorCore(FailureHandling):
         self.workers = known or 1
         default = EXECUTOR_MAXSIZE if known is None else 2 * known
         self.maxsize = default if node.maxsize is None else node.maxsize
-        #: chunk id -> (future, items in the chunk, first element), until it is read.
-        self._pending: dict[int, tuple[Future[Any], int, Any]] = {}
+        #: chunk id -> (future, chunk), until its result is read.
+        self._pending: dict[int, tuple[Future[Any], list[Any]]] = {}
         self._pending_lock = threading.Lock()
         self._lock = threading.RLock()  # one reader at a time waits on the queue
         self._state = threading.Lock()
@@ -148,16 +155,18 @@ class ExecutorCore(FailureHandling):
 
     # -- feeder side ---------------------------------------------------------------------
 
-    def submit(self, chunk_id: int, chunk: list[Any]) -> None:
-        """Submit one chunk (the feeder thread); the reader hears of it when it is done."""
+    def submit(self, chunk_id: int, chunk: list[Any], *, full: bool = False) -> None:
+        """Submit one chunk (the feeder thread, or the reader for a ``MISSING`` answer);
+        the reader hears of it when it is done."""
+        program = self._program if full else self._light
         try:
-            future: Future[Any] = self._executor.submit(run_chunk, self._program, chunk)
+            future: Future[Any] = self._executor.submit(run_chunk, program, chunk)
         except BaseException as error:
             with self.feeder._lock:
                 self.feeder.outstanding[0] -= 1
-            raise self._executor_failed(chunk_id, len(chunk), chunk[0], error) from error
+            raise self._executor_failed(chunk_id, chunk, error) from error
         with self._pending_lock:
-            self._pending[chunk_id] = (future, len(chunk), chunk[0])
+            self._pending[chunk_id] = (future, chunk)
         if self._stopping:
             future.cancel()  # the run was closed while this chunk was being submitted
         future.add_done_callback(functools.partial(self._finished_future, chunk_id))
@@ -166,8 +175,9 @@ class ExecutorCore(FailureHandling):
         self.queue.put(_Done(chunk_id, future))
 
     def _executor_failed(
-        self, chunk_id: int, count: int, first: Any, error: BaseException
+        self, chunk_id: int, chunk: list[Any], error: BaseException
     ) -> WorkerError:
+        count, first = len(chunk), chunk[0]
         if self.feeder.tagged:
             where = f"numbered item {first[0]}, {describe_item(first[1][0])}"
         else:
@@ -244,16 +254,25 @@ class ExecutorCore(FailureHandling):
 
     def _receive(self, done: _Done) -> None:
         with self._pending_lock:
-            _, count, first = self._pending.pop(done.chunk_id)
-        self.feeder.received(0)
-        future = done.future
+            entry = self._pending.pop(done.chunk_id, None)
+        if entry is None:
+            return  # cancelled by close()
+        chunk = entry[1]
         try:
-            answer = future.result(timeout=0)
+            answer = done.future.result(timeout=0)
         except BaseException as error:  # the executor's own failure, CancelledError too
             if self._stopping:
                 raise StopIteration from None
-            self.error = self._executor_failed(done.chunk_id, count, first, error)
+            self.error = self._executor_failed(done.chunk_id, chunk, error)
             self.fail()
+        if answer == MISSING:
+            try:
+                self.submit(done.chunk_id, chunk, full=True)  # still outstanding
+            except WorkerError as error:
+                self.error = error
+                self.fail()
+            return
+        self.feeder.received(0)
         if answer[0] == "error":
             self.error = _rebuild_error(self.stage_name, answer[1])
             self.fail()
@@ -278,7 +297,7 @@ class ExecutorCore(FailureHandling):
 
     def _cancel_pending(self) -> None:
         with self._pending_lock:
-            futures = [future for future, _, _ in self._pending.values()]
+            futures = [future for future, _ in self._pending.values()]
             self._pending.clear()
         for future in futures:
             future.cancel()  # a chunk already running finishes; nobody reads it

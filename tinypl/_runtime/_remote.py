@@ -21,19 +21,23 @@ from typing import Any
 from ._compile import chunk_function
 from ._worker import pack_error
 
-__all__ = ["CACHE_SIZE", "Program", "compiled_count", "run_chunk"]
+__all__ = ["CACHE_SIZE", "MISSING", "Program", "compiled_count", "received_count", "run_chunk"]
 
 #: Compiled runs kept per worker process (one per pipeline run that used it lately).
 CACHE_SIZE = 64
 
 Apply = Callable[[list[Any]], list[Any]]
 #: What a chunk carries: ``(digest, cloudpickled ops, tagged)``, or, for an executor
-#: running in this very process (a thread pool), the compiled function itself.
-Program = tuple[bytes, bytes, bool] | Apply
+#: running in this very process (a thread pool), the compiled function itself. Large
+#: ops travel as ``(digest, None, tagged)``: a worker that has not compiled them yet
+#: answers ``MISSING`` and the chunk is submitted again with the bytes.
+Program = tuple[bytes, bytes | None, bool] | Apply
+MISSING = ("missing",)
 
 _cache: OrderedDict[tuple[bytes, bool], Apply] = OrderedDict()
 _lock = threading.Lock()
 _compiles = 0
+_received = 0
 
 
 def compiled_count() -> int:
@@ -46,16 +50,31 @@ def compiled_count() -> int:
     return _compiles
 
 
-def _compiled(program: Program) -> Apply:
+def received_count() -> int:
+    """How many chunks reached this process with the bytes of their stage functions.
+
+    Examples:
+        >>> received_count() >= 0
+        True
+    """
+    return _received
+
+
+def _compiled(program: Program) -> Apply | None:
     if callable(program):
         return program
     digest, payload, tagged = program
+    if payload is not None:
+        global _received
+        _received += 1  # a test's figure: a lost increment under threads does no harm
     key = (digest, tagged)
     with _lock:
         apply = _cache.get(key)
         if apply is not None:
             _cache.move_to_end(key)
             return apply
+    if payload is None:
+        return None
     import cloudpickle
 
     try:
@@ -76,7 +95,8 @@ def _compiled(program: Program) -> Apply:
 
 
 def run_chunk(program: Program, chunk: list[Any]) -> tuple[Any, ...]:
-    """``("ok", seconds, count, results)`` for one chunk, or ``("error", packed)``.
+    """``("ok", seconds, count, results)`` for one chunk, ``("error", packed)``, or
+    ``MISSING`` (the program came without its bytes and is not compiled here).
 
     Examples:
         >>> from tinypl._ops import MapOp
@@ -86,6 +106,8 @@ def run_chunk(program: Program, chunk: list[Any]) -> tuple[Any, ...]:
     """
     try:
         apply = _compiled(program)
+        if apply is None:
+            return MISSING
         start = time.perf_counter()
         out = apply(chunk)
     except BaseException as error:
