@@ -8,6 +8,7 @@ import importlib
 import inspect
 import pkgutil
 import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -284,6 +285,8 @@ def _double(x: int) -> int:
 
 
 _M = tinypl.Marker("m")
+#: An executor for the executor pairs: they are built and closed, never run.
+_POOL = ThreadPoolExecutor(1)
 #: Each module-level function called on a source, and the fluent pipe it stands for: the
 #: live stage must run the very plan (as objects, not names) that the pipe optimizes to.
 PLAN_PAIRS = {
@@ -323,6 +326,14 @@ PLAN_PAIRS = {
     "process.map": (
         lambda: tinypl.process.map(range(4), _double, workers=2, force_single_thread=False),
         lambda: tinypl.Pipe(range(4)).map(_double).process(2, limit_threads=False),
+    ),
+    "executor.map": (
+        lambda: tinypl.executor.map(range(4), _double, _POOL, 3, chunksize=2),
+        lambda: tinypl.Pipe(range(4)).map(_double).executor(_POOL, 3, 2),
+    ),
+    "executor.each": (
+        lambda: tinypl.executor.each(range(4), print, _POOL),
+        lambda: tinypl.Pipe(range(4)).each(print).executor(_POOL),
     ),
 }
 
