@@ -8,6 +8,7 @@ import importlib
 import inspect
 import pkgutil
 import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -295,6 +296,8 @@ def _double(x: int) -> int:
 
 
 _M = tinypl.Marker("m")
+#: An executor for the executor pairs: they are built and closed, never run.
+_POOL = ThreadPoolExecutor(1)
 #: Each module-level function called on a source, and the fluent pipe it stands for: the
 #: live stage must run the very plan (as objects, not names) that the pipe optimizes to.
 PLAN_PAIRS = {
@@ -356,6 +359,14 @@ PLAN_PAIRS = {
         lambda: tinypl.Pipe(range(4)).repeat(2, _M),
     ),
     "prefetch": (lambda: tinypl.prefetch(range(4), 2), lambda: tinypl.Pipe(range(4)).prefetch(2)),
+    "executor.map": (
+        lambda: tinypl.executor.map(range(4), _double, _POOL, 3, chunksize=2),
+        lambda: tinypl.Pipe(range(4)).map(_double).executor(_POOL, 3, 2),
+    ),
+    "executor.each": (
+        lambda: tinypl.executor.each(range(4), print, _POOL),
+        lambda: tinypl.Pipe(range(4)).each(print).executor(_POOL),
+    ),
 }
 
 

@@ -13,7 +13,7 @@ Examples:
 
 import typing as _typing
 
-from . import debug, marker, order, process, thread
+from . import debug, executor, marker, order, process, thread
 from ._compat import each_ as each
 from ._compat import filter_ as filter
 from ._compat import flatten_ as flatten
@@ -60,6 +60,7 @@ __all__ = [
     "dataloader",
     "debug",
     "each",
+    "executor",
     "filter",
     "flatten",
     "flatten_eager",

@@ -28,6 +28,8 @@ __all__ = [
     "PROCESS_ALIASES",
     "debug_print_on_item",
     "each_",
+    "executor_each",
+    "executor_map",
     "filter_",
     "flatten_",
     "flatten_eager_",
@@ -75,6 +77,8 @@ COUNTERPARTS: dict[str, str] = {
     "process.map": "process",
     "process.each": "process",
     **STREAM_COUNTERPARTS,
+    "executor.map": "executor",
+    "executor.each": "executor",
 }
 
 #: Names shared by both forms that are not stages.
@@ -475,3 +479,48 @@ def process_each(
     options = dict(locals())
     del options["pipe"], options["fn"]
     return iter(Pipe(pipe).each(fn).process(**process_options("process.each", options)))
+
+
+# -- pl.executor -------------------------------------------------------------------------
+
+
+def executor_map(
+    pipe: Iterable[T],
+    fn: Callable[[T], U],
+    executor: Any,
+    maxsize: int | None = None,
+    *,
+    chunksize: int | None = None,
+) -> Stage[U]:
+    """``pl.map`` run on ``executor``, any ``concurrent.futures.Executor`` or a
+    ``distributed.Client`` (see ``Pipe.executor``).
+
+    Examples:
+        >>> import tinypl as pl
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> with ThreadPoolExecutor(2) as pool:
+        ...     print(sorted(pl.executor.map(range(5), lambda x: x * x, pool)))
+        [0, 1, 4, 9, 16]
+    """
+    return iter(Pipe(pipe).map(fn).executor(executor, maxsize, chunksize))
+
+
+def executor_each(
+    pipe: Iterable[T],
+    fn: Callable[[T], object],
+    executor: Any,
+    maxsize: int | None = None,
+    *,
+    chunksize: int | None = None,
+) -> Stage[T]:
+    """``pl.each`` run on ``executor``: ``fn`` is called there, the item passes on
+    unchanged.
+
+    Examples:
+        >>> import tinypl as pl
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> with ThreadPoolExecutor(1) as pool:
+        ...     print(sorted(pl.executor.each(range(3), abs, pool)))
+        [0, 1, 2]
+    """
+    return iter(Pipe(pipe).each(fn).executor(executor, maxsize, chunksize))

@@ -113,6 +113,18 @@ def _(node: plan.ProcessOptions) -> list[str]:
 
 
 @_args.register
+def _(node: plan.ExecutorOptions) -> list[str]:
+    args = [type(node.executor).__name__]  # its repr holds an address: not for plans
+    if node.maxsize is not None:
+        args.append(f"maxsize={node.maxsize}")
+    if node.chunksize is not None:
+        args.append(f"chunksize={node.chunksize}")
+    if isinstance(node, plan.RunOnExecutor):
+        args.append("runs=" + " -> ".join(op.label for op in node.ops))
+    return args
+
+
+@_args.register
 def _(node: plan.Order) -> list[str]:
     return [] if node.maxsize is None else [f"maxsize={node.maxsize}"]
 
@@ -226,6 +238,8 @@ def explain(node: plan.Node, *, optimized: bool = True) -> str:
             notes.append(f"{current.workers} threads pull the stages marked *")
         if optimized and isinstance(current, plan.RunInProcesses):
             notes.append(f"{current.workers} worker processes; a feeder thread pulls above")
+        if optimized and isinstance(current, plan.RunOnExecutor):
+            notes.append("chunks run on the executor; a feeder thread pulls above")
         if optimized and type(current) in _NOTES:
             notes.append(_NOTES[type(current)])
         if id(current) in in_threads:

@@ -332,6 +332,33 @@ class Pipe(Generic[T_co]):
             )
         )
 
+    def executor(
+        self, executor: Any, maxsize: int | None = None, chunksize: int | None = None
+    ) -> Pipe[T_co]:
+        """Run the map/filter/each/flatten stages directly above on ``executor``.
+
+        ``executor`` is any ``concurrent.futures.Executor`` (``ProcessPoolExecutor``,
+        loky's, ``mpi4py.futures.MPIPoolExecutor``, Dask's ``client.get_executor()``)
+        or a ``distributed.Client``. As with ``process()``, the source and every other
+        stage stay here, where a feeder thread pulls them and submits chunks of items
+        (their size adapts to the cost per item unless ``chunksize`` fixes it), at most
+        ``maxsize`` chunks in flight (default: twice the executor's workers where they
+        can be known, else 8). The stage functions are cloudpickled once per run and
+        compiled once per worker process; their bytes go with every chunk, or, past
+        64 KiB, once to each worker that asks for them. Markers never leave this process.
+        Items come out in completion order; add ``.order()`` to restore it. The
+        executor belongs to the caller: closing the run cancels its pending chunks but
+        never shuts the executor down. A failure of the executor itself (a broken pool,
+        a killed worker) raises ``WorkerError``.
+
+        Examples:
+            >>> from concurrent.futures import ThreadPoolExecutor
+            >>> with ThreadPoolExecutor(2) as pool:
+            ...     print(list(Pipe(range(6)).map(abs).executor(pool).order()))
+            [0, 1, 2, 3, 4, 5]
+        """
+        return self._checked(_plan.Executor(self.plan, executor, maxsize, chunksize))
+
     def order(self, maxsize: int | None = None) -> Pipe[T_co]:
         """Restore the order items had before the earliest concurrent stage since the
         previous ``order()`` (or the source). Without a concurrent stage it does nothing.

@@ -27,6 +27,8 @@ from ._validate import (
 __all__ = [
     "CONCURRENT",
     "Each",
+    "Executor",
+    "ExecutorOptions",
     "Filter",
     "Flatten",
     "Fused",
@@ -43,6 +45,7 @@ __all__ = [
     "ProcessOptions",
     "Ratelimit",
     "RunInProcesses",
+    "RunOnExecutor",
     "SHIPPABLE",
     "Save",
     "Source",
@@ -283,6 +286,58 @@ class Process(ProcessOptions):
     planner moves them into a ``RunInProcesses`` node)."""
 
 
+# -- executor stages (issue 15) ------------------------------------------------------------
+
+
+def is_dask_client(value: Any) -> bool:
+    """Whether ``value`` is a ``distributed.Client`` (told apart without importing dask)."""
+    module = type(value).__module__ or ""
+    return module.partition(".")[0] == "distributed" and callable(
+        getattr(value, "get_executor", None)
+    )
+
+
+@attrs.frozen(slots=True, repr=False)
+class ExecutorOptions(Node):
+    """The options of an executor stage, shared by its logical and physical nodes.
+
+    ``executor`` is the user's live ``concurrent.futures.Executor`` or
+    ``distributed.Client``: the node references it, as a ``Source`` references its
+    iterable; tinypl never creates nor shuts it down.
+    """
+
+    upstream: Node
+    executor: Any = attrs.field()
+    maxsize: int | None = _int("maxsize", optional=True, default=None)
+    chunksize: int | None = _int("chunksize", optional=True, default=None)
+
+    @executor.validator
+    def _check_executor(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        # Duck-typed: importing concurrent.futures (and logging) here would slow down
+        # ``import tinypl``.
+        if is_dask_client(value) or (
+            callable(getattr(value, "submit", None)) and callable(getattr(value, "shutdown", None))
+        ):
+            return
+        raise TypeError(
+            "executor: executor must be a concurrent.futures.Executor or a"
+            f" distributed.Client, got {type(value).__name__}"
+        )
+
+
+@attrs.frozen(slots=True, repr=False)
+class Executor(ExecutorOptions):
+    """Runs the per-item stages directly upstream on a user's executor (the planner
+    moves them into a ``RunOnExecutor`` node)."""
+
+
+@attrs.frozen(slots=True, repr=False)
+class RunOnExecutor(ExecutorOptions):
+    """An executor stage with the per-item ``ops`` it submits (planned ``Executor``)."""
+
+    ops: tuple[Op, ...] = attrs.field(kw_only=True)
+
+
 @attrs.frozen(slots=True, repr=False)
 class Order(Node):
     """Restores the order items had before the earliest concurrent stage of its region."""
@@ -340,7 +395,7 @@ class Load(Node):
     upstream: Node
     save: OrderToken | None = attrs.field(default=None)
 #: Stages that run upstream work concurrently and so may reorder items.
-CONCURRENT: tuple[type[Node], ...] = (Thread, ProcessOptions)
+CONCURRENT: tuple[type[Node], ...] = (Thread, ProcessOptions, ExecutorOptions)
 #: Stages a process stage can run in its workers.
 SHIPPABLE: tuple[type[Node], ...] = (Map, Filter, Each, Flatten)
 #: Stages that act on one item at a time; ``node.op`` is what they do to it.
@@ -349,6 +404,7 @@ PerItem = Map | Filter | Each | Flatten | On
 _NAMES: dict[type[Node], str] = {
     Source: "Pipe",
     InsertMarker: "insert_marker",
+    RunOnExecutor: "executor",
 }
 
 

@@ -20,6 +20,7 @@ from ._plan import (
     CONCURRENT,
     SHIPPABLE,
     Each,
+    Executor,
     Filter,
     Flatten,
     Fused,
@@ -32,6 +33,7 @@ from ._plan import (
     PerItem,
     Process,
     RunInProcesses,
+    RunOnExecutor,
     Save,
     Thread,
     Trace,
@@ -40,14 +42,14 @@ from ._plan import (
 )
 from ._plan_streams import Prefetch, ReadAhead, Repeat, Repeated
 
-__all__ = ["optimize", "shippable_run", "validate"]
+__all__ = ["EXECUTOR_MAXSIZE", "optimize", "shippable_run", "validate"]
 
 # Stages that act on one item at a time with no state across items.
 _STATELESS: tuple[type[Node], ...] = (Map, Filter, Each, On, Trace, Fused)
 # Stages that can sit inside an ordered region, acting on each numbered item's group.
 _GROUPABLE: tuple[type[Node], ...] = (*_STATELESS, Flatten, Mutex)
 # Stages whose output may be pulled from several threads at once.
-_THREAD_SAFE: tuple[type[Node], ...] = (Thread, Mutex, Save, RunInProcesses)
+_THREAD_SAFE: tuple[type[Node], ...] = (Thread, Mutex, Save, RunInProcesses, RunOnExecutor)
 
 
 def validate(plan: Node) -> None:
@@ -95,6 +97,11 @@ def _checked(plan: Node) -> list[Node]:
                 "process: no map, filter, each or flatten stage stands directly before"
                 " process(); there is nothing to run in the worker processes"
             )
+        if isinstance(node, Executor) and not shippable_run(nodes[:index]):
+            raise ValueError(
+                "executor: no map, filter, each or flatten stage stands directly before"
+                " executor(); there is nothing to run on the executor"
+            )
     return _place_order(nodes)
 
 
@@ -134,22 +141,35 @@ def _place_order(nodes: list[Node]) -> list[Node]:
             for inner in out[start:]:
                 if isinstance(inner, (Thread, Process)):
                     window += inner.workers + inner.queue_size
+                elif isinstance(inner, Executor):
+                    # Workers are known only at run time; the feeder widens the window.
+                    window += 2 * (inner.maxsize or EXECUTOR_MAXSIZE)
         out.insert(start, Save(out[start - 1], window, adaptive=node.maxsize is None))
         out.append(Load(out[-1]))
         region = len(out)
     return out
 
 
+#: Chunks in flight on an executor whose worker count cannot be known.
+EXECUTOR_MAXSIZE = 8
+_SHIPPED: dict[type[Node], type[RunInProcesses | RunOnExecutor]] = {
+    Process: RunInProcesses,
+    Executor: RunOnExecutor,
+}
+
+
 def _ship_to_processes(nodes: list[Node]) -> list[Node]:
-    """Move the per-item run directly above each process stage into it."""
+    """Move the per-item run directly above each process or executor stage into it."""
     out: list[Node] = []
     for node in nodes:
-        if isinstance(node, Process):
+        shipped = _SHIPPED.get(type(node))
+        if shipped is not None:
+            assert isinstance(node, (Process, Executor))
             start = len(out) - shippable_run(out)
             assert start < len(out), "checked by _checked"
             ops = tuple(_op(n) for n in out[start:])
             del out[start:]
-            out.append(RunInProcesses(**attrs.asdict(node, recurse=False), ops=ops))
+            out.append(shipped(**attrs.asdict(node, recurse=False), ops=ops))
         else:
             out.append(node)
     return out
