@@ -13,7 +13,7 @@ Examples:
 
 import typing as _typing
 
-from . import debug, executor, marker, order, process, thread
+from . import asyncio, debug, executor, marker, order, process, thread
 from ._compat import each_ as each
 from ._compat import filter_ as filter
 from ._compat import flatten_ as flatten
@@ -57,6 +57,7 @@ __all__ = [
     "Stage",
     "WorkerDied",
     "WorkerError",
+    "asyncio",
     "dataloader",
     "debug",
     "each",

@@ -524,3 +524,49 @@ def executor_each(
         [0, 1, 2]
     """
     return iter(Pipe(pipe).each(fn).executor(executor, maxsize, chunksize))
+# -- pl.asyncio (issue 16) ---------------------------------------------------------------
+
+COUNTERPARTS.update({"asyncio.map": "asyncio", "asyncio.each": "asyncio"})
+__all__ += ["asyncio_each", "asyncio_map"]
+
+
+def asyncio_map(
+    pipe: Iterable[T] | Any,
+    fn: Callable[[T], Any],
+    concurrency: int,
+    maxsize: int | None = None,
+) -> Stage[Any]:
+    """``pl.map`` followed by an asyncio stage: ``fn`` (``async def`` or plain) runs on
+    one event loop with up to ``concurrency`` items in flight (see ``Pipe.asyncio``).
+
+    Examples:
+        >>> import asyncio
+        >>> import tinypl as pl
+        >>> async def square(x):
+        ...     await asyncio.sleep(0.001)
+        ...     return x * x
+        >>> sorted(pl.asyncio.map(range(5), square, concurrency=3))
+        [0, 1, 4, 9, 16]
+    """
+    return iter(Pipe(pipe).map(fn).asyncio(concurrency, maxsize))
+
+
+def asyncio_each(
+    pipe: Iterable[T] | Any,
+    fn: Callable[[T], Any],
+    concurrency: int,
+    maxsize: int | None = None,
+) -> Stage[T]:
+    """``pl.each`` followed by an asyncio stage: ``fn`` is awaited on every item, which
+    passes on unchanged.
+
+    Examples:
+        >>> import asyncio
+        >>> import tinypl as pl
+        >>> seen = []
+        >>> async def record(x):
+        ...     seen.append(x)
+        >>> sorted(pl.asyncio.each(range(3), record, concurrency=2)), sorted(seen)
+        ([0, 1, 2], [0, 1, 2])
+    """
+    return iter(Pipe(pipe).each(fn).asyncio(concurrency, maxsize))

@@ -125,6 +125,16 @@ def _(node: plan.ExecutorOptions) -> list[str]:
 
 
 @_args.register
+def _(node: plan.AsyncioOptions) -> list[str]:
+    args = [str(node.concurrency)]
+    if node.maxsize is not None:
+        args.append(f"maxsize={node.maxsize}")
+    if isinstance(node, plan.RunOnLoop):
+        args.append("runs=" + " -> ".join(op.label for op in node.ops))
+    return args
+
+
+@_args.register
 def _(node: plan.Order) -> list[str]:
     return [] if node.maxsize is None else [f"maxsize={node.maxsize}"]
 

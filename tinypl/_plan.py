@@ -418,3 +418,43 @@ def chain(node: Node) -> list[Node]:
     nodes.reverse()
     return nodes
 
+
+
+# -- asyncio stages (issue 16) -----------------------------------------------------------
+
+
+@attrs.frozen(slots=True, repr=False)
+class AsyncioOptions(Node):
+    """The options of an asyncio stage, shared by its logical and physical nodes."""
+
+    upstream: Node
+    concurrency: int = _int("concurrency")
+    maxsize: int | None = _int("maxsize", optional=True, default=None)
+
+    @property
+    def queue_size(self) -> int:
+        return 2 * self.concurrency if self.maxsize is None else self.maxsize
+
+
+@attrs.frozen(slots=True, repr=False)
+class Asyncio(AsyncioOptions):
+    """Runs the per-item stages directly upstream on one event loop, ``concurrency`` items
+    at a time (the planner moves them into a ``RunOnLoop`` node)."""
+
+
+@attrs.frozen(slots=True, repr=False)
+class RunOnLoop(AsyncioOptions):
+    """An asyncio stage with the per-item ``ops`` its loop runs (planned ``Asyncio``)."""
+
+    ops: tuple[Op, ...] = attrs.field(kw_only=True)
+
+
+@attrs.frozen(slots=True, repr=False)
+class AsyncSource(Source):
+    """A source iterated with ``async for`` (a ``Source`` over an async iterable, planned)."""
+
+
+CONCURRENT = (*CONCURRENT, AsyncioOptions)
+_NAMES[Asyncio] = _NAMES[RunOnLoop] = "asyncio"
+_NAMES[AsyncSource] = "Pipe"
+__all__ += ["AsyncSource", "Asyncio", "AsyncioOptions", "RunOnLoop"]

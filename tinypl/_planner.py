@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import attrs
 
-from ._ops import Op
+from ._ops import Op, is_async, name_of
 from ._plan import (
     CONCURRENT,
     SHIPPABLE,
+    Asyncio,
+    AsyncSource,
     Each,
     Executor,
     Filter,
@@ -34,13 +36,16 @@ from ._plan import (
     Process,
     RunInProcesses,
     RunOnExecutor,
+    RunOnLoop,
     Save,
+    Source,
     Thread,
     Trace,
     chain,
     stage_name,
 )
 from ._plan_streams import Prefetch, ReadAhead, Repeat, Repeated
+from ._validate import is_async_iterable
 
 __all__ = ["EXECUTOR_MAXSIZE", "optimize", "shippable_run", "validate"]
 
@@ -49,7 +54,9 @@ _STATELESS: tuple[type[Node], ...] = (Map, Filter, Each, On, Trace, Fused)
 # Stages that can sit inside an ordered region, acting on each numbered item's group.
 _GROUPABLE: tuple[type[Node], ...] = (*_STATELESS, Flatten, Mutex)
 # Stages whose output may be pulled from several threads at once.
-_THREAD_SAFE: tuple[type[Node], ...] = (Thread, Mutex, Save, RunInProcesses, RunOnExecutor)
+_THREAD_SAFE: tuple[type[Node], ...] = (
+    Thread, Mutex, Save, RunInProcesses, RunOnExecutor, RunOnLoop
+)  # fmt: skip
 
 
 def validate(plan: Node) -> None:
@@ -62,6 +69,7 @@ def validate(plan: Node) -> None:
 def optimize(plan: Node) -> Node:
     """The physical plan for ``plan`` (raises as ``validate`` does)."""
     nodes = _ship_to_processes(_checked(_cut_repeats(plan)))
+    nodes = _run_on_loops(nodes)
     nodes = _guard_threads(_fuse(_read_ahead(nodes)))
     return _relink(nodes)
 
@@ -144,6 +152,8 @@ def _place_order(nodes: list[Node]) -> list[Node]:
                 elif isinstance(inner, Executor):
                     # Workers are known only at run time; the feeder widens the window.
                     window += 2 * (inner.maxsize or EXECUTOR_MAXSIZE)
+                elif isinstance(inner, Asyncio):
+                    window += inner.concurrency + inner.queue_size
         out.insert(start, Save(out[start - 1], window, adaptive=node.maxsize is None))
         out.append(Load(out[-1]))
         region = len(out)
@@ -262,4 +272,41 @@ def _fuse(nodes: list[Node]) -> list[Node]:
         out.append(node)
     flush()
     assert out[0].upstream is None, "a plan starts with a source, a mix or a repeat"
+    return out
+
+
+# -- asyncio stages (issue 16) -----------------------------------------------------------
+
+
+def _run_on_loops(nodes: list[Node]) -> list[Node]:
+    """Move the per-item run directly above each asyncio stage into it, then refuse any
+    ``async def`` function left where nothing would await it."""
+    first = nodes[0]
+    if type(first) is Source and is_async_iterable(first.source):
+        nodes = [AsyncSource(first.source), *nodes[1:]]
+    out: list[Node] = []
+    for node in nodes:
+        if isinstance(node, Asyncio):
+            start = len(out) - shippable_run(out)
+            run = tuple(_op(n) for n in out[start:])
+            del out[start:]
+            out.append(RunOnLoop(**attrs.asdict(node, recurse=False), ops=run))
+        else:
+            out.append(node)
+    for node in out:
+        if isinstance(node, RunInProcesses):
+            ops: tuple[Op, ...] = node.ops
+        elif isinstance(node, PerItem):
+            ops = (node.op,)
+        else:
+            continue
+        for op in ops:
+            fn = getattr(op, "fn", None)
+            if fn is not None and is_async(fn):
+                raise TypeError(
+                    f"{op.label}: {name_of(fn)} is an async function, but no .asyncio() stage"
+                    f" runs {op.kind}(), so nothing would await it; add .asyncio(n) after"
+                    f" it (e.g. .{op.kind}({name_of(fn)}).asyncio(8)) to run it on an event"
+                    " loop with n items in flight"
+                )
     return out

@@ -25,11 +25,12 @@ from typing import Any
 
 from .._errors import add_item_note
 from .._marker import Marker
-from .._ops import EachOp, FilterOp, FlattenOp, MapOp, OnOp, Op
+from .._ops import EachOp, FilterOp, FlattenOp, MapOp, OnOp, Op, is_async
 
 __all__ = [
     "Cursor",
     "chunk_function",
+    "coroutine_function",
     "group_function",
     "restarting",
     "stepper",
@@ -284,3 +285,62 @@ def chunk_function(ops: Ops, tagged: bool) -> Callable[[list[Any]], list[Any]]:
     if not tagged:
         return apply
     return lambda records: [(n, apply(items)) for n, items in records]
+
+
+# -- the asyncio form (issue 16) ---------------------------------------------------------
+
+
+def _awaitable(value: Any) -> bool:
+    return hasattr(value.__class__, "__await__")
+
+
+def _emit_awaiting(op: Op, code: _Code, awaitable: str) -> None:
+    """What ``op`` does to ``code.var`` inside a coroutine: an ``async def`` function is
+    awaited; a plain one is called inline, and what it returns is awaited when awaitable
+    (``.map(lambda u: fetch(session, u))``)."""
+    fn = getattr(op, "fn", None)
+    if fn is None or not isinstance(op, (MapOp, FilterOp, EachOp)):
+        emit(op, code)  # flatten: the same as everywhere
+        return
+    var = code.var
+    call = f"{code.param(fn)}({var})"
+    target = var if isinstance(op, MapOp) else "_k"
+    if is_async(fn):
+        code.line(f"{target} = await {call}")
+    else:
+        code.line(f"{target} = {call}")
+        code.line(f"if {awaitable}({target}):")
+        code.line(f"    {target} = await {target}")
+    if isinstance(op, FilterOp):
+        code.line("if _k:")
+        code.depth += 1
+
+
+def coroutine_function(ops: Ops) -> Callable[[Any, int | None], Any]:
+    """``await apply(items, n)``: the list of what ``ops`` make of ``items`` (markers pass
+    untouched), awaiting what is async; ``n`` is the items' source position, if known."""
+    code = _Code(ops)
+    awaitable = code.param(_awaitable)
+    code.lines = [
+        "    async def _apply(_items, _n=None):",
+        "        _out = []",
+        "        _append = _out.append",
+        "        for x0 in _items:",
+        "            try:",
+        "                if x0.__class__ is _Marker:",
+        "                    _append(x0)",
+        "                    continue",
+    ]
+    code.depth = 4
+    for op in ops:
+        code.op = op
+        _emit_awaiting(op, code, awaitable)
+    code.op = None
+    code.line(f"_append({code.var})")
+    code.depth = 3
+    _except(code)
+    code.depth = 2
+    code.line("return _out")
+    code.depth = 1
+    code.line("return _apply")
+    return _finish(code, [])
