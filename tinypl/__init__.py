@@ -26,6 +26,7 @@ from ._errors import MarkerNotAllowedError, WorkerError
 from ._marker import Marker
 from ._pipe import Pipe
 from ._runtime import Stage, WorkerDied
+from ._workerinfo import WorkerInfo, worker_info
 
 flatten_lazy = flatten
 
@@ -39,6 +40,7 @@ __all__ = [
     "Stage",
     "WorkerDied",
     "WorkerError",
+    "WorkerInfo",
     "dataloader",
     "debug",
     "each",
@@ -54,6 +56,7 @@ __all__ = [
     "ratelimit",
     "thread",
     "unpack",
+    "worker_info",
 ]
 
 

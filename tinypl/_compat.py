@@ -84,10 +84,11 @@ HELPERS = (
     "WorkerDied",
     "MarkerNotAllowedError",
     "unpack",
+    "WorkerInfo",
 )
 
 #: Module-level functions that are tools, not stages (no ``Pipe`` counterpart).
-UTILITIES = ("process.cleanup",)
+UTILITIES = ("process.cleanup", "worker_info")
 
 
 def map_(pipe: Iterable[T], fn: Callable[[T], U]) -> Stage[U]:
@@ -255,6 +256,9 @@ def thread_queue(
     workers: int,
     maxsize: int | None = None,
     on_worker_error: WorkerErrorMode = "raise",
+    *,
+    timeout: float | None = None,
+    init: Callable[[], object] | None = None,
 ) -> Stage[T]:
     """Prefetch items into a queue of ``maxsize`` using ``workers`` threads, each pulling
     through the stages before it (see ``Pipe.thread``). Items may change order.
@@ -266,7 +270,8 @@ def thread_queue(
         >>> sorted(stage)
         [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
     """
-    return iter(Pipe(pipe).thread(workers, maxsize, on_worker_error))
+    pipe_ = Pipe(pipe)
+    return iter(pipe_.thread(workers, maxsize, on_worker_error, timeout=timeout, init=init))
 
 
 thread_queue.WorkerException = ThreadWorkerError  # type: ignore[attr-defined]
@@ -278,6 +283,9 @@ def thread_map(
     workers: int,
     maxsize: int | None = None,
     on_worker_error: WorkerErrorMode = "raise",
+    *,
+    timeout: float | None = None,
+    init: Callable[[], object] | None = None,
 ) -> Stage[U]:
     """``pl.map`` followed by ``pl.thread.queue``: ``fn`` runs in ``workers`` threads.
 
@@ -286,7 +294,8 @@ def thread_map(
         >>> sorted(pl.thread.map(range(5), lambda x: x * x, workers=2))
         [0, 1, 4, 9, 16]
     """
-    return iter(Pipe(pipe).map(fn).thread(workers, maxsize, on_worker_error))
+    pipe_ = Pipe(pipe).map(fn)
+    return iter(pipe_.thread(workers, maxsize, on_worker_error, timeout=timeout, init=init))
 
 
 def thread_each(
@@ -295,6 +304,9 @@ def thread_each(
     workers: int,
     maxsize: int | None = None,
     on_worker_error: WorkerErrorMode = "raise",
+    *,
+    timeout: float | None = None,
+    init: Callable[[], object] | None = None,
 ) -> Stage[T]:
     """``pl.each`` followed by ``pl.thread.queue``.
 
@@ -306,7 +318,8 @@ def thread_each(
         2
         [0, 1, 2]
     """
-    return iter(Pipe(pipe).each(fn).thread(workers, maxsize, on_worker_error))
+    pipe_ = Pipe(pipe).each(fn)
+    return iter(pipe_.thread(workers, maxsize, on_worker_error, timeout=timeout, init=init))
 
 
 def thread_mutex(pipe: Iterable[T]) -> Stage[T]:
@@ -429,6 +442,10 @@ def process_map(
     start_method: StartMethod | None = None,
     limit_threads: bool = True,
     chunksize: int | None = None,
+    timeout: float | None = None,
+    init: Callable[[], object] | None = None,
+    seed: int | None = None,
+    restart: bool = False,
     multiprocessing_context: Any = None,
     force_single_thread: bool | None = None,
 ) -> Stage[U]:
@@ -459,6 +476,10 @@ def process_each(
     start_method: StartMethod | None = None,
     limit_threads: bool = True,
     chunksize: int | None = None,
+    timeout: float | None = None,
+    init: Callable[[], object] | None = None,
+    seed: int | None = None,
+    restart: bool = False,
     multiprocessing_context: Any = None,
     force_single_thread: bool | None = None,
 ) -> Stage[T]:

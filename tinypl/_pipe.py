@@ -219,6 +219,9 @@ class Pipe(Generic[T_co]):
         workers: int,
         maxsize: int | None = None,
         on_worker_error: WorkerErrorMode = "raise",
+        *,
+        timeout: float | None = None,
+        init: Callable[[], object] | None = None,
     ) -> Pipe[T_co]:
         """Run the stages above, back to the previous thread stage, in ``workers`` threads.
 
@@ -229,6 +232,12 @@ class Pipe(Generic[T_co]):
         ``on_worker_error="forward"`` raises ``WorkerError`` from it instead, and
         ``"forward-and-print"`` (or ``"exit"``) also logs it.
 
+        ``init()`` runs once in each worker thread before it takes an item; its error is
+        raised at the first pull. ``pl.worker_info()`` tells a stage function which worker
+        runs it. An item that takes more than ``timeout`` seconds raises ``TimeoutError``
+        at the consumer; its thread cannot be killed and is abandoned (see "Errors and
+        faults" in the docs).
+
         Examples:
             >>> import time
             >>> pipe = Pipe(range(8)).map(lambda x: time.sleep(0.01) or x).thread(4)
@@ -236,7 +245,9 @@ class Pipe(Generic[T_co]):
             [0, 1, 2, 3, 4, 5, 6, 7]
         """
         return self._then(
-            _plan.Thread(self.plan, workers, maxsize, on_worker_error)
+            _plan.Thread(
+                self.plan, workers, maxsize, on_worker_error, timeout=timeout, init=init
+            )
         )
 
     def process(
@@ -248,6 +259,10 @@ class Pipe(Generic[T_co]):
         limit_threads: bool = True,
         on_worker_error: WorkerErrorMode = "raise",
         chunksize: int | None = None,
+        timeout: float | None = None,
+        init: Callable[[], object] | None = None,
+        seed: int | None = None,
+        restart: bool = False,
     ) -> Pipe[T_co]:
         """Run the map/filter/each/flatten stages directly above in ``workers`` processes.
 
@@ -263,6 +278,14 @@ class Pipe(Generic[T_co]):
         memory. ``chunksize`` fixes the number of items per chunk (default: adaptive, so
         that a chunk keeps a worker busy for a few milliseconds).
 
+        ``init()`` runs once in each worker process before it takes an item; its error
+        is raised at the first pull. Worker ``i`` seeds ``random`` and numpy's global
+        generator with ``seed + i`` (``seed`` defaults to a base seed drawn per run) and
+        sees itself in ``pl.worker_info()``. An item that takes more than ``timeout``
+        seconds raises ``TimeoutError``; its worker is killed and replaced, and the other
+        items it held are sent again. ``restart=True`` also replaces a worker the OS
+        killed, re-sending what it held once.
+
         Examples:
             >>> sorted(Pipe(range(6)).map(abs).process(2))
             [0, 1, 2, 3, 4, 5]
@@ -276,6 +299,10 @@ class Pipe(Generic[T_co]):
                 limit_threads=limit_threads,
                 on_worker_error=on_worker_error,
                 chunksize=chunksize,
+                timeout=timeout,
+                init=init,
+                seed=seed,
+                restart=restart,
             )
         )
 

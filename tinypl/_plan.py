@@ -94,6 +94,22 @@ def _bool(attr: str, default: bool) -> Any:
     return attrs.field(validator=validate, default=default)
 
 
+def _optional_callable(attr: str) -> Any:
+    def validate(node: Node, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            check_callable(stage_name(node), attr, value)
+
+    return attrs.field(validator=validate, default=None, kw_only=True)
+
+
+def _timeout() -> Any:
+    def validate(node: Node, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            check_number(stage_name(node), "timeout", value)
+
+    return attrs.field(validator=validate, default=None, kw_only=True)
+
+
 def _marker(attr: str, *, optional: bool) -> Any:
     def validate(node: Node, attribute: attrs.Attribute[Any], value: Any) -> None:
         check_marker(stage_name(node), attr, value, optional=optional)
@@ -243,6 +259,10 @@ class Thread(Node):
     def _check_mode(self, attribute: attrs.Attribute[Any], value: Any) -> None:
         check_choice("thread", "on_worker_error", value, WORKER_ERROR_MODES)
 
+    # Control (issue 13): seconds an item may take; a function each worker runs first.
+    timeout: float | None = _timeout()
+    init: Callable[[], Any] | None = _optional_callable("init")
+
     @property
     def queue_size(self) -> int:
         return 2 * self.workers if self.maxsize is None else self.maxsize
@@ -271,6 +291,12 @@ class ProcessOptions(Node):
     @on_worker_error.validator
     def _check_mode(self, attribute: attrs.Attribute[Any], value: Any) -> None:
         check_choice("process", "on_worker_error", value, WORKER_ERROR_MODES)
+
+    # Control (issue 13): per-item timeout, worker init, base seed, replacing dead workers.
+    timeout: float | None = _timeout()
+    init: Callable[[], Any] | None = _optional_callable("init")
+    seed: int | None = _int("seed", minimum=0, optional=True, default=None)
+    restart: bool = _bool("restart", False)
 
     @property
     def queue_size(self) -> int:

@@ -27,6 +27,7 @@ import cloudpickle
 from .. import _plan as plan
 from .. import _shm
 from .._errors import ProcessWorkerError, RemoteTraceback, WorkerDied, WorkerError
+from .._workerinfo import draw_seed
 from ._control import DONE, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas, interpreter_exiting
 from ._feeder import Feeder
@@ -84,7 +85,13 @@ class ProcessCore(FailureHandling):
 
     forward_error = ProcessWorkerError
 
-    def __init__(self, upstream: Stage[Any], node: plan.RunInProcesses, ops_payload: bytes) -> None:
+    def __init__(
+        self,
+        upstream: Stage[Any],
+        node: plan.RunInProcesses,
+        ops_payload: bytes,
+        init_payload: bytes | None = None,
+    ) -> None:
         self.upstream = upstream
         self.node = node
         self.workers = node.workers
@@ -93,6 +100,7 @@ class ProcessCore(FailureHandling):
         self.stage_name = f"process({', '.join(op.kind for op in node.ops)})"
         self.ready: deque[Any] = deque()
         self._ops_payload = ops_payload
+        self._init_payload = init_payload
         self._lock = threading.RLock()  # one reader at a time waits on the pipes
         self._state = threading.Lock()
         self._control: SimpleQueue[Any] = SimpleQueue()
@@ -127,7 +135,17 @@ class ProcessCore(FailureHandling):
         method = self.node.start_method or default_start_method()
         pool = functools.partial(shared_memory_pool, SHM_CAPACITY, SHM_MIN_BUFFER, os.getpid())
         tagged = self.upstream._tagger is not None
-        spec = WorkerSpec(self._ops_payload, tagged, self.node.limit_threads, self.stage_name, pool)
+        seed = draw_seed() if self.node.seed is None else self.node.seed
+        spec = WorkerSpec(
+            self._ops_payload,
+            tagged,
+            self.node.limit_threads,
+            self.stage_name,
+            pool,
+            init_payload=self._init_payload,
+            seed=seed,
+            count=self.workers,
+        )
         # Segments left by processes that died without cleaning up (kill -9 of a group),
         # and mappings of earlier runs whose last array died after their shutdown.
         _shm.cleanup_orphans()
@@ -137,7 +155,36 @@ class ProcessCore(FailureHandling):
         except BaseException:
             self.close_all()
             raise
+        if self._init_payload is not None:
+            self._await_inits()
         self.feeder.start(f"{self.name}-feeder")
+
+    def _await_inits(self) -> None:
+        """Wait for every worker's ``init`` report; raise the first failure (or death)
+        here, at the first pull, before any item is sent."""
+        pool = self.pool
+        waiting = set(range(self.workers))
+        while waiting:
+            sentinels = pool.sentinels()
+            handles = [pool.results[i] for i in waiting] + [
+                s for s, i in sentinels.items() if i in waiting
+            ]
+            for ready in wait(handles, SIGNAL_CHECK):
+                if ready in sentinels:
+                    if not pool.results[sentinels[ready]].poll(0):
+                        self.error = pool.died(sentinels[ready])
+                        self.fail()
+                    continue  # its report is in the pipe: read it first
+                index = pool.results.index(ready)
+                try:
+                    message = _load(pool.results[index].recv_bytes())
+                except (EOFError, OSError):
+                    self.error = pool.died(index)
+                    self.fail()
+                if message[1] == "error":
+                    self.error = _rebuild_error(self.stage_name, message[2])
+                    self.fail()
+                waiting.discard(index)
 
     # -- reader side ---------------------------------------------------------------------
 
@@ -290,9 +337,10 @@ def process_stage(
     """A live process stage of class ``cls`` running ``node`` on ``upstream``."""
     try:
         payload = cloudpickle.dumps(node.ops)
+        init = None if node.init is None else cloudpickle.dumps(node.init)
     except Exception as error:
         raise TypeError(
             f"process: the stage functions cannot be pickled for the worker processes: {error}"
         ) from error
-    core = ProcessCore(upstream, node, payload)
+    core = ProcessCore(upstream, node, payload, init)
     return worker_stage(cls, ProcessReader(core), node, upstream, core)

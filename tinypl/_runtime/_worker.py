@@ -61,9 +61,23 @@ class WorkerSpec:
     """Everything a worker needs, shipped once when it starts (cloudpickled ``ops``)."""
 
     def __init__(
-        self, ops_payload: bytes, tagged: bool, limit_threads: bool, stage: str, pool: Any
+        self,
+        ops_payload: bytes,
+        tagged: bool,
+        limit_threads: bool,
+        stage: str,
+        pool: Any,
+        *,
+        init_payload: bytes | None = None,
+        seed: int | None = None,
+        count: int = 1,
     ) -> None:
         self.ops_payload = ops_payload
+        #: The cloudpickled ``init`` function, run before the first chunk.
+        self.init_payload = init_payload
+        #: The run's base seed: worker ``i`` is seeded with ``seed + i``.
+        self.seed = seed
+        self.count = count
         self.tagged = tagged
         self.limit_threads = limit_threads
         self.stage = stage
@@ -80,11 +94,49 @@ def _limit_thread_pools() -> Any:
     return threadpool_limits(limits=1)
 
 
-def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any, inherited: list[int]) -> None:
+def _enter(spec: WorkerSpec, index: int, send: Callable[[bytes], None]) -> bool:
+    """Become worker ``index``: seed, then run ``init`` and report how it went (only
+    with an ``init``: the parent then waits for every worker's report before its first
+    item). False when ``init`` failed."""
+    from .._workerinfo import WorkerInfo, entered_process, init_note, seed_globals
+
+    if spec.seed is None:
+        return True
+    info = WorkerInfo(index, spec.count, "process", spec.seed + index)
+    entered_process(info)
+    seed_globals(info.seed)
+    if spec.init_payload is None:
+        return True
+    try:
+        import cloudpickle
+
+        cloudpickle.loads(spec.init_payload)()
+    except BaseException as error:
+        init_note(error, spec.stage, info)
+        send(_error_message(INIT, error))
+        return False
+    send(PLAIN + pickle.dumps((INIT, "ready"), protocol=5))
+    return True
+
+
+#: The chunk id of a worker's ``init`` report.
+INIT = -2
+
+
+def run_worker(
+    spec: WorkerSpec,
+    tasks: Any,
+    results: Any,
+    stop: Any,
+    inherited: list[int],
+    *,
+    index: int = 0,
+) -> None:
     """The main loop of a worker process (the ``Process`` target).
 
     ``stop`` is the read end of a pipe the parent writes to when it closes the stage:
-    chunks still queued for this worker are then dropped unprocessed.
+    chunks still queued for this worker are then dropped unprocessed. ``index`` is the
+    worker's id in ``pl.worker_info()``.
     """
     # The parent decides when workers stop; a Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -100,6 +152,8 @@ def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any, inherited:
         apply = chunk_function(ops, spec.tagged)
         recv = tasks.recv_bytes
         send = results.send_bytes
+        if not _enter(spec, index, send):
+            return
         while True:
             try:
                 message = recv()
