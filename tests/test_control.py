@@ -199,15 +199,15 @@ def _first_draw_of_worker(x: int) -> tuple[int, float, float]:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("method", START_METHODS)
 def test_process_worker_i_is_seeded_with_seed_plus_i(method: str) -> None:
-    # One item per worker: each item is its worker's first draw.
-    pipe = Pipe(range(2)).map(_first_draw_of_worker).process(
+    pipe = Pipe(range(6)).map(_first_draw_of_worker).process(
         2, start_method=method, seed=41, chunksize=1, init=_hold
     )
-    out = list(pipe)
-    for i, r, n in out:
-        rng = random.Random(41 + i)
-        assert r == rng.random()
-        assert n == np.random.RandomState(41 + i).rand()
+    by_worker: dict[int, list[tuple[float, float]]] = {}
+    for i, r, n in pipe:  # a worker's results come back in the order it drew them
+        by_worker.setdefault(i, []).append((r, n))
+    for i, draws in by_worker.items():
+        rng, legacy = random.Random(41 + i), np.random.RandomState(41 + i)
+        assert draws == [(rng.random(), legacy.rand()) for _ in draws]
 
 
 def _hold() -> None:
@@ -235,3 +235,245 @@ def test_process_init_error_reaches_the_first_pull(method: str) -> None:
 def test_module_level_process_functions_take_the_new_options() -> None:
     stage = pl.process.map(range(4), _first_draw_of_worker, workers=1, seed=3, init=_hold)
     assert [i for i, _, _ in stage] == [0, 0, 0, 0]
+
+
+# -- ignore_errors ------------------------------------------------------------------------
+
+
+class Bad(Exception):
+    """The error of a failing item."""
+
+
+def _fail_on_multiples_of_3(x: int) -> int:
+    if x % 3 == 0:
+        raise Bad(f"bad item {x}")
+    return x
+
+
+GOOD = [x for x in range(30) if x % 3]
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(True, TypeError), ("1", TypeError), (-1, ValueError), (1.0, ValueError), (0.0, ValueError)],
+)
+def test_budget_is_checked_when_built(value: object, error: type) -> None:
+    with pytest.raises(error, match="max_failures"):
+        Pipe(range(3)).ignore_errors(value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="log must be a bool"):
+        Pipe(range(3)).ignore_errors(log=1)  # type: ignore[arg-type]
+
+
+def _backends() -> list[tuple[str, object]]:
+    return [
+        ("sync", lambda p: p),
+        ("thread", lambda p: p.thread(3)),
+        ("process", lambda p: p.process(2)),
+    ]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["sync", "thread", "process"])
+@pytest.mark.parametrize("ordered", [False, True])
+def test_failing_items_are_dropped_where_they_fail(backend: str, ordered: bool) -> None:
+    pipe = Pipe(range(30)).map(_fail_on_multiples_of_3)
+    if backend == "thread":
+        pipe = pipe.thread(3)
+    elif backend == "process":
+        pipe = pipe.process(2)
+    pipe = pipe.ignore_errors(log=False)
+    if ordered:
+        assert list(pipe.order()) == GOOD
+    else:
+        assert sorted(pipe) == GOOD
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_worker_processes_drop_items_and_report_them(
+    method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    pipe = Pipe(range(30)).map(_fail_on_multiples_of_3).process(2, start_method=method)
+    with caplog.at_level("WARNING", logger="tinypl"):
+        assert list(pipe.ignore_errors().order()) == GOOD
+    dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 10
+    messages = sorted(r.getMessage() for r in dropped)
+    assert (
+        "tinypl: ignore_errors dropped item 3 (3) in map(_fail_on_multiples_of_3):"
+        " Bad: bad item 3"
+    ) in messages
+    assert {r.levelname for r in dropped} == {"WARNING"}
+
+
+def test_each_drop_is_logged_with_stage_position_and_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pipe = Pipe(["1", "2", "x", "4", "y"]).map(int).ignore_errors()
+    with caplog.at_level("WARNING", logger="tinypl"):
+        assert list(pipe) == [1, 2, 4]
+    assert [r.getMessage() for r in caplog.records] == [
+        "tinypl: ignore_errors dropped item 2 ('x') in map(int): ValueError: invalid literal"
+        " for int() with base 10: 'x'",
+        "tinypl: ignore_errors dropped item 4 ('y') in map(int): ValueError: invalid literal"
+        " for int() with base 10: 'y'",
+    ]
+    assert all(r.name == "tinypl" for r in caplog.records)
+
+
+def test_log_false_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("DEBUG", logger="tinypl"):
+        assert list(Pipe(["x", "1"]).map(int).ignore_errors(log=False)) == [1]
+    assert caplog.records == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["sync", "thread", "process"])
+def test_count_budget_raises_too_many_errors(backend: str) -> None:
+    pipe = Pipe(range(30)).map(_fail_on_multiples_of_3)
+    if backend == "thread":
+        pipe = pipe.thread(2)
+    elif backend == "process":
+        pipe = pipe.process(2)
+    with pytest.raises(pl.TooManyErrors) as caught:
+        list(pipe.ignore_errors(max_failures=3, log=False).order())
+    error = caught.value
+    assert error.failures == 4
+    assert "4 items failed" in str(error)
+    assert "max_failures=3" in str(error)
+    assert "the first error: Bad: bad item" in str(error)
+    assert isinstance(error.__cause__, Bad)
+
+
+def test_too_many_errors_names_the_first_error_and_chains_the_last() -> None:
+    pipe = Pipe(range(10)).map(_fail_on_multiples_of_3).ignore_errors(1, log=False)
+    with pytest.raises(pl.TooManyErrors) as caught:
+        list(pipe)
+    assert str(caught.value) == (
+        "ignore_errors: 2 items failed out of 4 seen, more than max_failures=1 allows;"
+        " the first error: Bad: bad item 0"
+    )
+    assert str(caught.value.__cause__) == "bad item 3"
+    assert caught.value.seen == 4
+
+
+def test_a_zero_budget_raises_at_the_first_failure() -> None:
+    stage = iter(Pipe([1, 2, "x", 4]).map(int).ignore_errors(0, log=False))
+    assert [next(stage), next(stage)] == [1, 2]
+    with pytest.raises(pl.TooManyErrors, match="1 items failed out of 3 seen"):
+        next(stage)
+
+
+def test_share_budget_is_checked_from_100_items_seen() -> None:
+    def fail_early(x: int) -> int:
+        if x < 50:
+            raise Bad(x)
+        return x
+
+    # 50 failures in the first 50 items, none later: never checked past 100 items.
+    assert list(Pipe(range(200)).map(fail_early).ignore_errors(0.1, log=False)) == list(
+        range(50, 200)
+    )
+
+    def fail_late(x: int) -> int:
+        if x >= 100 and x % 2:
+            raise Bad(x)
+        return x
+
+    # Failing at 101, 103, ...: at item 131 (132 seen) 16 failures > 0.12 * 132 = 15.84.
+    with pytest.raises(pl.TooManyErrors) as caught:
+        list(Pipe(range(300)).map(fail_late).ignore_errors(0.12, log=False))
+    assert (caught.value.failures, caught.value.seen) == (16, 132)
+    assert str(caught.value.__cause__) == "131"
+
+
+def test_source_errors_still_raise() -> None:
+    def source() -> Iterator[int]:
+        yield 1
+        raise Bad("source broke")
+
+    with pytest.raises(Bad, match="source broke"):
+        list(Pipe(source()).map(abs).ignore_errors())
+
+
+def test_stateful_stage_errors_still_raise() -> None:
+    pipe = Pipe(range(4)).insert_marker(pl.Marker("m")).partition(2).map(len)
+    with pytest.raises(pl.MarkerNotAllowedError):
+        list(pipe.ignore_errors())
+
+
+def test_errors_below_ignore_errors_still_raise() -> None:
+    pipe = Pipe(range(5)).map(abs).ignore_errors().map(_fail_on_multiples_of_3)
+    with pytest.raises(Bad, match="bad item 0"):
+        list(pipe)
+
+
+def test_scopes_end_at_the_previous_ignore_errors() -> None:
+    budgets = Pipe(range(30)).map(_fail_on_multiples_of_3).ignore_errors(100, log=False)
+    doubled = budgets.map(lambda x: x if x % 5 else 1 / 0).ignore_errors(1, log=False)
+    # Only map(lambda) is in the second scope: 5, 10, 20, 25 fail there (and 15 failed
+    # earlier), so its budget of 1 breaks at its second failure, item 10.
+    with pytest.raises(pl.TooManyErrors) as caught:
+        list(doubled)
+    assert caught.value.failures == 2
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("backend", ["sync", "thread"])
+def test_keyboard_interrupt_is_never_swallowed(backend: str) -> None:
+    def interrupt(x: int) -> int:
+        if x == 3:
+            raise KeyboardInterrupt
+        return x
+
+    pipe = Pipe(range(10)).map(interrupt)
+    if backend == "thread":
+        pipe = pipe.thread(2)
+    with pytest.raises(KeyboardInterrupt):
+        list(pipe.ignore_errors(log=False))
+
+
+def test_system_exit_is_never_swallowed() -> None:
+    def leave(x: int) -> int:
+        raise SystemExit(3)
+
+    with pytest.raises(SystemExit):
+        list(Pipe(range(3)).map(leave).ignore_errors(log=False))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["sync", "thread", "process"])
+def test_markers_keep_their_places_around_dropped_items(backend: str) -> None:
+    marker = pl.Marker("m")
+    pipe = Pipe(range(12)).insert_marker(marker, every=4).map(_fail_on_multiples_of_3)
+    if backend == "thread":
+        pipe = pipe.thread(3)
+    elif backend == "process":
+        pipe = pipe.process(2)
+    pipe = pipe.ignore_errors(log=False).order()
+    batches = pipe.partition(10, markers="after", split_on_marker=True)
+    assert list(batches) == [[1, 2], [4, 5, 7], [8, 10, 11]]
+
+
+def test_several_per_item_stages_in_a_scope_drop_where_each_fails() -> None:
+    pipe = (
+        Pipe(range(20))
+        .map(_fail_on_multiples_of_3)
+        .thread(2)
+        .filter(lambda x: 1 / (x % 5))
+        .ignore_errors(log=False)
+        .order()
+    )
+    assert list(pipe) == [x for x in range(20) if x % 3 and x % 5]
+
+
+def test_module_level_ignore_errors() -> None:
+    pipe = Pipe(range(9)).map(_fail_on_multiples_of_3)
+    assert list(pl.ignore_errors(pipe, 5, log=False)) == [1, 2, 4, 5, 7, 8]
+    with pytest.raises(pl.TooManyErrors):
+        list(pl.ignore_errors(pipe, 2, log=False))
+    # A live stage runs in its own form already: its errors still raise (documented).
+    with pytest.raises(Bad):
+        list(pl.ignore_errors(pl.map(range(9), _fail_on_multiples_of_3), log=False))
+    assert "ignore_errors" in repr(Pipe(range(1)).ignore_errors())

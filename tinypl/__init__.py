@@ -18,11 +18,12 @@ from ._compat import each_ as each
 from ._compat import filter_ as filter
 from ._compat import flatten_ as flatten
 from ._compat import flatten_eager_ as flatten_eager
+from ._compat import ignore_errors_ as ignore_errors
 from ._compat import map_ as map
 from ._compat import partition_ as partition
 from ._compat import ratelimit_ as ratelimit
 from ._compat import unpack
-from ._errors import MarkerNotAllowedError, WorkerError
+from ._errors import MarkerNotAllowedError, TooManyErrors, WorkerError
 from ._marker import Marker
 from ._pipe import Pipe
 from ._runtime import Stage, WorkerDied
@@ -38,6 +39,7 @@ __all__ = [
     "MarkerNotAllowedError",
     "Pipe",
     "Stage",
+    "TooManyErrors",
     "WorkerDied",
     "WorkerError",
     "WorkerInfo",
@@ -48,6 +50,7 @@ __all__ = [
     "flatten",
     "flatten_eager",
     "flatten_lazy",
+    "ignore_errors",
     "map",
     "marker",
     "order",

@@ -37,6 +37,7 @@ __all__ = [
     "order_load",
     "order_save",
     "partition_",
+    "ignore_errors_",
     "process_each",
     "process_map",
     "process_options",
@@ -73,6 +74,7 @@ COUNTERPARTS: dict[str, str] = {
     "debug.print_on_item": "trace",
     "process.map": "process",
     "process.each": "process",
+    "ignore_errors": "ignore_errors",
 }
 
 #: Names shared by both forms that are not stages.
@@ -85,6 +87,7 @@ HELPERS = (
     "MarkerNotAllowedError",
     "unpack",
     "WorkerInfo",
+    "TooManyErrors",
 )
 
 #: Module-level functions that are tools, not stages (no ``Pipe`` counterpart).
@@ -246,6 +249,27 @@ def marker_until(pipe: Iterable[T], marker: Marker | None = None) -> Stage[T]:
         ([0, 1, 2], [3])
     """
     return iter(Pipe(pipe).until(marker))
+
+
+# -- control (issue 13) ------------------------------------------------------------------
+
+
+def ignore_errors_(
+    pipe: Iterable[T], max_failures: int | float | None = None, log: bool = True
+) -> Stage[T]:
+    """Drop the items whose processing raised in the per-item stages of ``pipe``, with a
+    failure budget (see ``Pipe.ignore_errors``).
+
+    The scope is what ``pipe`` describes: the stages of a ``Pipe``. A live stage made by
+    an earlier module-level function (``pl.map(...)``) already runs in its own form, so
+    its errors still raise: build the scope as a ``Pipe``.
+
+    Examples:
+        >>> import tinypl as pl
+        >>> list(pl.ignore_errors(pl.Pipe(["1", "x", "3"]).map(int), log=False))
+        [1, 3]
+    """
+    return iter(Pipe(pipe).ignore_errors(max_failures, log))
 
 
 # -- pl.thread ---------------------------------------------------------------------------

@@ -201,6 +201,28 @@ class Pipe(Generic[T_co]):
         """
         return self._then(_plan.Trace(self.plan, message))
 
+    # -- control -------------------------------------------------------------------------
+
+    def ignore_errors(
+        self, max_failures: int | float | None = None, log: bool = True
+    ) -> Pipe[T_co]:
+        """Drop the items whose processing raised an ``Exception`` in the per-item stages
+        above, back to the previous ``ignore_errors`` (or the source), wherever they ran.
+
+        ``max_failures`` is ``None`` (no limit), an int (at most this many) or a float in
+        (0, 1) (at most this share of the items seen, checked at each failure once 100
+        items have been seen); past it the run raises ``pl.TooManyErrors``. ``log=True``
+        logs each dropped item at WARNING on the ``tinypl`` logger. Errors of the source
+        and of stateful stages (partition ...) still raise, as do exceptions that are not
+        ``Exception``s (``KeyboardInterrupt``).
+
+        Examples:
+            >>> pipe = Pipe(["1", "x", "3"]).map(int).ignore_errors(log=False)
+            >>> list(pipe)
+            [1, 3]
+        """
+        return self._then(_plan.IgnoreErrors(self.plan, max_failures, log))
+
     # -- concurrency ---------------------------------------------------------------------
 
     def mutex(self) -> Pipe[T_co]:

@@ -28,8 +28,11 @@ __all__ = [
     "CONCURRENT",
     "Each",
     "Filter",
+    "ErrorScope",
+    "ErrorToken",
     "Flatten",
     "Fused",
+    "IgnoreErrors",
     "InsertMarker",
     "Load",
     "Map",
@@ -328,6 +331,8 @@ class Fused(Node):
     upstream: Node
     ops: tuple[Op, ...]
     shared: bool = False
+    #: In the scope of an ``ignore_errors``: items whose ops raise are dropped.
+    skip: ErrorScope | None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen(slots=True, repr=False)
@@ -335,6 +340,8 @@ class RunInProcesses(ProcessOptions):
     """A process stage with the per-item ``ops`` its workers run (planned ``Process``)."""
 
     ops: tuple[Op, ...] = attrs.field(kw_only=True)
+    #: In the scope of an ``ignore_errors``: items whose ops raise are dropped.
+    skip: ErrorScope | None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen(eq=False, slots=True)
@@ -365,6 +372,63 @@ class Load(Node):
 
     upstream: Node
     save: OrderToken | None = attrs.field(default=None)
+# -- control (issue 13): skipping items whose processing failed -------------------------
+
+
+def check_budget(value: Any) -> int | float | None:
+    """``max_failures``: None (no limit), an int >= 0 (a count) or a float in (0, 1)
+    (a share of the items seen)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            "ignore_errors: max_failures must be None, an int or a float in (0, 1), got"
+            f" {type(value).__name__}"
+        )
+    if isinstance(value, int):
+        check_int("ignore_errors", "max_failures", value, minimum=0)
+    elif not 0 < value < 1:
+        raise ValueError(
+            "ignore_errors: a float max_failures is a share of the items seen and must be"
+            f" in (0, 1), got {value!r}; pass an int for a count"
+        )
+    return value
+
+
+@attrs.frozen(slots=True, repr=False)
+class IgnoreErrors(Node):
+    """Drops the items whose processing raised in the per-item stages above it, back to
+    the previous ``IgnoreErrors`` or the source (the planner marks them)."""
+
+    upstream: Node
+    max_failures: int | float | None = attrs.field(default=None)
+    log: bool = _bool("log", True)
+
+    @max_failures.validator
+    def _check_budget(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        check_budget(value)
+
+
+@attrs.frozen(eq=False, slots=True)
+class ErrorToken:
+    """The identity of one ``ignore_errors``: the stages of its scope share its budget."""
+
+    def __repr__(self) -> str:
+        return f"ErrorToken(0x{id(self):x})"
+
+
+@attrs.frozen(slots=True)
+class ErrorScope:
+    """What a per-item stage in an ``ignore_errors`` scope needs: the budget it shares
+    (by token), and whether it is the first stage of the scope (which counts the items
+    seen)."""
+
+    token: ErrorToken
+    max_failures: int | float | None
+    log: bool
+    first: bool
+
+
 #: Stages that run upstream work concurrently and so may reorder items.
 CONCURRENT: tuple[type[Node], ...] = (Thread, ProcessOptions)
 #: Stages a process stage can run in its workers.
@@ -375,6 +439,7 @@ PerItem = Map | Filter | Each | Flatten | On
 _NAMES: dict[type[Node], str] = {
     Source: "Pipe",
     InsertMarker: "insert_marker",
+    IgnoreErrors: "ignore_errors",
 }
 
 

@@ -18,9 +18,12 @@ from ._plan import (
     CONCURRENT,
     SHIPPABLE,
     Each,
+    ErrorScope,
+    ErrorToken,
     Filter,
     Flatten,
     Fused,
+    IgnoreErrors,
     Load,
     Map,
     Mutex,
@@ -43,7 +46,7 @@ __all__ = ["optimize", "shippable_run", "validate"]
 # Stages that act on one item at a time with no state across items.
 _STATELESS: tuple[type[Node], ...] = (Map, Filter, Each, On, Trace, Fused)
 # Stages that can sit inside an ordered region, acting on each numbered item's group.
-_GROUPABLE: tuple[type[Node], ...] = (*_STATELESS, Flatten, Mutex)
+_GROUPABLE: tuple[type[Node], ...] = (*_STATELESS, Flatten, Mutex, IgnoreErrors)
 # Stages whose output may be pulled from several threads at once.
 _THREAD_SAFE: tuple[type[Node], ...] = (Thread, Mutex, Save, RunInProcesses)
 
@@ -58,7 +61,7 @@ def validate(plan: Node) -> None:
 def optimize(plan: Node) -> Node:
     """The physical plan for ``plan`` (raises as ``validate`` does)."""
     nodes = _ship_to_processes(_checked(plan))
-    nodes = _guard_threads(_fuse(nodes))
+    nodes = _guard_threads(_scope_errors(_fuse(nodes)))
     return _relink(nodes)
 
 
@@ -219,4 +222,31 @@ def _fuse(nodes: list[Node]) -> list[Node]:
         out.append(node)
     flush()
     assert isinstance(out[0], Source)
+    return out
+
+
+# -- control (issue 13) ------------------------------------------------------------------
+
+_SKIPPABLE = (Fused, RunInProcesses)
+
+
+def _scope_errors(nodes: list[Node]) -> list[Node]:
+    """Each ``IgnoreErrors`` marks the per-item nodes of its scope (back to the previous
+    one, or the source) with one ``ErrorScope`` and leaves the plan: items are dropped
+    where they fail, not where the stage was written."""
+    out: list[Node] = []
+    start = 0  # index in ``out`` where the current scope starts
+    for node in nodes:
+        if not isinstance(node, IgnoreErrors):
+            out.append(node)
+            continue
+        token = ErrorToken()
+        first = True
+        for index in range(start, len(out)):
+            inner = out[index]
+            if isinstance(inner, _SKIPPABLE):
+                scope = ErrorScope(token, node.max_failures, node.log, first)
+                out[index] = attrs.evolve(inner, skip=scope)
+                first = False
+        start = len(out)
     return out

@@ -26,11 +26,18 @@ import cloudpickle
 
 from .. import _plan as plan
 from .. import _shm
-from .._errors import ProcessWorkerError, RemoteTraceback, WorkerDied, WorkerError
+from .._errors import (
+    ProcessWorkerError,
+    RemoteTraceback,
+    TooManyErrors,
+    WorkerDied,
+    WorkerError,
+)
 from .._workerinfo import draw_seed
 from ._control import DONE, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas, interpreter_exiting
 from ._feeder import Feeder
+from ._skip import Budget, budget_for, keep_budget
 from ._stage import Stage, WorkerStage, worker_stage
 from ._worker import PLAIN, POOLED, WorkerSpec, shared_memory_pool
 from ._workerset import WorkerSet, default_start_method
@@ -101,6 +108,8 @@ class ProcessCore(FailureHandling):
         self.ready: deque[Any] = deque()
         self._ops_payload = ops_payload
         self._init_payload = init_payload
+        #: The budget of the ignore_errors scope the stage is in (set by the builder).
+        self.budget: Budget | None = None
         self._lock = threading.RLock()  # one reader at a time waits on the pipes
         self._state = threading.Lock()
         self._control: SimpleQueue[Any] = SimpleQueue()
@@ -145,6 +154,7 @@ class ProcessCore(FailureHandling):
             init_payload=self._init_payload,
             seed=seed,
             count=self.workers,
+            skip=self.budget is not None,
         )
         # Segments left by processes that died without cleaning up (kill -9 of a group),
         # and mappings of earlier runs whose last array died after their shutdown.
@@ -264,14 +274,31 @@ class ProcessCore(FailureHandling):
         if message[1] == "error":
             self.error = _rebuild_error(self.stage_name, message[2])
             self.fail()
-        _, _, elapsed, count, out = message
+        elapsed, count, out = message[2:5]
         self.feeder.measured(count, elapsed)
+        if self.budget is not None:
+            self._record(count, message[5] if len(message) > 5 else ())
         self.ready.extend(out)
+
+    def _record(self, count: int, drops: Any) -> None:
+        """Count a chunk's items as seen (first stage of its scope) and record its drops,
+        raising past the budget."""
+        budget = self.budget
+        assert budget is not None and self.node.skip is not None
+        if self.node.skip.first:
+            budget.add_seen(count)
+        for label, item, position, packed in drops:
+            error = _rebuild_error(self.stage_name, packed)
+            try:
+                budget.dropped(error, label, item, position)
+            except TooManyErrors as too_many:
+                self.error = too_many
+                self.fail()
 
     def fail(self) -> NoReturn:
         """Raise the stage's error to a reader, stopping everything the first time."""
         self.ready.clear()
-        self.raise_failure(self.node.on_worker_error, as_is=(WorkerDied,))
+        self.raise_failure(self.node.on_worker_error, as_is=(WorkerDied, TooManyErrors))
 
     # -- Core protocol -------------------------------------------------------------------
 
@@ -343,4 +370,6 @@ def process_stage(
             f"process: the stage functions cannot be pickled for the worker processes: {error}"
         ) from error
     core = ProcessCore(upstream, node, payload, init)
-    return worker_stage(cls, ProcessReader(core), node, upstream, core)
+    core.budget = budget_for(node.skip, upstream)
+    stage = worker_stage(cls, ProcessReader(core), node, upstream, core)
+    return keep_budget(stage, core.budget)

@@ -20,9 +20,10 @@ from typing import Any
 from .. import _plan as plan
 from .._marker import is_marker
 from .._ops import Op
-from ._compile import group_function, restarting, stepper, stepping
+from ._compile import Drop, group_function, restarting, stepper, stepping
 from ._order import GroupApply, LoadRaw, SaveRaw, Tagger
 from ._registry import build, build_source
+from ._skip import Budget, budget_for, keep_budget
 from ._stage import (
     ChainStage,
     SourceStage,
@@ -86,11 +87,22 @@ def _follow(raw: Iterator[Any], node: plan.Node, upstream: Stage[Any]) -> Stage[
     )
 
 
-def _group(node: plan.Node, upstream: Stage[Any], ops: tuple[Op, ...]) -> Stage[Any]:
+def _group(
+    node: plan.Node, upstream: Stage[Any], ops: tuple[Op, ...], budget: Budget | None = None
+) -> Stage[Any]:
     tagger = upstream._tagger
     assert tagger is not None
-    raw = GroupApply(upstream.raw, group_function(ops), tagger)
+    drop, seen = _dropping(node, budget)
+    raw = GroupApply(upstream.raw, group_function(ops, drop=drop, seen=seen), tagger)
     return _follow(raw, node, upstream)
+
+
+def _dropping(node: plan.Node, budget: Budget | None) -> tuple[Drop | None, Any]:
+    """The ``drop`` and ``seen`` of the compiled drop form, in an ignore_errors scope."""
+    if budget is None:
+        return None, None
+    first = isinstance(node, plan.Fused) and node.skip is not None and node.skip.first
+    return budget.drop, budget.count if first else None
 
 
 def _not_in_ordered_region(node: plan.Node, upstream: Stage[Any]) -> None:
@@ -150,16 +162,26 @@ class _Sharing:
     one thread at a time may enter): when the upstream can be shared, the run goes on as
     a step function, which any number of threads may call."""
 
-    def __init__(self, run: itertools.chain[Any], ops: tuple[Op, ...], upstream: Stage[Any]):
+    def __init__(
+        self,
+        run: itertools.chain[Any],
+        ops: tuple[Op, ...],
+        upstream: Stage[Any],
+        drop: tuple[Drop | None, Any] = (None, None),
+    ):
         self._run = run
         self._ops = ops
         self._upstream = upstream
         self._shared = False
+        self._drop = drop
 
     def __call__(self) -> bool:
         if not self._shared and self._upstream._can_share():
             upstream = self._upstream
-            step = stepper(self._ops, upstream.raw.__next__, markers=upstream._may_mark)
+            drop, seen = self._drop
+            step = stepper(
+                self._ops, upstream.raw.__next__, markers=upstream._may_mark, drop=drop, seen=seen
+            )
             # A suspended generator holds no item: the step goes on with the next one.
             self._run.__setstate__((iter(()), stepping(step)))  # type: ignore[attr-defined]
             self._shared = True
@@ -168,18 +190,24 @@ class _Sharing:
 
 @build.register
 def _fused(node: plan.Fused, upstream: Stage[Any]) -> Stage[Any]:
+    budget = budget_for(node.skip, upstream)  # in an ignore_errors scope
+    return keep_budget(_fused_stage(node, upstream, budget), budget)
+
+
+def _fused_stage(node: plan.Fused, upstream: Stage[Any], budget: Budget | None) -> Stage[Any]:
     if upstream._tagger is not None:
-        return _group(node, upstream, node.ops)
+        return _group(node, upstream, node.ops, budget)
     markers = upstream._may_mark
+    drop, seen = dropping = _dropping(node, budget)
     if node.shared:  # worker threads pull it at once
-        step = stepper(node.ops, upstream.raw.__next__, markers=markers)
+        step = stepper(node.ops, upstream.raw.__next__, markers=markers, drop=drop, seen=seen)
         return _view(
             stepping(step), node, upstream, may_mark=markers, thread_safe=upstream._can_share
         )
-    runs = restarting(node.ops, upstream.raw, markers=markers)
+    runs = restarting(node.ops, upstream.raw, markers=markers, drop=drop, seen=seen)
     if markers:
         raw = _Runs.from_iterable(runs)
-        sharing = _Sharing(raw, node.ops, upstream)
+        sharing = _Sharing(raw, node.ops, upstream, dropping)
         return _view(raw, node, upstream, may_mark=True, thread_safe=sharing)
     stage: _FusedStage = _FusedStage.from_iterable(runs)  # type: ignore[assignment]
     stage._attach(
@@ -187,7 +215,7 @@ def _fused(node: plan.Fused, upstream: Stage[Any]) -> Stage[Any]:
         node=node,
         upstream=upstream,
         may_mark=False,
-        thread_safe=_Sharing(stage, node.ops, upstream),
+        thread_safe=_Sharing(stage, node.ops, upstream, dropping),
     )
     return stage
 

@@ -23,7 +23,7 @@ from queue import Empty, SimpleQueue
 from typing import Any, NoReturn
 
 from .. import _plan as plan
-from .._errors import ThreadWorkerError
+from .._errors import ThreadWorkerError, TooManyErrors
 from .._workerinfo import WorkerInfo, draw_seed, entered, init_note
 from ._control import DONE, END, FAILED, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas, interpreter_exiting
@@ -183,7 +183,7 @@ class ThreadCore(FailureHandling):
     def fail(self) -> NoReturn:
         """Raise the first worker error to a reader, stopping everything the first time."""
         self.out.put(FAILED)  # other readers (downstream workers) fail as well
-        self.raise_failure(self.on_worker_error)
+        self.raise_failure(self.on_worker_error, as_is=(TooManyErrors,))
 
     # -- Core protocol -------------------------------------------------------------------
 

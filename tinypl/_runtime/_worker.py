@@ -8,6 +8,7 @@ over chunks of items until its task pipe says stop or closes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import signal
@@ -71,6 +72,7 @@ class WorkerSpec:
         init_payload: bytes | None = None,
         seed: int | None = None,
         count: int = 1,
+        skip: bool = False,
     ) -> None:
         self.ops_payload = ops_payload
         #: The cloudpickled ``init`` function, run before the first chunk.
@@ -78,6 +80,8 @@ class WorkerSpec:
         #: The run's base seed: worker ``i`` is seeded with ``seed + i``.
         self.seed = seed
         self.count = count
+        #: In an ignore_errors scope: items whose ops raise are dropped and reported.
+        self.skip = skip
         self.tagged = tagged
         self.limit_threads = limit_threads
         self.stage = stage
@@ -149,7 +153,9 @@ def run_worker(
         import cloudpickle
 
         ops = cloudpickle.loads(spec.ops_payload)
-        apply = chunk_function(ops, spec.tagged)
+        drops: list[Any] | None = [] if spec.skip else None
+        drop = None if drops is None else functools.partial(_record_drop, drops)
+        apply = chunk_function(ops, spec.tagged, drop=drop)
         recv = tasks.recv_bytes
         send = results.send_bytes
         if not _enter(spec, index, send):
@@ -161,7 +167,7 @@ def run_worker(
                 break  # the parent is gone or closed the pipe
             if message == STOP or stop.poll():
                 break
-            data = _answer(message, apply, serializer, spec.stage)
+            data = _answer(message, apply, serializer, spec.stage, drops)
             try:
                 send(data)
             except OSError:
@@ -172,8 +178,20 @@ def run_worker(
             limits.unregister()
 
 
-def _answer(message: bytes, apply: Any, serializer: Any, stage: str) -> bytes:
-    """The result message for one task message (an error report if it failed)."""
+def _record_drop(
+    drops: list[Any], error: BaseException, label: str, item: Any, position: int | None
+) -> None:
+    """A dropped item, as the parent's budget records it (``Budget.dropped``)."""
+    from .._errors import describe_item
+
+    drops.append((label, describe_item(item), position, pack_error(error)))
+
+
+def _answer(
+    message: bytes, apply: Any, serializer: Any, stage: str, drops: list[Any] | None = None
+) -> bytes:
+    """The result message for one task message (an error report if it failed). The
+    items ``apply`` dropped (``drops``) travel with the results, in one message."""
     try:
         chunk_id, items = pickle.loads(message)
     except Exception as error:
@@ -186,8 +204,13 @@ def _answer(message: bytes, apply: Any, serializer: Any, stage: str) -> bytes:
     try:
         out = apply(items)
     except BaseException as error:
+        if drops:
+            drops.clear()
         return _error_message(chunk_id, error)
-    result = (chunk_id, "ok", time.perf_counter() - start, len(items), out)
+    result: tuple[Any, ...] = (chunk_id, "ok", time.perf_counter() - start, len(items), out)
+    if drops:
+        result = (*result, list(drops))
+        drops.clear()
     try:
         pooled: bytes = serializer.dumps(result)
     except Exception:
