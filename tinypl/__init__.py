@@ -18,6 +18,7 @@ from ._compat import each_ as each
 from ._compat import filter_ as filter
 from ._compat import flatten_ as flatten
 from ._compat import flatten_eager_ as flatten_eager
+from ._compat import ignore_errors_ as ignore_errors
 from ._compat import map_ as map
 from ._compat import partition_ as partition
 from ._compat import ratelimit_ as ratelimit
@@ -31,10 +32,11 @@ from ._compat_streams import shuffle_ as shuffle
 from ._compat_streams import skip_ as skip
 from ._compat_streams import take_ as take
 from ._compat_streams import zip_ as zip
-from ._errors import MarkerNotAllowedError, WorkerError
+from ._errors import MarkerNotAllowedError, TooManyErrors, WorkerError
 from ._marker import Marker
 from ._pipe import Pipe
 from ._runtime import Stage, WorkerDied
+from ._workerinfo import WorkerInfo, worker_info
 
 flatten_lazy = flatten
 
@@ -55,8 +57,10 @@ __all__ = [
     "MarkerNotAllowedError",
     "Pipe",
     "Stage",
+    "TooManyErrors",
     "WorkerDied",
     "WorkerError",
+    "WorkerInfo",
     "asyncio",
     "dataloader",
     "debug",
@@ -66,6 +70,7 @@ __all__ = [
     "flatten",
     "flatten_eager",
     "flatten_lazy",
+    "ignore_errors",
     "map",
     "marker",
     "order",
@@ -74,6 +79,7 @@ __all__ = [
     "ratelimit",
     "thread",
     "unpack",
+    "worker_info",
 ]
 
 

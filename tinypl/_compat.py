@@ -40,6 +40,7 @@ __all__ = [
     "order_load",
     "order_save",
     "partition_",
+    "ignore_errors_",
     "process_each",
     "process_map",
     "process_options",
@@ -79,6 +80,7 @@ COUNTERPARTS: dict[str, str] = {
     **STREAM_COUNTERPARTS,
     "executor.map": "executor",
     "executor.each": "executor",
+    "ignore_errors": "ignore_errors",
 }
 
 #: Names shared by both forms that are not stages.
@@ -90,10 +92,12 @@ HELPERS = (
     "WorkerDied",
     "MarkerNotAllowedError",
     "unpack",
+    "WorkerInfo",
+    "TooManyErrors",
 )
 
 #: Module-level functions that are tools, not stages (no ``Pipe`` counterpart).
-UTILITIES = ("process.cleanup",)
+UTILITIES = ("process.cleanup", "worker_info")
 
 
 def map_(pipe: Iterable[T], fn: Callable[[T], U]) -> Stage[U]:
@@ -253,6 +257,27 @@ def marker_until(pipe: Iterable[T], marker: Marker | None = None) -> Stage[T]:
     return iter(Pipe(pipe).until(marker))
 
 
+# -- control (issue 13) ------------------------------------------------------------------
+
+
+def ignore_errors_(
+    pipe: Iterable[T], max_failures: int | float | None = None, log: bool = True
+) -> Stage[T]:
+    """Drop the items whose processing raised in the per-item stages of ``pipe``, with a
+    failure budget (see ``Pipe.ignore_errors``).
+
+    The scope is what ``pipe`` describes: the stages of a ``Pipe``. A live stage made by
+    an earlier module-level function (``pl.map(...)``) already runs in its own form, so
+    its errors still raise: build the scope as a ``Pipe``.
+
+    Examples:
+        >>> import tinypl as pl
+        >>> list(pl.ignore_errors(pl.Pipe(["1", "x", "3"]).map(int), log=False))
+        [1, 3]
+    """
+    return iter(Pipe(pipe).ignore_errors(max_failures, log))
+
+
 # -- pl.thread ---------------------------------------------------------------------------
 
 
@@ -261,6 +286,9 @@ def thread_queue(
     workers: int,
     maxsize: int | None = None,
     on_worker_error: WorkerErrorMode = "raise",
+    *,
+    timeout: float | None = None,
+    init: Callable[[], object] | None = None,
 ) -> Stage[T]:
     """Prefetch items into a queue of ``maxsize`` using ``workers`` threads, each pulling
     through the stages before it (see ``Pipe.thread``). Items may change order.
@@ -272,7 +300,8 @@ def thread_queue(
         >>> sorted(stage)
         [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
     """
-    return iter(Pipe(pipe).thread(workers, maxsize, on_worker_error))
+    pipe_ = Pipe(pipe)
+    return iter(pipe_.thread(workers, maxsize, on_worker_error, timeout=timeout, init=init))
 
 
 thread_queue.WorkerException = ThreadWorkerError  # type: ignore[attr-defined]
@@ -284,6 +313,9 @@ def thread_map(
     workers: int,
     maxsize: int | None = None,
     on_worker_error: WorkerErrorMode = "raise",
+    *,
+    timeout: float | None = None,
+    init: Callable[[], object] | None = None,
 ) -> Stage[U]:
     """``pl.map`` followed by ``pl.thread.queue``: ``fn`` runs in ``workers`` threads.
 
@@ -292,7 +324,8 @@ def thread_map(
         >>> sorted(pl.thread.map(range(5), lambda x: x * x, workers=2))
         [0, 1, 4, 9, 16]
     """
-    return iter(Pipe(pipe).map(fn).thread(workers, maxsize, on_worker_error))
+    pipe_ = Pipe(pipe).map(fn)
+    return iter(pipe_.thread(workers, maxsize, on_worker_error, timeout=timeout, init=init))
 
 
 def thread_each(
@@ -301,6 +334,9 @@ def thread_each(
     workers: int,
     maxsize: int | None = None,
     on_worker_error: WorkerErrorMode = "raise",
+    *,
+    timeout: float | None = None,
+    init: Callable[[], object] | None = None,
 ) -> Stage[T]:
     """``pl.each`` followed by ``pl.thread.queue``.
 
@@ -312,7 +348,8 @@ def thread_each(
         2
         [0, 1, 2]
     """
-    return iter(Pipe(pipe).each(fn).thread(workers, maxsize, on_worker_error))
+    pipe_ = Pipe(pipe).each(fn)
+    return iter(pipe_.thread(workers, maxsize, on_worker_error, timeout=timeout, init=init))
 
 
 def thread_mutex(pipe: Iterable[T]) -> Stage[T]:
@@ -435,6 +472,10 @@ def process_map(
     start_method: StartMethod | None = None,
     limit_threads: bool = True,
     chunksize: int | None = None,
+    timeout: float | None = None,
+    init: Callable[[], object] | None = None,
+    seed: int | None = None,
+    restart: bool = False,
     multiprocessing_context: Any = None,
     force_single_thread: bool | None = None,
 ) -> Stage[U]:
@@ -465,6 +506,10 @@ def process_each(
     start_method: StartMethod | None = None,
     limit_threads: bool = True,
     chunksize: int | None = None,
+    timeout: float | None = None,
+    init: Callable[[], object] | None = None,
+    seed: int | None = None,
+    restart: bool = False,
     multiprocessing_context: Any = None,
     force_single_thread: bool | None = None,
 ) -> Stage[T]:

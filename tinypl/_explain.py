@@ -109,6 +109,7 @@ def _(node: plan.ProcessOptions) -> list[str]:
         args.append(f"start_method={node.start_method!r}")
     if isinstance(node, plan.RunInProcesses):
         args.append("runs=" + " -> ".join(op.label for op in node.ops))
+        args += _skip_args(node.skip)
     return args
 
 
@@ -141,7 +142,21 @@ def _(node: plan.Order) -> list[str]:
 
 @_args.register
 def _(node: plan.Fused) -> list[str]:
-    return [" -> ".join(op.label for op in node.ops)]
+    return [" -> ".join(op.label for op in node.ops), *_skip_args(node.skip)]
+
+
+@_args.register
+def _(node: plan.IgnoreErrors) -> list[str]:
+    args = [] if node.max_failures is None else [f"max_failures={node.max_failures!r}"]
+    return [*args, "log=False"] if not node.log else args
+
+
+def _skip_args(scope: plan.ErrorScope | None) -> list[str]:
+    """How a per-item stage of an ignore_errors scope shows it."""
+    if scope is None:
+        return []
+    budget = scope.max_failures
+    return ["ignore_errors" if budget is None else f"ignore_errors({budget!r})"]
 
 
 @_args.register

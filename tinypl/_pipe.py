@@ -254,6 +254,28 @@ class Pipe(Generic[T_co]):
         """
         return self._then(_plan.Trace(self.plan, message))
 
+    # -- control -------------------------------------------------------------------------
+
+    def ignore_errors(
+        self, max_failures: int | float | None = None, log: bool = True
+    ) -> Pipe[T_co]:
+        """Drop the items whose processing raised an ``Exception`` in the per-item stages
+        above, back to the previous ``ignore_errors`` (or the source), wherever they ran.
+
+        ``max_failures`` is ``None`` (no limit), an int (at most this many) or a float in
+        (0, 1) (at most this share of the items seen, checked at each failure once 100
+        items have been seen); past it the run raises ``pl.TooManyErrors``. ``log=True``
+        logs each dropped item at WARNING on the ``tinypl`` logger. Errors of the source
+        and of stateful stages (partition ...) still raise, as do exceptions that are not
+        ``Exception``s (``KeyboardInterrupt``).
+
+        Examples:
+            >>> pipe = Pipe(["1", "x", "3"]).map(int).ignore_errors(log=False)
+            >>> list(pipe)
+            [1, 3]
+        """
+        return self._then(_plan.IgnoreErrors(self.plan, max_failures, log))
+
     # -- concurrency ---------------------------------------------------------------------
 
     def mutex(self) -> Pipe[T_co]:
@@ -272,6 +294,9 @@ class Pipe(Generic[T_co]):
         workers: int,
         maxsize: int | None = None,
         on_worker_error: WorkerErrorMode = "raise",
+        *,
+        timeout: float | None = None,
+        init: Callable[[], object] | None = None,
     ) -> Pipe[T_co]:
         """Run the stages above, back to the previous thread stage, in ``workers`` threads.
 
@@ -282,6 +307,12 @@ class Pipe(Generic[T_co]):
         ``on_worker_error="forward"`` raises ``WorkerError`` from it instead, and
         ``"forward-and-print"`` (or ``"exit"``) also logs it.
 
+        ``init()`` runs once in each worker thread before it takes an item; its error is
+        raised at the first pull. ``pl.worker_info()`` tells a stage function which worker
+        runs it. An item that takes more than ``timeout`` seconds raises ``TimeoutError``
+        at the consumer; its thread cannot be killed and is abandoned (see "Errors and
+        faults" in the docs).
+
         Examples:
             >>> import time
             >>> pipe = Pipe(range(8)).map(lambda x: time.sleep(0.01) or x).thread(4)
@@ -289,7 +320,9 @@ class Pipe(Generic[T_co]):
             [0, 1, 2, 3, 4, 5, 6, 7]
         """
         return self._then(
-            _plan.Thread(self.plan, workers, maxsize, on_worker_error)
+            _plan.Thread(
+                self.plan, workers, maxsize, on_worker_error, timeout=timeout, init=init
+            )
         )
 
     def process(
@@ -301,6 +334,10 @@ class Pipe(Generic[T_co]):
         limit_threads: bool = True,
         on_worker_error: WorkerErrorMode = "raise",
         chunksize: int | None = None,
+        timeout: float | None = None,
+        init: Callable[[], object] | None = None,
+        seed: int | None = None,
+        restart: bool = False,
     ) -> Pipe[T_co]:
         """Run the map/filter/each/flatten stages directly above in ``workers`` processes.
 
@@ -316,6 +353,14 @@ class Pipe(Generic[T_co]):
         memory. ``chunksize`` fixes the number of items per chunk (default: adaptive, so
         that a chunk keeps a worker busy for a few milliseconds).
 
+        ``init()`` runs once in each worker process before it takes an item; its error
+        is raised at the first pull. Worker ``i`` seeds ``random`` and numpy's global
+        generator with ``seed + i`` (``seed`` defaults to a base seed drawn per run) and
+        sees itself in ``pl.worker_info()``. An item that takes more than ``timeout``
+        seconds raises ``TimeoutError``; its worker is killed and replaced, and the other
+        items it held are sent again. ``restart=True`` also replaces a worker the OS
+        killed, re-sending what it held once.
+
         Examples:
             >>> sorted(Pipe(range(6)).map(abs).process(2))
             [0, 1, 2, 3, 4, 5]
@@ -329,6 +374,10 @@ class Pipe(Generic[T_co]):
                 limit_threads=limit_threads,
                 on_worker_error=on_worker_error,
                 chunksize=chunksize,
+                timeout=timeout,
+                init=init,
+                seed=seed,
+                restart=restart,
             )
         )
 

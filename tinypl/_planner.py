@@ -22,10 +22,13 @@ from ._plan import (
     Asyncio,
     AsyncSource,
     Each,
+    ErrorScope,
+    ErrorToken,
     Executor,
     Filter,
     Flatten,
     Fused,
+    IgnoreErrors,
     Load,
     Map,
     Mutex,
@@ -52,7 +55,7 @@ __all__ = ["EXECUTOR_MAXSIZE", "optimize", "shippable_run", "validate"]
 # Stages that act on one item at a time with no state across items.
 _STATELESS: tuple[type[Node], ...] = (Map, Filter, Each, On, Trace, Fused)
 # Stages that can sit inside an ordered region, acting on each numbered item's group.
-_GROUPABLE: tuple[type[Node], ...] = (*_STATELESS, Flatten, Mutex)
+_GROUPABLE: tuple[type[Node], ...] = (*_STATELESS, Flatten, Mutex, IgnoreErrors)
 # Stages whose output may be pulled from several threads at once.
 _THREAD_SAFE: tuple[type[Node], ...] = (
     Thread, Mutex, Save, RunInProcesses, RunOnExecutor, RunOnLoop
@@ -70,7 +73,7 @@ def optimize(plan: Node) -> Node:
     """The physical plan for ``plan`` (raises as ``validate`` does)."""
     nodes = _ship_to_processes(_checked(_cut_repeats(plan)))
     nodes = _run_on_loops(nodes)
-    nodes = _guard_threads(_fuse(_read_ahead(nodes)))
+    nodes = _guard_threads(_scope_errors(_fuse(_read_ahead(nodes))))
     return _relink(nodes)
 
 
@@ -309,4 +312,31 @@ def _run_on_loops(nodes: list[Node]) -> list[Node]:
                     f" it (e.g. .{op.kind}({name_of(fn)}).asyncio(8)) to run it on an event"
                     " loop with n items in flight"
                 )
+    return out
+
+
+# -- control (issue 13) ------------------------------------------------------------------
+
+_SKIPPABLE = (Fused, RunInProcesses)
+
+
+def _scope_errors(nodes: list[Node]) -> list[Node]:
+    """Each ``IgnoreErrors`` marks the per-item nodes of its scope (back to the previous
+    one, or the source) with one ``ErrorScope`` and leaves the plan: items are dropped
+    where they fail, not where the stage was written."""
+    out: list[Node] = []
+    start = 0  # index in ``out`` where the current scope starts
+    for node in nodes:
+        if not isinstance(node, IgnoreErrors):
+            out.append(node)
+            continue
+        token = ErrorToken()
+        first = True
+        for index in range(start, len(out)):
+            inner = out[index]
+            if isinstance(inner, _SKIPPABLE):
+                scope = ErrorScope(token, node.max_failures, node.log, first)
+                out[index] = attrs.evolve(inner, skip=scope)
+                first = False
+        start = len(out)
     return out

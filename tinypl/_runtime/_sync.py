@@ -20,9 +20,10 @@ from typing import Any
 from .. import _plan as plan
 from .._marker import is_marker
 from .._ops import Op
-from ._compile import group_function, restarting, stepper, stepping
+from ._compile import Drop, group_function, restarting, stepper, stepping
 from ._order import GroupApply, LoadRaw, SaveRaw, Tagger
 from ._registry import build, build_source
+from ._skip import Budget, budget_for, keep_budget
 from ._stage import (
     EXHAUSTIBLE,
     ChainStage,
@@ -88,11 +89,22 @@ def _follow(raw: Iterator[Any], node: plan.Node, upstream: Stage[Any]) -> Stage[
     )
 
 
-def _group(node: plan.Node, upstream: Stage[Any], ops: tuple[Op, ...]) -> Stage[Any]:
+def _group(
+    node: plan.Node, upstream: Stage[Any], ops: tuple[Op, ...], budget: Budget | None = None
+) -> Stage[Any]:
     tagger = upstream._tagger
     assert tagger is not None
-    raw = GroupApply(upstream.raw, group_function(ops), tagger)
+    drop, seen = _dropping(node, budget)
+    raw = GroupApply(upstream.raw, group_function(ops, drop=drop, seen=seen), tagger)
     return _follow(raw, node, upstream)
+
+
+def _dropping(node: plan.Node, budget: Budget | None) -> tuple[Drop | None, Any]:
+    """The ``drop`` and ``seen`` of the compiled drop form, in an ignore_errors scope."""
+    if budget is None:
+        return None, None
+    first = isinstance(node, plan.Fused) and node.skip is not None and node.skip.first
+    return budget.drop, budget.count if first else None
 
 
 def _not_in_ordered_region(node: plan.Node, upstream: Stage[Any]) -> None:
@@ -142,14 +154,22 @@ class _Runs(Parts):
     which any number of threads may call, when its upstream can be shared and no generator
     has started yet (a started one may hold an item; the automatic lock then guards it)."""
 
-    __slots__ = ("_markers", "_ops", "_shared", "_upstream")
+    __slots__ = ("_drop", "_markers", "_ops", "_shared", "_upstream")
 
-    def __init__(self, ops: tuple[Op, ...], upstream: Stage[Any], markers: bool) -> None:
-        super().__init__(restarting(ops, upstream.raw, markers=markers))
+    def __init__(
+        self,
+        ops: tuple[Op, ...],
+        upstream: Stage[Any],
+        markers: bool,
+        drop: tuple[Drop | None, Any] = (None, None),
+    ) -> None:
+        dropped, seen = drop
+        super().__init__(restarting(ops, upstream.raw, markers=markers, drop=dropped, seen=seen))
         self._ops = ops
         self._upstream = upstream
         self._markers = markers
         self._shared = False
+        self._drop = drop
 
     def share(self) -> bool:
         if self._shared:
@@ -157,7 +177,10 @@ class _Runs(Parts):
         if self._current is not None or not self._upstream._can_share():
             return False
         upstream = self._upstream
-        step = stepper(self._ops, upstream.raw.__next__, markers=self._markers)
+        drop, seen = self._drop
+        step = stepper(
+            self._ops, upstream.raw.__next__, markers=self._markers, drop=drop, seen=seen
+        )
         self._iterables = iter((stepping(step),))
         self._shared = True
         return True
@@ -165,15 +188,21 @@ class _Runs(Parts):
 
 @build.register
 def _fused(node: plan.Fused, upstream: Stage[Any]) -> Stage[Any]:
+    budget = budget_for(node.skip, upstream)  # in an ignore_errors scope
+    return keep_budget(_fused_stage(node, upstream, budget), budget)
+
+
+def _fused_stage(node: plan.Fused, upstream: Stage[Any], budget: Budget | None) -> Stage[Any]:
     if upstream._tagger is not None:
-        return _group(node, upstream, node.ops)
+        return _group(node, upstream, node.ops, budget)
     markers = upstream._may_mark
+    drop, seen = dropping = _dropping(node, budget)
     if node.shared:  # worker threads pull it at once
-        step = stepper(node.ops, upstream.raw.__next__, markers=markers)
+        step = stepper(node.ops, upstream.raw.__next__, markers=markers, drop=drop, seen=seen)
         return _view(
             stepping(step), node, upstream, may_mark=markers, thread_safe=upstream._can_share
         )
-    runs = _Runs(node.ops, upstream, markers)
+    runs = _Runs(node.ops, upstream, markers, dropping)
     if markers:
         raw = itertools.chain.from_iterable(runs)
         return _view(raw, node, upstream, may_mark=True, thread_safe=runs.share)
