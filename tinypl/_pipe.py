@@ -12,6 +12,7 @@ from . import _plan_streams as streams
 from ._explain import explain, short
 from ._length import length
 from ._marker import Marker
+from ._pipe_streams import StreamMethods
 from ._planner import validate
 from ._runtime import Stage, materialize
 
@@ -37,7 +38,7 @@ def _to_plan(source: Any) -> _plan.Node:
 
 
 @attrs.frozen(repr=False, init=False)
-class Pipe(Generic[T_co]):
+class Pipe(StreamMethods, Generic[T_co]):
     """An immutable description of a pipeline; iterating it runs the pipeline.
 
     ``source`` is any iterable (each iteration of the pipe starts it afresh), an iterator
@@ -426,58 +427,6 @@ class Pipe(Generic[T_co]):
 
     # -- stream operations ---------------------------------------------------------------
 
-    def shuffle(self, buffer_size: int, seed: int | None = None) -> Pipe[T_co]:
-        """Shuffle through a buffer of ``buffer_size`` items: once it is full, each new
-        item takes the place of a uniformly chosen one, which is emitted.
-
-        A marker flushes the buffer: every item that arrived before it is emitted
-        (shuffled) before it. With a ``seed`` every run gives the same order; each
-        epoch (the items between two markers) and each pass of a ``repeat`` below gets
-        its own order.
-
-        Examples:
-            >>> from tinypl import Pipe
-            >>> out = list(Pipe(range(10)).shuffle(4, seed=1))
-            >>> sorted(out) == list(range(10)), out == list(Pipe(range(10)).shuffle(4, seed=1))
-            (True, True)
-        """
-        return self._then(streams.Shuffle(self.plan, buffer_size, seed))
-
-    def take(self, n: int) -> Pipe[T_co]:
-        """The first ``n`` items; markers before the ``n``-th pass and are not counted.
-
-        Right after the ``n``-th item the stages above are closed: their threads and
-        processes stop.
-
-        Examples:
-            >>> import itertools
-            >>> from tinypl import Pipe
-            >>> list(Pipe(itertools.count()).map(lambda x: x * x).take(4))
-            [0, 1, 4, 9]
-        """
-        return self._then(streams.Take(self.plan, n))
-
-    def skip(self, n: int) -> Pipe[T_co]:
-        """All but the first ``n`` items; markers pass and are not counted.
-
-        Examples:
-            >>> from tinypl import Pipe
-            >>> list(Pipe(range(6)).skip(4))
-            [4, 5]
-        """
-        return self._then(streams.Skip(self.plan, n))
-
-    def shard(self, index: int, count: int) -> Pipe[T_co]:
-        """The items whose position here is ``index`` modulo ``count`` (one rank's share
-        in data-parallel training); every marker passes on every shard.
-
-        Examples:
-            >>> from tinypl import Pipe
-            >>> list(Pipe(range(10)).shard(1, 3))
-            [1, 4, 7]
-        """
-        return self._then(streams.Shard(self.plan, index, count))
-
     @overload
     def zip(self, other: Iterable[U], /) -> Pipe[tuple[T_co, U]]: ...
     @overload
@@ -505,34 +454,6 @@ class Pipe(Generic[T_co]):
         """
         return self._then(streams.Concat(self.plan, tuple(map(_to_plan, others))))
 
-    def repeat(self, times: int | None = None, marker: Marker | None = None) -> Pipe[T_co]:
-        """Run the pipeline above again from its source, ``times`` times (``None``:
-        forever); with ``marker``, emit it after each pass (an epoch marker).
-
-        The source must be re-iterable (not an iterator or a generator): ``TypeError``
-        otherwise, here. A seeded ``shuffle`` above gives each pass its own order, and a
-        new run of the pipe repeats the whole sequence.
-
-        Examples:
-            >>> from tinypl import Marker, Pipe
-            >>> list(Pipe(range(3)).repeat(2))
-            [0, 1, 2, 0, 1, 2]
-            >>> epoch = Marker("epoch")
-            >>> list(Pipe("ab").repeat(3, marker=epoch).until(epoch))
-            ['a', 'b']
-        """
-        return self._then(streams.Repeat(self.plan, times, marker))
-
-    def prefetch(self, n: int) -> Pipe[T_co]:
-        """Read up to ``n`` items ahead in one background thread, keeping their order;
-        the stages above, back to the previous thread or process stage, run in it.
-
-        Examples:
-            >>> from tinypl import Pipe
-            >>> list(Pipe(range(5)).map(str).prefetch(2))
-            ['0', '1', '2', '3', '4']
-        """
-        return self._then(streams.Prefetch(self.plan, n))
     # -- asyncio (issue 16) --------------------------------------------------------------
 
     def asyncio(self, concurrency: int, maxsize: int | None = None) -> Pipe[Any]:
