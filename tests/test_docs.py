@@ -47,7 +47,7 @@ SEED_SECTION_PAGES = ("basics", "iterators", "markers", "threads", "ordering", "
 NO_TEST = "<!-- no-test -->"
 REQUIRES = re.compile(r"^<!-- requires: (?P<names>[\w.-]+(?:, *[\w.-]+)*) -->$")
 #: Packages that tinypl's `test` extra does not install; a block importing one is tagged.
-OPTIONAL_PACKAGES = ("torch", "torchvision")
+OPTIONAL_PACKAGES = ("torch", "torchvision", "distributed", "dask", "mpi4py", "loky")
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<lang>[\w+-]*)(?P<info>.*)$")
 OUTPUT_LABEL = re.compile(r"""\btitle=(["'])Output\1""")
 

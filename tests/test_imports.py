@@ -1,5 +1,6 @@
 """``import tinypl`` stays light (issue #8): numpy, cloudpickle, multiprocessing and the
-shared-memory module are imported when a process stage or shared memory is first used."""
+shared-memory module are imported when a process stage or shared memory is first used;
+asyncio when an asyncio stage first runs (issue 16)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ HEAVY = [
     "tinypl._shm",
     "tinypl._runtime._processes",
     "tinypl._dataloader",
+    "asyncio",
+    "tinypl._runtime._asyncio",
 ]
 
 PROBE = """
@@ -31,6 +34,11 @@ pipe = pl.Pipe(range(4)).map(abs).process(2)
 report["build"] = loaded()
 list(pl.Pipe(range(4)).map(abs).thread(2))
 report["thread"] = loaded()
+async def fetch(x):
+    return x
+aio = pl.Pipe(range(4)).map(fetch).asyncio(2).order()
+report["asyncio build"] = loaded()
+report["asyncio run"] = list(aio) == [0, 1, 2, 3] and loaded()
 report["all"] = sorted(pl.process.__all__)
 ring = pl.process.SharedMemoryRingBuffer
 report["ring"] = loaded()
@@ -53,6 +61,8 @@ def test_import_and_building_a_process_pipe_stay_light() -> None:
     assert report["import"] == []
     assert report["build"] == []
     assert report["thread"] == []
+    assert report["asyncio build"] == []
+    assert report["asyncio run"] == ["asyncio", "tinypl._runtime._asyncio"]
     assert "SharedMemoryRingBuffer" in report["all"]
     # The ring buffer's class loads the shm package, which itself leaves numpy for later.
     assert "tinypl._shm" in report["ring"]

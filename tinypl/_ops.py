@@ -8,6 +8,7 @@ and picklable when their functions are.
 
 from __future__ import annotations
 
+import functools
 import reprlib
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -16,7 +17,7 @@ import attrs
 
 from ._marker import Marker
 
-__all__ = ["EachOp", "FilterOp", "FlattenOp", "MapOp", "OnOp", "Op", "name_of"]
+__all__ = ["EachOp", "FilterOp", "FlattenOp", "MapOp", "OnOp", "Op", "is_async", "name_of"]
 
 _repr = reprlib.Repr()
 _repr.maxstring = 40
@@ -123,3 +124,32 @@ class OnOp(Op):
     @property
     def label(self) -> str:
         return f"on({self.marker!r})"
+
+
+# -- asyncio stages (issue 16) -----------------------------------------------------------
+
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect (slow to import)
+
+
+def is_async(fn: Any) -> bool:
+    """Whether calling ``fn`` makes a coroutine: an ``async def`` function or method, a
+    ``functools.partial`` of one, or an object whose ``__call__`` is one.
+
+    Examples:
+        >>> import functools
+        >>> async def fetch(url, timeout):
+        ...     return url
+        >>> is_async(fetch), is_async(functools.partial(fetch, timeout=1)), is_async(len)
+        (True, True, False)
+    """
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if getattr(fn, "_is_coroutine_marker", None) is not None:  # inspect.markcoroutinefunction
+        return True
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    if code is None and not isinstance(fn, type):
+        # The ``__call__`` a class defines (``callable()`` says nothing about ``async``).
+        own = [vars(k)["__call__"] for k in type(fn).__mro__ if "__call__" in vars(k)]
+        code = getattr(own[0], "__code__", None) if own else None
+    flags = getattr(code, "co_flags", 0)
+    return isinstance(flags, int) and bool(flags & _CO_COROUTINE)

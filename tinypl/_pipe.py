@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Generic, Literal, TypeVar, overload
 
 import attrs
 
 from . import _plan
+from . import _plan_streams as streams
 from ._explain import explain, short
+from ._length import length
 from ._marker import Marker
 from ._planner import validate
 from ._runtime import Stage, materialize
@@ -18,8 +20,10 @@ __all__ = ["Pipe"]
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 U = TypeVar("U")
+V = TypeVar("V")
 
 MarkerMode = Literal["after", "before"] | None
+MixStop = Literal["first", "all"]
 WorkerErrorMode = Literal["raise", "forward", "forward-and-print", "exit"]
 StartMethod = Literal["fork", "forkserver", "spawn"]
 
@@ -70,6 +74,55 @@ class Pipe(Generic[T_co]):
     def __iter__(self) -> Stage[T_co]:
         """A fresh run of the pipeline: a live, closeable ``Stage``."""
         return materialize(self.plan)
+
+    def __len__(self) -> int:
+        """The number of items a run yields, where it follows from the source's ``len()``
+        through the stages; ``TypeError`` naming the stage that makes it unknown.
+        Nothing runs.
+
+        Examples:
+            >>> len(Pipe(range(10)).map(str).shard(0, 3))
+            4
+            >>> len(Pipe(range(10)).filter(bool))
+            Traceback (most recent call last):
+            ...
+            TypeError: len(): filter(bool) changes the number of items by an amount known ...
+        """
+        return length(self.plan)
+
+    def __bool__(self) -> bool:
+        """A pipe is always true, whatever its length."""
+        return True
+
+    @staticmethod
+    def mix(
+        pipes: Sequence[Iterable[T]],
+        weights: Sequence[float] | None = None,
+        seed: int | None = None,
+        stop: MixStop = "first",
+    ) -> Pipe[T]:
+        """Interleave several pipes (or iterables): round-robin (``weights=None``), or each
+        next item from input ``i`` with probability ``weights[i]`` (normalized).
+
+        ``stop="first"`` ends when a draw finds its input exhausted; ``"all"`` goes on
+        with the remaining inputs (their weights renormalized) until all are. Every
+        marker of every input passes where it arrives. Deterministic with a ``seed``.
+
+        Examples:
+            >>> list(Pipe.mix([range(3), "ab"]))
+            [0, 'a', 1, 'b', 2]
+            >>> list(Pipe.mix([range(3), "ab"], stop="all"))
+            [0, 'a', 1, 'b', 2]
+            >>> mixed = list(Pipe.mix([["a"] * 100, ["b"] * 100], weights=[3, 1], seed=0))
+            >>> mixed.count("a"), mixed.count("b")  # ends when "a" runs out
+            (100, 44)
+        """
+        if isinstance(pipes, (str, bytes)) or not isinstance(pipes, Sequence):
+            raise TypeError(
+                f"mix: pipes must be a sequence of pipes, got {type(pipes).__name__}"
+            )
+        inputs = tuple(map(_to_plan, pipes))
+        return Pipe(streams.Mix(inputs, weights, seed, stop))
 
     # -- per-item stages -----------------------------------------------------------------
 
@@ -201,6 +254,28 @@ class Pipe(Generic[T_co]):
         """
         return self._then(_plan.Trace(self.plan, message))
 
+    # -- control -------------------------------------------------------------------------
+
+    def ignore_errors(
+        self, max_failures: int | float | None = None, log: bool = True
+    ) -> Pipe[T_co]:
+        """Drop the items whose processing raised an ``Exception`` in the per-item stages
+        above, back to the previous ``ignore_errors`` (or the source), wherever they ran.
+
+        ``max_failures`` is ``None`` (no limit), an int (at most this many) or a float in
+        (0, 1) (at most this share of the items seen, checked at each failure once 100
+        items have been seen); past it the run raises ``pl.TooManyErrors``. ``log=True``
+        logs each dropped item at WARNING on the ``tinypl`` logger. Errors of the source
+        and of stateful stages (partition ...) still raise, as do exceptions that are not
+        ``Exception``s (``KeyboardInterrupt``).
+
+        Examples:
+            >>> pipe = Pipe(["1", "x", "3"]).map(int).ignore_errors(log=False)
+            >>> list(pipe)
+            [1, 3]
+        """
+        return self._then(_plan.IgnoreErrors(self.plan, max_failures, log))
+
     # -- concurrency ---------------------------------------------------------------------
 
     def mutex(self) -> Pipe[T_co]:
@@ -219,6 +294,9 @@ class Pipe(Generic[T_co]):
         workers: int,
         maxsize: int | None = None,
         on_worker_error: WorkerErrorMode = "raise",
+        *,
+        timeout: float | None = None,
+        init: Callable[[], object] | None = None,
     ) -> Pipe[T_co]:
         """Run the stages above, back to the previous thread stage, in ``workers`` threads.
 
@@ -229,6 +307,12 @@ class Pipe(Generic[T_co]):
         ``on_worker_error="forward"`` raises ``WorkerError`` from it instead, and
         ``"forward-and-print"`` (or ``"exit"``) also logs it.
 
+        ``init()`` runs once in each worker thread before it takes an item; its error is
+        raised at the first pull. ``pl.worker_info()`` tells a stage function which worker
+        runs it. An item that takes more than ``timeout`` seconds raises ``TimeoutError``
+        at the consumer; its thread cannot be killed and is abandoned (see "Errors and
+        faults" in the docs).
+
         Examples:
             >>> import time
             >>> pipe = Pipe(range(8)).map(lambda x: time.sleep(0.01) or x).thread(4)
@@ -236,7 +320,9 @@ class Pipe(Generic[T_co]):
             [0, 1, 2, 3, 4, 5, 6, 7]
         """
         return self._then(
-            _plan.Thread(self.plan, workers, maxsize, on_worker_error)
+            _plan.Thread(
+                self.plan, workers, maxsize, on_worker_error, timeout=timeout, init=init
+            )
         )
 
     def process(
@@ -248,6 +334,10 @@ class Pipe(Generic[T_co]):
         limit_threads: bool = True,
         on_worker_error: WorkerErrorMode = "raise",
         chunksize: int | None = None,
+        timeout: float | None = None,
+        init: Callable[[], object] | None = None,
+        seed: int | None = None,
+        restart: bool = False,
     ) -> Pipe[T_co]:
         """Run the map/filter/each/flatten stages directly above in ``workers`` processes.
 
@@ -263,6 +353,14 @@ class Pipe(Generic[T_co]):
         memory. ``chunksize`` fixes the number of items per chunk (default: adaptive, so
         that a chunk keeps a worker busy for a few milliseconds).
 
+        ``init()`` runs once in each worker process before it takes an item; its error
+        is raised at the first pull. Worker ``i`` seeds ``random`` and numpy's global
+        generator with ``seed + i`` (``seed`` defaults to a base seed drawn per run) and
+        sees itself in ``pl.worker_info()``. An item that takes more than ``timeout``
+        seconds raises ``TimeoutError``; its worker is killed and replaced, and the other
+        items it held are sent again. ``restart=True`` also replaces a worker the OS
+        killed, re-sending what it held once.
+
         Examples:
             >>> sorted(Pipe(range(6)).map(abs).process(2))
             [0, 1, 2, 3, 4, 5]
@@ -276,8 +374,39 @@ class Pipe(Generic[T_co]):
                 limit_threads=limit_threads,
                 on_worker_error=on_worker_error,
                 chunksize=chunksize,
+                timeout=timeout,
+                init=init,
+                seed=seed,
+                restart=restart,
             )
         )
+
+    def executor(
+        self, executor: Any, maxsize: int | None = None, chunksize: int | None = None
+    ) -> Pipe[T_co]:
+        """Run the map/filter/each/flatten stages directly above on ``executor``.
+
+        ``executor`` is any ``concurrent.futures.Executor`` (``ProcessPoolExecutor``,
+        loky's, ``mpi4py.futures.MPIPoolExecutor``, Dask's ``client.get_executor()``)
+        or a ``distributed.Client``. As with ``process()``, the source and every other
+        stage stay here, where a feeder thread pulls them and submits chunks of items
+        (their size adapts to the cost per item unless ``chunksize`` fixes it), at most
+        ``maxsize`` chunks in flight (default: twice the executor's workers where they
+        can be known, else 8). The stage functions are cloudpickled once per run and
+        compiled once per worker process; their bytes go with every chunk, or, past
+        64 KiB, once to each worker that asks for them. Markers never leave this process.
+        Items come out in completion order; add ``.order()`` to restore it. The
+        executor belongs to the caller: closing the run cancels its pending chunks but
+        never shuts the executor down. A failure of the executor itself (a broken pool,
+        a killed worker) raises ``WorkerError``.
+
+        Examples:
+            >>> from concurrent.futures import ThreadPoolExecutor
+            >>> with ThreadPoolExecutor(2) as pool:
+            ...     print(list(Pipe(range(6)).map(abs).executor(pool).order()))
+            [0, 1, 2, 3, 4, 5]
+        """
+        return self._checked(_plan.Executor(self.plan, executor, maxsize, chunksize))
 
     def order(self, maxsize: int | None = None) -> Pipe[T_co]:
         """Restore the order items had before the earliest concurrent stage since the
@@ -294,6 +423,155 @@ class Pipe(Generic[T_co]):
             [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
         """
         return self._checked(_plan.Order(self.plan, maxsize))
+
+    # -- stream operations ---------------------------------------------------------------
+
+    def shuffle(self, buffer_size: int, seed: int | None = None) -> Pipe[T_co]:
+        """Shuffle through a buffer of ``buffer_size`` items: once it is full, each new
+        item takes the place of a uniformly chosen one, which is emitted.
+
+        A marker flushes the buffer: every item that arrived before it is emitted
+        (shuffled) before it. With a ``seed`` every run gives the same order; each
+        epoch (the items between two markers) and each pass of a ``repeat`` below gets
+        its own order.
+
+        Examples:
+            >>> from tinypl import Pipe
+            >>> out = list(Pipe(range(10)).shuffle(4, seed=1))
+            >>> sorted(out) == list(range(10)), out == list(Pipe(range(10)).shuffle(4, seed=1))
+            (True, True)
+        """
+        return self._then(streams.Shuffle(self.plan, buffer_size, seed))
+
+    def take(self, n: int) -> Pipe[T_co]:
+        """The first ``n`` items; markers before the ``n``-th pass and are not counted.
+
+        Right after the ``n``-th item the stages above are closed: their threads and
+        processes stop.
+
+        Examples:
+            >>> import itertools
+            >>> from tinypl import Pipe
+            >>> list(Pipe(itertools.count()).map(lambda x: x * x).take(4))
+            [0, 1, 4, 9]
+        """
+        return self._then(streams.Take(self.plan, n))
+
+    def skip(self, n: int) -> Pipe[T_co]:
+        """All but the first ``n`` items; markers pass and are not counted.
+
+        Examples:
+            >>> from tinypl import Pipe
+            >>> list(Pipe(range(6)).skip(4))
+            [4, 5]
+        """
+        return self._then(streams.Skip(self.plan, n))
+
+    def shard(self, index: int, count: int) -> Pipe[T_co]:
+        """The items whose position here is ``index`` modulo ``count`` (one rank's share
+        in data-parallel training); every marker passes on every shard.
+
+        Examples:
+            >>> from tinypl import Pipe
+            >>> list(Pipe(range(10)).shard(1, 3))
+            [1, 4, 7]
+        """
+        return self._then(streams.Shard(self.plan, index, count))
+
+    @overload
+    def zip(self, other: Iterable[U], /) -> Pipe[tuple[T_co, U]]: ...
+    @overload
+    def zip(self, other: Iterable[U], other2: Iterable[V], /) -> Pipe[tuple[T_co, U, V]]: ...
+    @overload
+    def zip(self, *others: Iterable[Any]) -> Pipe[tuple[Any, ...]]: ...
+    def zip(self, *others: Iterable[Any]) -> Pipe[tuple[Any, ...]]:
+        """Tuples of one item of this pipe and of each of ``others`` (pipes or iterables),
+        ending with the shortest input. A marker of any input passes where it arrives.
+
+        Examples:
+            >>> from tinypl import Pipe
+            >>> list(Pipe(range(3)).zip("abcd"))
+            [(0, 'a'), (1, 'b'), (2, 'c')]
+        """
+        return self._then(streams.Zip(self.plan, tuple(map(_to_plan, others))))
+
+    def concat(self, *others: Iterable[U]) -> Pipe[T_co | U]:
+        """All items of this pipe, then those of each of ``others`` (pipes or iterables).
+
+        Examples:
+            >>> from tinypl import Pipe
+            >>> list(Pipe(range(2)).concat([5], Pipe("ab")))
+            [0, 1, 5, 'a', 'b']
+        """
+        return self._then(streams.Concat(self.plan, tuple(map(_to_plan, others))))
+
+    def repeat(self, times: int | None = None, marker: Marker | None = None) -> Pipe[T_co]:
+        """Run the pipeline above again from its source, ``times`` times (``None``:
+        forever); with ``marker``, emit it after each pass (an epoch marker).
+
+        The source must be re-iterable (not an iterator or a generator): ``TypeError``
+        otherwise, here. A seeded ``shuffle`` above gives each pass its own order, and a
+        new run of the pipe repeats the whole sequence.
+
+        Examples:
+            >>> from tinypl import Marker, Pipe
+            >>> list(Pipe(range(3)).repeat(2))
+            [0, 1, 2, 0, 1, 2]
+            >>> epoch = Marker("epoch")
+            >>> list(Pipe("ab").repeat(3, marker=epoch).until(epoch))
+            ['a', 'b']
+        """
+        return self._then(streams.Repeat(self.plan, times, marker))
+
+    def prefetch(self, n: int) -> Pipe[T_co]:
+        """Read up to ``n`` items ahead in one background thread, keeping their order;
+        the stages above, back to the previous thread or process stage, run in it.
+
+        Examples:
+            >>> from tinypl import Pipe
+            >>> list(Pipe(range(5)).map(str).prefetch(2))
+            ['0', '1', '2', '3', '4']
+        """
+        return self._then(streams.Prefetch(self.plan, n))
+    # -- asyncio (issue 16) --------------------------------------------------------------
+
+    def asyncio(self, concurrency: int, maxsize: int | None = None) -> Pipe[Any]:
+        """Run the per-item stages above, back to the previous concurrent stage, on one
+        event loop in a background thread, with up to ``concurrency`` items in flight.
+
+        Stage functions may be ``async def`` (awaited) or plain (called inline on the
+        loop thread, for cheap steps). Items come out in completion order (``.order()``
+        restores it); a marker comes out after every item pulled before it and before
+        every item pulled after it. At most ``maxsize`` items (default
+        ``2 * concurrency``) wait at the output. An async source (``Pipe(async_gen())``)
+        directly above is driven on the same loop. Errors reach the consumer with their
+        type and traceback; ``close()`` cancels the coroutines in flight.
+
+        Examples:
+            >>> import asyncio
+            >>> async def double(x):
+            ...     await asyncio.sleep(0.001)
+            ...     return 2 * x
+            >>> list(Pipe(range(5)).map(double).asyncio(3).order())
+            [0, 2, 4, 6, 8]
+        """
+        return self._then(_plan.Asyncio(self.plan, concurrency, maxsize))
+
+    def __aiter__(self) -> AsyncIterator[T_co]:
+        """A fresh run consumed with ``async for``: the pipeline runs in background
+        threads and the consuming task awaits each item, so the event loop is never
+        blocked. ``break``, ``aclose()`` or cancelling the task closes the run.
+
+        Examples:
+            >>> import asyncio
+            >>> async def main():
+            ...     return [x async for x in Pipe(range(3)).map(str)]
+            >>> asyncio.run(main())
+            ['0', '1', '2']
+        """
+        from ._runtime._aiter import AsyncRun
+
+        return AsyncRun(self.plan)
 
     # -- rendering -----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ __all__ = [
     "check_iterable",
     "check_marker",
     "check_number",
+    "is_async_iterable",
 ]
 
 T = TypeVar("T")
@@ -74,6 +75,25 @@ def check_marker(where: str, name: str, value: Any, *, optional: bool = False) -
 def check_iterable(where: str, name: str, value: Any) -> Any:
     # A type check only: calling iter() here could start a user's generator-producing code.
     kind = type(value)
-    if not (hasattr(kind, "__iter__") or hasattr(kind, "__getitem__")):
-        raise TypeError(f"{where}: {name} must be an iterable or an iterator, got {_type(value)}")
+    if not (hasattr(kind, "__iter__") or hasattr(kind, "__getitem__") or is_async_iterable(value)):
+        raise TypeError(
+            f"{where}: {name} must be an iterable, an iterator or an async iterable,"
+            f" got {_type(value)}"
+        )
     return value
+
+
+def is_async_iterable(value: Any) -> bool:
+    """Whether ``value`` is iterated with ``async for`` only (it has ``__aiter__`` and no
+    ``__iter__``): an async generator, say.
+
+    Examples:
+        >>> async def numbers():
+        ...     yield 1
+        >>> is_async_iterable(numbers()), is_async_iterable([1])
+        (True, False)
+    """
+    kind = type(value)
+    return hasattr(kind, "__aiter__") and not (
+        hasattr(kind, "__iter__") or hasattr(kind, "__getitem__")
+    )
