@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 #: Pages rendered from docstrings by mkdocstrings; they must not hold examples of their own.
 PAGES_WITHOUT_EXAMPLES = ("docs/api.md",)
-SEED_SECTION_PAGES = ("basics", "iterators", "markers", "threads", "ordering")
+SEED_SECTION_PAGES = ("basics", "iterators", "markers", "threads", "ordering", "streams")
 
 NO_TEST = "<!-- no-test -->"
 REQUIRES = re.compile(r"^<!-- requires: (?P<names>[\w.-]+(?:, *[\w.-]+)*) -->$")

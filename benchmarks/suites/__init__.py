@@ -9,7 +9,7 @@ in ``CASES`` of ``benchmarks/_legacy_runner.py``, and add the module to :data:`S
 
 from __future__ import annotations
 
-from benchmarks.suites import dataloader, executor, process, sleep, startup, sync, thread
+from benchmarks.suites import dataloader, executor, process, sleep, startup, streams, sync, thread
 from benchmarks.suites.base import Suite
 
 SUITES: dict[str, Suite] = {
@@ -22,6 +22,7 @@ SUITES: dict[str, Suite] = {
         executor.SUITE,
         startup.SUITE,
         sleep.SUITE,
+        streams.SUITE,
     )
 }
 """Implemented suites, in the order they are listed by ``--help``."""
