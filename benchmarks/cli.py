@@ -18,7 +18,7 @@ from benchmarks.harness import SuiteContext, new_tinypl_status
 from benchmarks.legacy import LegacyRunner, default_t010_python
 from benchmarks.suites import SUITES
 
-PEER_DISTRIBUTIONS = ("toolz", "pypeln", "numpy", "mpire", "torch")
+PEER_DISTRIBUTIONS = ("toolz", "pypeln", "numpy", "mpire", "torch", "torchdata")
 
 
 def _common_options() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -154,6 +155,9 @@ def test_only_the_run_directly_above_goes_on_the_loop() -> None:
     assert "asyncio(5, maxsize=2, runs=map(slow_double))" in explained
 
 
+_POOL = ThreadPoolExecutor(1)  # never used: the plan is refused first
+
+
 @pytest.mark.parametrize(
     ("build", "label"),
     [
@@ -162,6 +166,7 @@ def test_only_the_run_directly_above_goes_on_the_loop() -> None:
         (lambda p: p.each(functools.partial(slow_double)), "each(partial(slow_double))"),
         (lambda p: p.map(AsyncCallable()), "map("),
         (lambda p: p.map(slow_double).process(2), "map(slow_double)"),
+        (lambda p: p.map(slow_double).executor(_POOL), "map(slow_double)"),
         (lambda p: p.map(slow_double).thread(2).map(str).asyncio(2), "map(slow_double)"),
     ],
 )

@@ -42,12 +42,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 #: Pages rendered from docstrings by mkdocstrings; they must not hold examples of their own.
 PAGES_WITHOUT_EXAMPLES = ("docs/api.md",)
-SEED_SECTION_PAGES = ("basics", "iterators", "markers", "threads", "ordering")
+SEED_SECTION_PAGES = ("basics", "iterators", "markers", "threads", "ordering", "streams")
 
 NO_TEST = "<!-- no-test -->"
 REQUIRES = re.compile(r"^<!-- requires: (?P<names>[\w.-]+(?:, *[\w.-]+)*) -->$")
 #: Packages that tinypl's `test` extra does not install; a block importing one is tagged.
-OPTIONAL_PACKAGES = ("torch", "torchvision")
+OPTIONAL_PACKAGES = ("torch", "torchvision", "distributed", "dask", "mpi4py", "loky")
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<lang>[\w+-]*)(?P<info>.*)$")
 OUTPUT_LABEL = re.compile(r"""\btitle=(["'])Output\1""")
 

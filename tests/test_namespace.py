@@ -8,6 +8,7 @@ import importlib
 import inspect
 import pkgutil
 import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -78,10 +79,21 @@ def _module_level_functions() -> set[str]:
     return names
 
 
+def _pipe_members() -> dict[str, object]:
+    """What ``Pipe`` defines, through its own base classes (``StreamMethods`` ...), static
+    methods unwrapped."""
+    members: dict[str, object] = {}
+    for cls in reversed(tinypl.Pipe.__mro__):
+        if cls.__module__.startswith("tinypl"):
+            for name, member in vars(cls).items():
+                members[name] = member.__func__ if isinstance(member, staticmethod) else member
+    return members
+
+
 def _pipe_builder_methods() -> set[str]:
     return {
         name
-        for name, member in vars(tinypl.Pipe).items()
+        for name, member in _pipe_members().items()
         if not name.startswith("_") and inspect.isfunction(member) and name != "explain"
     }
 
@@ -115,7 +127,7 @@ def test_counterpart_resolves_to_a_function(key: str) -> None:
 @pytest.mark.parametrize("method", sorted(set(_compat.COUNTERPARTS.values())))
 def test_every_counterpart_value_is_a_public_pipe_method(method: str) -> None:
     assert not method.startswith("_")
-    assert inspect.isfunction(vars(tinypl.Pipe).get(method)), method
+    assert inspect.isfunction(_pipe_members().get(method)), method
 
 
 def test_every_pipe_builder_method_has_a_module_level_form() -> None:
@@ -284,6 +296,8 @@ def _double(x: int) -> int:
 
 
 _M = tinypl.Marker("m")
+#: An executor for the executor pairs: they are built and closed, never run.
+_POOL = ThreadPoolExecutor(1)
 #: Each module-level function called on a source, and the fluent pipe it stands for: the
 #: live stage must run the very plan (as objects, not names) that the pipe optimizes to.
 PLAN_PAIRS = {
@@ -323,6 +337,35 @@ PLAN_PAIRS = {
     "process.map": (
         lambda: tinypl.process.map(range(4), _double, workers=2, force_single_thread=False),
         lambda: tinypl.Pipe(range(4)).map(_double).process(2, limit_threads=False),
+    ),
+    "shuffle": (
+        lambda: tinypl.shuffle(range(4), 3, seed=1),
+        lambda: tinypl.Pipe(range(4)).shuffle(3, seed=1),
+    ),
+    "take": (lambda: tinypl.take(range(4), 2), lambda: tinypl.Pipe(range(4)).take(2)),
+    "skip": (lambda: tinypl.skip(range(4), 2), lambda: tinypl.Pipe(range(4)).skip(2)),
+    "shard": (lambda: tinypl.shard(range(4), 1, 2), lambda: tinypl.Pipe(range(4)).shard(1, 2)),
+    "zip": (lambda: tinypl.zip(range(4), "ab"), lambda: tinypl.Pipe(range(4)).zip("ab")),
+    "concat": (
+        lambda: tinypl.concat(range(4), "ab"),
+        lambda: tinypl.Pipe(range(4)).concat("ab"),
+    ),
+    "mix": (
+        lambda: tinypl.mix([range(4), "ab"], [1, 2], seed=3, stop="all"),
+        lambda: tinypl.Pipe.mix([range(4), "ab"], [1, 2], seed=3, stop="all"),
+    ),
+    "repeat": (
+        lambda: tinypl.repeat(range(4), 2, _M),
+        lambda: tinypl.Pipe(range(4)).repeat(2, _M),
+    ),
+    "prefetch": (lambda: tinypl.prefetch(range(4), 2), lambda: tinypl.Pipe(range(4)).prefetch(2)),
+    "executor.map": (
+        lambda: tinypl.executor.map(range(4), _double, _POOL, 3, chunksize=2),
+        lambda: tinypl.Pipe(range(4)).map(_double).executor(_POOL, 3, 2),
+    ),
+    "executor.each": (
+        lambda: tinypl.executor.each(range(4), print, _POOL),
+        lambda: tinypl.Pipe(range(4)).each(print).executor(_POOL),
     ),
 }
 

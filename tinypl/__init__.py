@@ -13,19 +13,30 @@ Examples:
 
 import typing as _typing
 
-from . import asyncio, debug, marker, order, process, thread
+from . import asyncio, debug, executor, marker, order, process, thread
 from ._compat import each_ as each
 from ._compat import filter_ as filter
 from ._compat import flatten_ as flatten
 from ._compat import flatten_eager_ as flatten_eager
+from ._compat import ignore_errors_ as ignore_errors
 from ._compat import map_ as map
 from ._compat import partition_ as partition
 from ._compat import ratelimit_ as ratelimit
 from ._compat import unpack
-from ._errors import MarkerNotAllowedError, WorkerError
+from ._compat_streams import concat_ as concat
+from ._compat_streams import mix_ as mix
+from ._compat_streams import prefetch_ as prefetch
+from ._compat_streams import repeat_ as repeat
+from ._compat_streams import shard_ as shard
+from ._compat_streams import shuffle_ as shuffle
+from ._compat_streams import skip_ as skip
+from ._compat_streams import take_ as take
+from ._compat_streams import zip_ as zip
+from ._errors import MarkerNotAllowedError, TooManyErrors, WorkerError
 from ._marker import Marker
 from ._pipe import Pipe
 from ._runtime import Stage, WorkerDied
+from ._workerinfo import WorkerInfo, worker_info
 
 flatten_lazy = flatten
 
@@ -33,20 +44,33 @@ if _typing.TYPE_CHECKING:
     from . import dataloader
 
 __all__ = [
+    "concat",
+    "mix",
+    "prefetch",
+    "repeat",
+    "shard",
+    "shuffle",
+    "skip",
+    "take",
+    "zip",
     "Marker",
     "MarkerNotAllowedError",
     "Pipe",
     "Stage",
+    "TooManyErrors",
     "WorkerDied",
     "WorkerError",
+    "WorkerInfo",
     "asyncio",
     "dataloader",
     "debug",
     "each",
+    "executor",
     "filter",
     "flatten",
     "flatten_eager",
     "flatten_lazy",
+    "ignore_errors",
     "map",
     "marker",
     "order",
@@ -55,6 +79,7 @@ __all__ = [
     "ratelimit",
     "thread",
     "unpack",
+    "worker_info",
 ]
 
 

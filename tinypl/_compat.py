@@ -14,6 +14,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, TypeVar, overload
 
 from . import _plan as plan
+from ._compat_streams import COUNTERPARTS as STREAM_COUNTERPARTS
 from ._marker import Marker
 from ._pipe import MarkerMode, Pipe, StartMethod, WorkerErrorMode
 from ._runtime import Stage, ThreadWorkerError
@@ -27,6 +28,8 @@ __all__ = [
     "PROCESS_ALIASES",
     "debug_print_on_item",
     "each_",
+    "executor_each",
+    "executor_map",
     "filter_",
     "flatten_",
     "flatten_eager_",
@@ -37,6 +40,7 @@ __all__ = [
     "order_load",
     "order_save",
     "partition_",
+    "ignore_errors_",
     "process_each",
     "process_map",
     "process_options",
@@ -73,6 +77,10 @@ COUNTERPARTS: dict[str, str] = {
     "debug.print_on_item": "trace",
     "process.map": "process",
     "process.each": "process",
+    **STREAM_COUNTERPARTS,
+    "executor.map": "executor",
+    "executor.each": "executor",
+    "ignore_errors": "ignore_errors",
 }
 
 #: Names shared by both forms that are not stages.
@@ -84,10 +92,12 @@ HELPERS = (
     "WorkerDied",
     "MarkerNotAllowedError",
     "unpack",
+    "WorkerInfo",
+    "TooManyErrors",
 )
 
 #: Module-level functions that are tools, not stages (no ``Pipe`` counterpart).
-UTILITIES = ("process.cleanup",)
+UTILITIES = ("process.cleanup", "worker_info")
 
 
 def map_(pipe: Iterable[T], fn: Callable[[T], U]) -> Stage[U]:
@@ -247,6 +257,27 @@ def marker_until(pipe: Iterable[T], marker: Marker | None = None) -> Stage[T]:
     return iter(Pipe(pipe).until(marker))
 
 
+# -- control (issue 13) ------------------------------------------------------------------
+
+
+def ignore_errors_(
+    pipe: Iterable[T], max_failures: int | float | None = None, log: bool = True
+) -> Stage[T]:
+    """Drop the items whose processing raised in the per-item stages of ``pipe``, with a
+    failure budget (see ``Pipe.ignore_errors``).
+
+    The scope is what ``pipe`` describes: the stages of a ``Pipe``. A live stage made by
+    an earlier module-level function (``pl.map(...)``) already runs in its own form, so
+    its errors still raise: build the scope as a ``Pipe``.
+
+    Examples:
+        >>> import tinypl as pl
+        >>> list(pl.ignore_errors(pl.Pipe(["1", "x", "3"]).map(int), log=False))
+        [1, 3]
+    """
+    return iter(Pipe(pipe).ignore_errors(max_failures, log))
+
+
 # -- pl.thread ---------------------------------------------------------------------------
 
 
@@ -255,6 +286,9 @@ def thread_queue(
     workers: int,
     maxsize: int | None = None,
     on_worker_error: WorkerErrorMode = "raise",
+    *,
+    timeout: float | None = None,
+    init: Callable[[], object] | None = None,
 ) -> Stage[T]:
     """Prefetch items into a queue of ``maxsize`` using ``workers`` threads, each pulling
     through the stages before it (see ``Pipe.thread``). Items may change order.
@@ -266,7 +300,8 @@ def thread_queue(
         >>> sorted(stage)
         [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
     """
-    return iter(Pipe(pipe).thread(workers, maxsize, on_worker_error))
+    pipe_ = Pipe(pipe)
+    return iter(pipe_.thread(workers, maxsize, on_worker_error, timeout=timeout, init=init))
 
 
 thread_queue.WorkerException = ThreadWorkerError  # type: ignore[attr-defined]
@@ -278,6 +313,9 @@ def thread_map(
     workers: int,
     maxsize: int | None = None,
     on_worker_error: WorkerErrorMode = "raise",
+    *,
+    timeout: float | None = None,
+    init: Callable[[], object] | None = None,
 ) -> Stage[U]:
     """``pl.map`` followed by ``pl.thread.queue``: ``fn`` runs in ``workers`` threads.
 
@@ -286,7 +324,8 @@ def thread_map(
         >>> sorted(pl.thread.map(range(5), lambda x: x * x, workers=2))
         [0, 1, 4, 9, 16]
     """
-    return iter(Pipe(pipe).map(fn).thread(workers, maxsize, on_worker_error))
+    pipe_ = Pipe(pipe).map(fn)
+    return iter(pipe_.thread(workers, maxsize, on_worker_error, timeout=timeout, init=init))
 
 
 def thread_each(
@@ -295,6 +334,9 @@ def thread_each(
     workers: int,
     maxsize: int | None = None,
     on_worker_error: WorkerErrorMode = "raise",
+    *,
+    timeout: float | None = None,
+    init: Callable[[], object] | None = None,
 ) -> Stage[T]:
     """``pl.each`` followed by ``pl.thread.queue``.
 
@@ -306,7 +348,8 @@ def thread_each(
         2
         [0, 1, 2]
     """
-    return iter(Pipe(pipe).each(fn).thread(workers, maxsize, on_worker_error))
+    pipe_ = Pipe(pipe).each(fn)
+    return iter(pipe_.thread(workers, maxsize, on_worker_error, timeout=timeout, init=init))
 
 
 def thread_mutex(pipe: Iterable[T]) -> Stage[T]:
@@ -429,6 +472,10 @@ def process_map(
     start_method: StartMethod | None = None,
     limit_threads: bool = True,
     chunksize: int | None = None,
+    timeout: float | None = None,
+    init: Callable[[], object] | None = None,
+    seed: int | None = None,
+    restart: bool = False,
     multiprocessing_context: Any = None,
     force_single_thread: bool | None = None,
 ) -> Stage[U]:
@@ -459,6 +506,10 @@ def process_each(
     start_method: StartMethod | None = None,
     limit_threads: bool = True,
     chunksize: int | None = None,
+    timeout: float | None = None,
+    init: Callable[[], object] | None = None,
+    seed: int | None = None,
+    restart: bool = False,
     multiprocessing_context: Any = None,
     force_single_thread: bool | None = None,
 ) -> Stage[T]:
@@ -475,6 +526,49 @@ def process_each(
     return iter(Pipe(pipe).each(fn).process(**process_options("process.each", options)))
 
 
+# -- pl.executor -------------------------------------------------------------------------
+
+
+def executor_map(
+    pipe: Iterable[T],
+    fn: Callable[[T], U],
+    executor: Any,
+    maxsize: int | None = None,
+    *,
+    chunksize: int | None = None,
+) -> Stage[U]:
+    """``pl.map`` run on ``executor``, any ``concurrent.futures.Executor`` or a
+    ``distributed.Client`` (see ``Pipe.executor``).
+
+    Examples:
+        >>> import tinypl as pl
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> with ThreadPoolExecutor(2) as pool:
+        ...     print(sorted(pl.executor.map(range(5), lambda x: x * x, pool)))
+        [0, 1, 4, 9, 16]
+    """
+    return iter(Pipe(pipe).map(fn).executor(executor, maxsize, chunksize))
+
+
+def executor_each(
+    pipe: Iterable[T],
+    fn: Callable[[T], object],
+    executor: Any,
+    maxsize: int | None = None,
+    *,
+    chunksize: int | None = None,
+) -> Stage[T]:
+    """``pl.each`` run on ``executor``: ``fn`` is called there, the item passes on
+    unchanged.
+
+    Examples:
+        >>> import tinypl as pl
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> with ThreadPoolExecutor(1) as pool:
+        ...     print(sorted(pl.executor.each(range(3), abs, pool)))
+        [0, 1, 2]
+    """
+    return iter(Pipe(pipe).each(fn).executor(executor, maxsize, chunksize))
 # -- pl.asyncio (issue 16) ---------------------------------------------------------------
 
 COUNTERPARTS.update({"asyncio.map": "asyncio", "asyncio.each": "asyncio"})

@@ -27,7 +27,7 @@ from ._compat import map_, order_load, process_map, process_options, thread_map
 from ._marker import Marker
 from ._pipe import Pipe
 from ._runtime import Stage
-from ._validate import check_callable, check_choice, check_int, check_marker
+from ._validate import check_bool, check_callable, check_choice, check_int, check_marker
 
 if TYPE_CHECKING:
     import inspect
@@ -69,35 +69,81 @@ def _check_dataset(where: str, dataset: Any) -> None:
 
 
 @final
+class _Ranks:
+    """Which share of every epoch a sampler yields: the strided share of ``rank`` among
+    ``world_size`` ranks, as torch's ``DistributedSampler`` cuts it."""
+
+    __slots__ = ("drop_last", "rank", "world_size")
+
+    def __init__(self, where: str, rank: Any, world_size: Any, drop_last: Any) -> None:
+        self.world_size = check_int(where, "world_size", world_size, minimum=1)
+        self.rank = check_int(where, "rank", rank, minimum=0)
+        if self.rank >= self.world_size:
+            raise ValueError(
+                f"{where}: rank must be < world_size ({self.world_size}), got {self.rank}"
+            )
+        self.drop_last = check_bool(where, "drop_last", drop_last)
+
+    @property
+    def whole(self) -> bool:
+        return self.world_size == 1
+
+    def share(self, indices: Sequence[int]) -> Sequence[int]:
+        """``padded(indices)[rank::world_size]``: padded by repeating indices from the
+        start up to a multiple of ``world_size``, or cut down to one (``drop_last``)."""
+        n, world = len(indices), self.world_size
+        total = n - n % world if self.drop_last else -(-n // world) * world
+        # Slices, so that a range stays a range (lazy for any dataset size).
+        head = indices[self.rank : min(n, total) : world]
+        first = self.rank + len(head) * world  # this rank's first position past the end
+        if first >= total:
+            return head
+        # At most one padded position per rank; with fewer indices than ranks the
+        # indices repeat more than once (as torch's DistributedSampler does).
+        return [*head, *(indices[(position - n) % n] for position in range(first, total, world))]
+
+    def __repr__(self) -> str:
+        if self.whole:
+            return ""
+        return f", rank={self.rank}, world_size={self.world_size}, drop_last={self.drop_last}"
+
+
+_WHOLE = _Ranks("sampler", 0, 1, False)
+
+
+@final
 class _Sequential:
     """Iterable over epochs; each iteration starts at the first epoch."""
 
-    __slots__ = ("dataset", "epochs")
+    __slots__ = ("dataset", "epochs", "ranks")
 
-    def __init__(self, dataset: Dataset[Any], epochs: int | None) -> None:
+    def __init__(self, dataset: Dataset[Any], epochs: int | None, ranks: _Ranks) -> None:
         self.dataset = dataset
         self.epochs = epochs
+        self.ranks = ranks
 
-    def __iter__(self) -> Iterator[range]:
+    def __iter__(self) -> Iterator[Sequence[int]]:
         epoch = 0
         while self.epochs is None or epoch < self.epochs:
-            yield range(len(self.dataset))
+            indices = range(len(self.dataset))
+            yield indices if self.ranks.whole else self.ranks.share(indices)
             epoch += 1
 
     def __repr__(self) -> str:
-        return f"sampler.sequential(epochs={self.epochs})"
+        return f"sampler.sequential(epochs={self.epochs}{self.ranks!r})"
 
 
 @final
 class _Shuffle:
     """Iterable over epochs of shuffled indices."""
 
-    __slots__ = ("dataset", "epochs", "rng", "seeded")
+    __slots__ = ("dataset", "epochs", "ranks", "rng", "seeded")
 
-    def __init__(self, dataset: Dataset[Any], rng: Any, epochs: int | None) -> None:
+    def __init__(self, dataset: Dataset[Any], rng: Any, epochs: int | None, ranks: _Ranks) -> None:
         self.dataset = dataset
         self.rng = rng
         self.epochs = epochs
+        self.ranks = ranks
         #: An int seed: every iteration starts a new ``random.Random(seed)``.
         self.seeded = isinstance(rng, numbers.Integral) and not isinstance(rng, bool)
 
@@ -105,13 +151,15 @@ class _Shuffle:
         rng: _Shuffler = random.Random(int(self.rng)) if self.seeded else self.rng
         epoch = 0
         while self.epochs is None or epoch < self.epochs:
+            # Every rank permutes the whole epoch with the same generator, so the ranks
+            # agree on the permutation and their strided shares are disjoint.
             indices = list(range(len(self.dataset)))
             rng.shuffle(indices)
-            yield indices
+            yield indices if self.ranks.whole else list(self.ranks.share(indices))
             epoch += 1
 
     def __repr__(self) -> str:
-        return f"sampler.shuffle(epochs={self.epochs})"
+        return f"sampler.shuffle(epochs={self.epochs}{self.ranks!r})"
 
 
 @final
@@ -136,22 +184,51 @@ class sampler:  # a namespace, spelled as in tinypl 0.1.0
         raise TypeError("pl.dataloader.sampler is a namespace; call sampler.sequential(...)")
 
     @staticmethod
-    def sequential(dataset: Dataset[Any], epochs: int | None = None) -> Iterable[range]:
+    def sequential(
+        dataset: Dataset[Any],
+        epochs: int | None = None,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> Iterable[Sequence[int]]:
         """``range(len(dataset))`` once per epoch; forever when ``epochs`` is None.
 
         ``len(dataset)`` is read at the start of every epoch.
+
+        For data-parallel training on ``world_size`` ranks, each rank builds its sampler
+        with its own ``rank`` (``0 <= rank < world_size``) and gets its share of every
+        epoch, as from torch's ``DistributedSampler``: the epoch is padded by repeating
+        indices from its start up to a multiple of ``world_size`` (``drop_last=True``:
+        cut down to one instead), and rank ``r`` gets ``padded[r::world_size]``. The
+        shares are disjoint and of equal length. A share is a ``range``, or a ``list``
+        when it holds padding.
 
         Examples:
             >>> import tinypl as pl
             >>> list(pl.dataloader.sampler.sequential("abc", epochs=1))
             [range(0, 3)]
+            >>> [list(pl.dataloader.sampler.sequential(range(5), epochs=1, rank=r,
+            ...                                         world_size=2)) for r in (0, 1)]
+            [[range(0, 5, 2)], [[1, 3, 0]]]
+            >>> next(iter(pl.dataloader.sampler.sequential(range(5), rank=1, world_size=2,
+            ...                                            drop_last=True)))
+            range(1, 4, 2)
         """
-        _check_dataset("sampler.sequential", dataset)
-        return _Sequential(dataset, _check_epochs("sampler.sequential", epochs))
+        where = "sampler.sequential"
+        _check_dataset(where, dataset)
+        epochs = _check_epochs(where, epochs)
+        return _Sequential(dataset, epochs, _Ranks(where, rank, world_size, drop_last))
 
     @staticmethod
     def shuffle(
-        dataset: Dataset[Any], rng: Any = random, epochs: int | None = None
+        dataset: Dataset[Any],
+        rng: Any = random,
+        epochs: int | None = None,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
     ) -> Iterable[list[int]]:
         """A fresh random permutation of ``range(len(dataset))`` per epoch.
 
@@ -161,6 +238,11 @@ class sampler:  # a namespace, spelled as in tinypl 0.1.0
         ``numpy.random.Generator``. An ``int`` is a seed: every iteration of the sampler
         starts a new ``random.Random(seed)`` and so repeats the same epochs.
 
+        ``rank``, ``world_size`` and ``drop_last`` cut each permutation into the ranks'
+        shares as in ``sequential``. Every rank must draw the same permutation, so with
+        ``world_size > 1`` the ``random`` module (whose state differs between processes)
+        is refused: pass the same int seed on every rank (or a generator seeded alike).
+
         Examples:
             >>> import tinypl as pl
             >>> shuffled = pl.dataloader.sampler.shuffle(range(4), rng=7, epochs=2)
@@ -169,13 +251,26 @@ class sampler:  # a namespace, spelled as in tinypl 0.1.0
             True
             >>> sorted(next(iter(shuffled)))
             [0, 1, 2, 3]
+            >>> shares = [next(iter(pl.dataloader.sampler.shuffle(
+            ...     range(6), rng=0, rank=r, world_size=3))) for r in range(3)]
+            >>> sorted(sum(shares, [])), [len(share) for share in shares]
+            ([0, 1, 2, 3, 4, 5], [2, 2, 2])
         """
-        _check_dataset("sampler.shuffle", dataset)
-        shuffle = _Shuffle(dataset, rng, _check_epochs("sampler.shuffle", epochs))
+        where = "sampler.shuffle"
+        _check_dataset(where, dataset)
+        epochs = _check_epochs(where, epochs)
+        ranks = _Ranks(where, rank, world_size, drop_last)
+        shuffle = _Shuffle(dataset, rng, epochs, ranks)
         if not shuffle.seeded and not callable(getattr(rng, "shuffle", None)):
             raise TypeError(
-                "sampler.shuffle: rng must be an int seed or have a shuffle method, got"
+                f"{where}: rng must be an int seed or have a shuffle method, got"
                 f" {type(rng).__name__}"
+            )
+        if rng is random and not ranks.whole:
+            raise ValueError(
+                f"{where}: with world_size > 1, rng must be an int seed or a generator"
+                " seeded alike on every rank (the random module's state differs between"
+                " processes, so the ranks' shares would overlap)"
             )
         return shuffle
 
@@ -361,7 +456,7 @@ def load(  # noqa: PLR0917 (the positional signature of tinypl 0.1.0)
     check_choice(where, "epoch_end_mode", epoch_end_mode, EPOCH_END_MODES)
     check_marker(where, "epoch_marker", epoch_marker, optional=True)
     marker = Marker("epoch") if epoch_marker is None else epoch_marker
-    epochs = _Sequential(dataset, None) if sampler is None else sampler
+    epochs = _Sequential(dataset, None, _WHOLE) if sampler is None else sampler
 
     indices: Pipe[int] = Pipe(epochs).insert_marker(marker).flatten()
     pipe: Pipe[Any]

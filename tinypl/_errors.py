@@ -11,6 +11,7 @@ __all__ = [
     "ProcessWorkerError",
     "RemoteTraceback",
     "ThreadWorkerError",
+    "TooManyErrors",
     "WorkerDied",
     "WorkerError",
     "add_item_note",
@@ -156,3 +157,32 @@ def add_item_note(error: BaseException, stage: str, item: object, position: int 
 
 
 NOTE_PREFIX = "tinypl: "
+
+
+class TooManyErrors(Exception):
+    """More items failed in an ``ignore_errors`` scope than its ``max_failures`` allows.
+
+    ``failures`` and ``seen`` count the items dropped and the items that entered the
+    scope; the last error is the ``__cause__``. All three values are in ``args``.
+
+    Examples:
+        >>> import tinypl as pl
+        >>> def check(x):
+        ...     if x % 2:
+        ...         raise ValueError(f"odd: {x}")
+        ...     return x
+        >>> pipe = pl.Pipe(range(10)).map(check).ignore_errors(max_failures=2, log=False)
+        >>> try:
+        ...     list(pipe)
+        ... except pl.TooManyErrors as error:
+        ...     print(error.failures, repr(error.__cause__))
+        3 ValueError('odd: 5')
+    """
+
+    def __init__(self, message: str, failures: int = 0, seen: int = 0) -> None:
+        super().__init__(message, failures, seen)
+        self.failures = failures
+        self.seen = seen
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 
 from . import _plan as plan
+from . import _plan_streams as streams
 from ._ops import name_of, short_repr
 from ._planner import optimize
 
@@ -108,6 +109,19 @@ def _(node: plan.ProcessOptions) -> list[str]:
         args.append(f"start_method={node.start_method!r}")
     if isinstance(node, plan.RunInProcesses):
         args.append("runs=" + " -> ".join(op.label for op in node.ops))
+        args += _skip_args(node.skip)
+    return args
+
+
+@_args.register
+def _(node: plan.ExecutorOptions) -> list[str]:
+    args = [type(node.executor).__name__]  # its repr holds an address: not for plans
+    if node.maxsize is not None:
+        args.append(f"maxsize={node.maxsize}")
+    if node.chunksize is not None:
+        args.append(f"chunksize={node.chunksize}")
+    if isinstance(node, plan.RunOnExecutor):
+        args.append("runs=" + " -> ".join(op.label for op in node.ops))
     return args
 
 
@@ -128,7 +142,21 @@ def _(node: plan.Order) -> list[str]:
 
 @_args.register
 def _(node: plan.Fused) -> list[str]:
-    return [" -> ".join(op.label for op in node.ops)]
+    return [" -> ".join(op.label for op in node.ops), *_skip_args(node.skip)]
+
+
+@_args.register
+def _(node: plan.IgnoreErrors) -> list[str]:
+    args = [] if node.max_failures is None else [f"max_failures={node.max_failures!r}"]
+    return [*args, "log=False"] if not node.log else args
+
+
+def _skip_args(scope: plan.ErrorScope | None) -> list[str]:
+    """How a per-item stage of an ignore_errors scope shows it."""
+    if scope is None:
+        return []
+    budget = scope.max_failures
+    return ["ignore_errors" if budget is None else f"ignore_errors({budget!r})"]
 
 
 @_args.register
@@ -136,7 +164,61 @@ def _(node: plan.Save) -> list[str]:
     return ["window=auto" if node.maxsize is None else f"window={node.maxsize}"]
 
 
+@_args.register
+def _(node: streams.Shuffle) -> list[str]:
+    return [str(node.buffer_size)] + ([] if node.seed is None else [f"seed={node.seed}"])
+
+
+@_args.register(streams.Take)
+@_args.register(streams.Skip)
+@_args.register(streams.Prefetch)
+def _(node: streams.Take | streams.Skip | streams.Prefetch) -> list[str]:
+    return [str(node.n)]
+
+
+@_args.register
+def _(node: streams.Shard) -> list[str]:
+    return [str(node.index), str(node.count)]
+
+
+@_args.register(streams.Zip)
+@_args.register(streams.Concat)
+def _(node: streams.Zip | streams.Concat) -> list[str]:
+    return [short(other) for other in node.others]
+
+
+@_args.register
+def _(node: streams.Mix) -> list[str]:
+    args = [f"[{', '.join(short(i) for i in node.inputs)}]"]
+    if node.weights is not None:
+        args.append(f"weights={list(node.weights)!r}")
+    if node.seed is not None:
+        args.append(f"seed={node.seed}")
+    if node.stop != "first":
+        args.append(f"stop={node.stop!r}")
+    return args
+
+
+@_args.register(streams.Repeat)
+@_args.register(streams.Repeated)
+def _(node: streams.Repeat | streams.Repeated) -> list[str]:
+    args = [] if node.times is None else [str(node.times)]
+    if node.marker is not None:
+        args.append(f"marker={node.marker!r}")
+    if isinstance(node, streams.Repeated):
+        args.insert(0, short(node.body))
+    return args
+
+
+@_args.register
+def _(node: streams.ReadAhead) -> list[str]:
+    return [str(node.maxsize)]
+
+
 _LABELS: dict[type[plan.Node], str] = {
+    streams.Repeated: "repeat",
+    streams.ReadAhead: "prefetch",
+    plan.Mutex: "mutex",
     plan.Source: "Pipe",
     plan.RunInProcesses: "process",
     plan.InsertMarker: "insert_marker",
@@ -162,6 +244,7 @@ _NOTES: dict[type[plan.Node], str] = {
     plan.Save: "numbers items for the load below",
     plan.Load: "restores the order numbered above",
     plan.Fused: "one step per item",
+    streams.Repeated: "each pass runs the plan inside afresh",
 }
 
 
@@ -174,10 +257,14 @@ def explain(node: plan.Node, *, optimized: bool = True) -> str:
     for index, current in enumerate(nodes):
         text = f"{index:>3}  {describe(current)}"
         notes = []
-        if optimized and isinstance(current, plan.Thread):
+        if optimized and isinstance(current, streams.ReadAhead):
+            notes.append("one thread reads ahead through the stages marked *")
+        elif optimized and isinstance(current, plan.Thread):
             notes.append(f"{current.workers} threads pull the stages marked *")
         if optimized and isinstance(current, plan.RunInProcesses):
             notes.append(f"{current.workers} worker processes; a feeder thread pulls above")
+        if optimized and isinstance(current, plan.RunOnExecutor):
+            notes.append("chunks run on the executor; a feeder thread pulls above")
         if optimized and type(current) in _NOTES:
             notes.append(_NOTES[type(current)])
         if id(current) in in_threads:

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from typing import Any, Generic, Literal, TypeVar, overload
 
 import attrs
 
 from . import _plan
+from . import _plan_streams as streams
 from ._explain import explain, short
+from ._length import length
 from ._marker import Marker
+from ._pipe_streams import StreamMethods
 from ._planner import validate
 from ._runtime import Stage, materialize
 
@@ -18,8 +28,10 @@ __all__ = ["Pipe"]
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 U = TypeVar("U")
+V = TypeVar("V")
 
 MarkerMode = Literal["after", "before"] | None
+MixStop = Literal["first", "all"]
 WorkerErrorMode = Literal["raise", "forward", "forward-and-print", "exit"]
 StartMethod = Literal["fork", "forkserver", "spawn"]
 
@@ -33,7 +45,7 @@ def _to_plan(source: Any) -> _plan.Node:
 
 
 @attrs.frozen(repr=False, init=False)
-class Pipe(Generic[T_co]):
+class Pipe(StreamMethods, Generic[T_co]):
     """An immutable description of a pipeline; iterating it runs the pipeline.
 
     ``source`` is any iterable (each iteration of the pipe starts it afresh), an iterator
@@ -72,6 +84,55 @@ class Pipe(Generic[T_co]):
     def __iter__(self) -> Stage[T_co]:
         """A fresh run of the pipeline: a live, closeable ``Stage``."""
         return materialize(self.plan)
+
+    def __len__(self) -> int:
+        """The number of items a run yields, where it follows from the source's ``len()``
+        through the stages; ``TypeError`` naming the stage that makes it unknown.
+        Nothing runs.
+
+        Examples:
+            >>> len(Pipe(range(10)).map(str).shard(0, 3))
+            4
+            >>> len(Pipe(range(10)).filter(bool))
+            Traceback (most recent call last):
+            ...
+            TypeError: len(): filter(bool) changes the number of items by an amount known ...
+        """
+        return length(self.plan)
+
+    def __bool__(self) -> bool:
+        """A pipe is always true, whatever its length."""
+        return True
+
+    @staticmethod
+    def mix(
+        pipes: Sequence[Iterable[T]],
+        weights: Sequence[float] | None = None,
+        seed: int | None = None,
+        stop: MixStop = "first",
+    ) -> Pipe[T]:
+        """Interleave several pipes (or iterables): round-robin (``weights=None``), or each
+        next item from input ``i`` with probability ``weights[i]`` (normalized).
+
+        ``stop="first"`` ends when a draw finds its input exhausted; ``"all"`` goes on
+        with the remaining inputs (their weights renormalized) until all are. Every
+        marker of every input passes where it arrives. Deterministic with a ``seed``.
+
+        Examples:
+            >>> list(Pipe.mix([range(3), "ab"]))
+            [0, 'a', 1, 'b', 2]
+            >>> list(Pipe.mix([range(3), "ab"], stop="all"))
+            [0, 'a', 1, 'b', 2]
+            >>> mixed = list(Pipe.mix([["a"] * 100, ["b"] * 100], weights=[3, 1], seed=0))
+            >>> mixed.count("a"), mixed.count("b")  # ends when "a" runs out
+            (100, 44)
+        """
+        if isinstance(pipes, (str, bytes)) or not isinstance(pipes, Sequence):
+            raise TypeError(
+                f"mix: pipes must be a sequence of pipes, got {type(pipes).__name__}"
+            )
+        inputs = tuple(map(_to_plan, pipes))
+        return Pipe(streams.Mix(inputs, weights, seed, stop))
 
     # -- per-item stages -----------------------------------------------------------------
 
@@ -203,6 +264,28 @@ class Pipe(Generic[T_co]):
         """
         return self._then(_plan.Trace(self.plan, message))
 
+    # -- control -------------------------------------------------------------------------
+
+    def ignore_errors(
+        self, max_failures: int | float | None = None, log: bool = True
+    ) -> Pipe[T_co]:
+        """Drop the items whose processing raised an ``Exception`` in the per-item stages
+        above, back to the previous ``ignore_errors`` (or the source), wherever they ran.
+
+        ``max_failures`` is ``None`` (no limit), an int (at most this many) or a float in
+        (0, 1) (at most this share of the items seen, checked at each failure once 100
+        items have been seen); past it the run raises ``pl.TooManyErrors``. ``log=True``
+        logs each dropped item at WARNING on the ``tinypl`` logger. Errors of the source
+        and of stateful stages (partition ...) still raise, as do exceptions that are not
+        ``Exception``s (``KeyboardInterrupt``).
+
+        Examples:
+            >>> pipe = Pipe(["1", "x", "3"]).map(int).ignore_errors(log=False)
+            >>> list(pipe)
+            [1, 3]
+        """
+        return self._then(_plan.IgnoreErrors(self.plan, max_failures, log))
+
     # -- concurrency ---------------------------------------------------------------------
 
     def mutex(self) -> Pipe[T_co]:
@@ -221,6 +304,9 @@ class Pipe(Generic[T_co]):
         workers: int,
         maxsize: int | None = None,
         on_worker_error: WorkerErrorMode = "raise",
+        *,
+        timeout: float | None = None,
+        init: Callable[[], object] | None = None,
     ) -> Pipe[T_co]:
         """Run the stages above, back to the previous thread stage, in ``workers`` threads.
 
@@ -231,6 +317,12 @@ class Pipe(Generic[T_co]):
         ``on_worker_error="forward"`` raises ``WorkerError`` from it instead, and
         ``"forward-and-print"`` (or ``"exit"``) also logs it.
 
+        ``init()`` runs once in each worker thread before it takes an item; its error is
+        raised at the first pull. ``pl.worker_info()`` tells a stage function which worker
+        runs it. An item that takes more than ``timeout`` seconds raises ``TimeoutError``
+        at the consumer; its thread cannot be killed and is abandoned (see "Errors and
+        faults" in the docs).
+
         Examples:
             >>> import time
             >>> pipe = Pipe(range(8)).map(lambda x: time.sleep(0.01) or x).thread(4)
@@ -238,7 +330,9 @@ class Pipe(Generic[T_co]):
             [0, 1, 2, 3, 4, 5, 6, 7]
         """
         return self._then(
-            _plan.Thread(self.plan, workers, maxsize, on_worker_error)
+            _plan.Thread(
+                self.plan, workers, maxsize, on_worker_error, timeout=timeout, init=init
+            )
         )
 
     def process(
@@ -250,6 +344,10 @@ class Pipe(Generic[T_co]):
         limit_threads: bool = True,
         on_worker_error: WorkerErrorMode = "raise",
         chunksize: int | None = None,
+        timeout: float | None = None,
+        init: Callable[[], object] | None = None,
+        seed: int | None = None,
+        restart: bool = False,
     ) -> Pipe[T_co]:
         """Run the map/filter/each/flatten stages directly above in ``workers`` processes.
 
@@ -265,6 +363,14 @@ class Pipe(Generic[T_co]):
         memory. ``chunksize`` fixes the number of items per chunk (default: adaptive, so
         that a chunk keeps a worker busy for a few milliseconds).
 
+        ``init()`` runs once in each worker process before it takes an item; its error
+        is raised at the first pull. Worker ``i`` seeds ``random`` and numpy's global
+        generator with ``seed + i`` (``seed`` defaults to a base seed drawn per run) and
+        sees itself in ``pl.worker_info()``. An item that takes more than ``timeout``
+        seconds raises ``TimeoutError``; its worker is killed and replaced, and the other
+        items it held are sent again. ``restart=True`` also replaces a worker the OS
+        killed, re-sending what it held once.
+
         Examples:
             >>> sorted(Pipe(range(6)).map(abs).process(2))
             [0, 1, 2, 3, 4, 5]
@@ -278,8 +384,39 @@ class Pipe(Generic[T_co]):
                 limit_threads=limit_threads,
                 on_worker_error=on_worker_error,
                 chunksize=chunksize,
+                timeout=timeout,
+                init=init,
+                seed=seed,
+                restart=restart,
             )
         )
+
+    def executor(
+        self, executor: Any, maxsize: int | None = None, chunksize: int | None = None
+    ) -> Pipe[T_co]:
+        """Run the map/filter/each/flatten stages directly above on ``executor``.
+
+        ``executor`` is any ``concurrent.futures.Executor`` (``ProcessPoolExecutor``,
+        loky's, ``mpi4py.futures.MPIPoolExecutor``, Dask's ``client.get_executor()``)
+        or a ``distributed.Client``. As with ``process()``, the source and every other
+        stage stay here, where a feeder thread pulls them and submits chunks of items
+        (their size adapts to the cost per item unless ``chunksize`` fixes it), at most
+        ``maxsize`` chunks in flight (default: twice the executor's workers where they
+        can be known, else 8). The stage functions are cloudpickled once per run and
+        compiled once per worker process; their bytes go with every chunk, or, past
+        64 KiB, once to each worker that asks for them. Markers never leave this process.
+        Items come out in completion order; add ``.order()`` to restore it. The
+        executor belongs to the caller: closing the run cancels its pending chunks but
+        never shuts the executor down. A failure of the executor itself (a broken pool,
+        a killed worker) raises ``WorkerError``.
+
+        Examples:
+            >>> from concurrent.futures import ThreadPoolExecutor
+            >>> with ThreadPoolExecutor(2) as pool:
+            ...     print(list(Pipe(range(6)).map(abs).executor(pool).order()))
+            [0, 1, 2, 3, 4, 5]
+        """
+        return self._checked(_plan.Executor(self.plan, executor, maxsize, chunksize))
 
     def order(self, maxsize: int | None = None) -> Pipe[T_co]:
         """Restore the order items had before the earliest concurrent stage since the
@@ -296,6 +433,35 @@ class Pipe(Generic[T_co]):
             [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
         """
         return self._checked(_plan.Order(self.plan, maxsize))
+
+    # -- stream operations ---------------------------------------------------------------
+
+    @overload
+    def zip(self, other: Iterable[U], /) -> Pipe[tuple[T_co, U]]: ...
+    @overload
+    def zip(self, other: Iterable[U], other2: Iterable[V], /) -> Pipe[tuple[T_co, U, V]]: ...
+    @overload
+    def zip(self, *others: Iterable[Any]) -> Pipe[tuple[Any, ...]]: ...
+    def zip(self, *others: Iterable[Any]) -> Pipe[tuple[Any, ...]]:
+        """Tuples of one item of this pipe and of each of ``others`` (pipes or iterables),
+        ending with the shortest input. A marker of any input passes where it arrives.
+
+        Examples:
+            >>> from tinypl import Pipe
+            >>> list(Pipe(range(3)).zip("abcd"))
+            [(0, 'a'), (1, 'b'), (2, 'c')]
+        """
+        return self._then(streams.Zip(self.plan, tuple(map(_to_plan, others))))
+
+    def concat(self, *others: Iterable[U]) -> Pipe[T_co | U]:
+        """All items of this pipe, then those of each of ``others`` (pipes or iterables).
+
+        Examples:
+            >>> from tinypl import Pipe
+            >>> list(Pipe(range(2)).concat([5], Pipe("ab")))
+            [0, 1, 5, 'a', 'b']
+        """
+        return self._then(streams.Concat(self.plan, tuple(map(_to_plan, others))))
 
     # -- asyncio (issue 16) --------------------------------------------------------------
 

@@ -27,9 +27,14 @@ from ._validate import (
 __all__ = [
     "CONCURRENT",
     "Each",
+    "Executor",
+    "ExecutorOptions",
     "Filter",
+    "ErrorScope",
+    "ErrorToken",
     "Flatten",
     "Fused",
+    "IgnoreErrors",
     "InsertMarker",
     "Load",
     "Map",
@@ -43,6 +48,7 @@ __all__ = [
     "ProcessOptions",
     "Ratelimit",
     "RunInProcesses",
+    "RunOnExecutor",
     "SHIPPABLE",
     "Save",
     "Source",
@@ -92,6 +98,22 @@ def _bool(attr: str, default: bool) -> Any:
         check_bool(stage_name(node), attr, value)
 
     return attrs.field(validator=validate, default=default)
+
+
+def _optional_callable(attr: str) -> Any:
+    def validate(node: Node, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            check_callable(stage_name(node), attr, value)
+
+    return attrs.field(validator=validate, default=None, kw_only=True)
+
+
+def _timeout() -> Any:
+    def validate(node: Node, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            check_number(stage_name(node), "timeout", value)
+
+    return attrs.field(validator=validate, default=None, kw_only=True)
 
 
 def _marker(attr: str, *, optional: bool) -> Any:
@@ -243,6 +265,10 @@ class Thread(Node):
     def _check_mode(self, attribute: attrs.Attribute[Any], value: Any) -> None:
         check_choice("thread", "on_worker_error", value, WORKER_ERROR_MODES)
 
+    # Control (issue 13): seconds an item may take; a function each worker runs first.
+    timeout: float | None = _timeout()
+    init: Callable[[], Any] | None = _optional_callable("init")
+
     @property
     def queue_size(self) -> int:
         return 2 * self.workers if self.maxsize is None else self.maxsize
@@ -272,6 +298,12 @@ class ProcessOptions(Node):
     def _check_mode(self, attribute: attrs.Attribute[Any], value: Any) -> None:
         check_choice("process", "on_worker_error", value, WORKER_ERROR_MODES)
 
+    # Control (issue 13): per-item timeout, worker init, base seed, replacing dead workers.
+    timeout: float | None = _timeout()
+    init: Callable[[], Any] | None = _optional_callable("init")
+    seed: int | None = _int("seed", minimum=0, optional=True, default=None)
+    restart: bool = _bool("restart", False)
+
     @property
     def queue_size(self) -> int:
         return 2 * self.workers if self.maxsize is None else self.maxsize
@@ -281,6 +313,58 @@ class ProcessOptions(Node):
 class Process(ProcessOptions):
     """Runs the per-item stages directly upstream in ``workers`` worker processes (the
     planner moves them into a ``RunInProcesses`` node)."""
+
+
+# -- executor stages (issue 15) ------------------------------------------------------------
+
+
+def is_dask_client(value: Any) -> bool:
+    """Whether ``value`` is a ``distributed.Client`` (told apart without importing dask)."""
+    module = type(value).__module__ or ""
+    return module.partition(".")[0] == "distributed" and callable(
+        getattr(value, "get_executor", None)
+    )
+
+
+@attrs.frozen(slots=True, repr=False)
+class ExecutorOptions(Node):
+    """The options of an executor stage, shared by its logical and physical nodes.
+
+    ``executor`` is the user's live ``concurrent.futures.Executor`` or
+    ``distributed.Client``: the node references it, as a ``Source`` references its
+    iterable; tinypl never creates nor shuts it down.
+    """
+
+    upstream: Node
+    executor: Any = attrs.field()
+    maxsize: int | None = _int("maxsize", optional=True, default=None)
+    chunksize: int | None = _int("chunksize", optional=True, default=None)
+
+    @executor.validator
+    def _check_executor(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        # Duck-typed: importing concurrent.futures (and logging) here would slow down
+        # ``import tinypl``.
+        if is_dask_client(value) or (
+            callable(getattr(value, "submit", None)) and callable(getattr(value, "shutdown", None))
+        ):
+            return
+        raise TypeError(
+            "executor: executor must be a concurrent.futures.Executor or a"
+            f" distributed.Client, got {type(value).__name__}"
+        )
+
+
+@attrs.frozen(slots=True, repr=False)
+class Executor(ExecutorOptions):
+    """Runs the per-item stages directly upstream on a user's executor (the planner
+    moves them into a ``RunOnExecutor`` node)."""
+
+
+@attrs.frozen(slots=True, repr=False)
+class RunOnExecutor(ExecutorOptions):
+    """An executor stage with the per-item ``ops`` it submits (planned ``Executor``)."""
+
+    ops: tuple[Op, ...] = attrs.field(kw_only=True)
 
 
 @attrs.frozen(slots=True, repr=False)
@@ -302,6 +386,8 @@ class Fused(Node):
     upstream: Node
     ops: tuple[Op, ...]
     shared: bool = False
+    #: In the scope of an ``ignore_errors``: items whose ops raise are dropped.
+    skip: ErrorScope | None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen(slots=True, repr=False)
@@ -309,6 +395,8 @@ class RunInProcesses(ProcessOptions):
     """A process stage with the per-item ``ops`` its workers run (planned ``Process``)."""
 
     ops: tuple[Op, ...] = attrs.field(kw_only=True)
+    #: In the scope of an ``ignore_errors``: items whose ops raise are dropped.
+    skip: ErrorScope | None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen(eq=False, slots=True)
@@ -339,8 +427,65 @@ class Load(Node):
 
     upstream: Node
     save: OrderToken | None = attrs.field(default=None)
+# -- control (issue 13): skipping items whose processing failed -------------------------
+
+
+def check_budget(value: Any) -> int | float | None:
+    """``max_failures``: None (no limit), an int >= 0 (a count) or a float in (0, 1)
+    (a share of the items seen)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            "ignore_errors: max_failures must be None, an int or a float in (0, 1), got"
+            f" {type(value).__name__}"
+        )
+    if isinstance(value, int):
+        check_int("ignore_errors", "max_failures", value, minimum=0)
+    elif not 0 < value < 1:
+        raise ValueError(
+            "ignore_errors: a float max_failures is a share of the items seen and must be"
+            f" in (0, 1), got {value!r}; pass an int for a count"
+        )
+    return value
+
+
+@attrs.frozen(slots=True, repr=False)
+class IgnoreErrors(Node):
+    """Drops the items whose processing raised in the per-item stages above it, back to
+    the previous ``IgnoreErrors`` or the source (the planner marks them)."""
+
+    upstream: Node
+    max_failures: int | float | None = attrs.field(default=None)
+    log: bool = _bool("log", True)
+
+    @max_failures.validator
+    def _check_budget(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        check_budget(value)
+
+
+@attrs.frozen(eq=False, slots=True)
+class ErrorToken:
+    """The identity of one ``ignore_errors``: the stages of its scope share its budget."""
+
+    def __repr__(self) -> str:
+        return f"ErrorToken(0x{id(self):x})"
+
+
+@attrs.frozen(slots=True)
+class ErrorScope:
+    """What a per-item stage in an ``ignore_errors`` scope needs: the budget it shares
+    (by token), and whether it is the first stage of the scope (which counts the items
+    seen)."""
+
+    token: ErrorToken
+    max_failures: int | float | None
+    log: bool
+    first: bool
+
+
 #: Stages that run upstream work concurrently and so may reorder items.
-CONCURRENT: tuple[type[Node], ...] = (Thread, ProcessOptions)
+CONCURRENT: tuple[type[Node], ...] = (Thread, ProcessOptions, ExecutorOptions)
 #: Stages a process stage can run in its workers.
 SHIPPABLE: tuple[type[Node], ...] = (Map, Filter, Each, Flatten)
 #: Stages that act on one item at a time; ``node.op`` is what they do to it.
@@ -349,6 +494,8 @@ PerItem = Map | Filter | Each | Flatten | On
 _NAMES: dict[type[Node], str] = {
     Source: "Pipe",
     InsertMarker: "insert_marker",
+    RunOnExecutor: "executor",
+    IgnoreErrors: "ignore_errors",
 }
 
 

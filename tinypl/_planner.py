@@ -5,6 +5,8 @@
   region has no concurrent stage).
 - ``guard``: a ``Mutex(auto=True)`` goes below the per-item stages a thread stage's workers
   pull through, so a generator or other stateful stage is never entered by two threads.
+- ``repeat``: the plan above the last ``Repeat`` becomes the body of a ``Repeated`` that
+  starts the plan; ``prefetch`` becomes a one-thread ``ReadAhead``.
 - ``fuse``: runs of map/filter/each (inside an ordered region also flatten/on) become one
   ``Fused`` node, compiled to nested builtins or to one step per item.
 """
@@ -20,9 +22,13 @@ from ._plan import (
     Asyncio,
     AsyncSource,
     Each,
+    ErrorScope,
+    ErrorToken,
+    Executor,
     Filter,
     Flatten,
     Fused,
+    IgnoreErrors,
     Load,
     Map,
     Mutex,
@@ -32,6 +38,7 @@ from ._plan import (
     PerItem,
     Process,
     RunInProcesses,
+    RunOnExecutor,
     RunOnLoop,
     Save,
     Source,
@@ -40,16 +47,19 @@ from ._plan import (
     chain,
     stage_name,
 )
+from ._plan_streams import Prefetch, ReadAhead, Repeat, Repeated
 from ._validate import is_async_iterable
 
-__all__ = ["optimize", "shippable_run", "validate"]
+__all__ = ["EXECUTOR_MAXSIZE", "optimize", "shippable_run", "validate"]
 
 # Stages that act on one item at a time with no state across items.
 _STATELESS: tuple[type[Node], ...] = (Map, Filter, Each, On, Trace, Fused)
 # Stages that can sit inside an ordered region, acting on each numbered item's group.
-_GROUPABLE: tuple[type[Node], ...] = (*_STATELESS, Flatten, Mutex)
+_GROUPABLE: tuple[type[Node], ...] = (*_STATELESS, Flatten, Mutex, IgnoreErrors)
 # Stages whose output may be pulled from several threads at once.
-_THREAD_SAFE: tuple[type[Node], ...] = (Thread, Mutex, Save, RunInProcesses, RunOnLoop)
+_THREAD_SAFE: tuple[type[Node], ...] = (
+    Thread, Mutex, Save, RunInProcesses, RunOnExecutor, RunOnLoop
+)  # fmt: skip
 
 
 def validate(plan: Node) -> None:
@@ -61,10 +71,31 @@ def validate(plan: Node) -> None:
 
 def optimize(plan: Node) -> Node:
     """The physical plan for ``plan`` (raises as ``validate`` does)."""
-    nodes = _ship_to_processes(_checked(plan))
+    nodes = _ship_to_processes(_checked(_cut_repeats(plan)))
     nodes = _run_on_loops(nodes)
-    nodes = _guard_threads(_fuse(nodes))
+    nodes = _guard_threads(_scope_errors(_fuse(_read_ahead(nodes))))
     return _relink(nodes)
+
+
+def _cut_repeats(plan: Node) -> Node:
+    """The plan from its last ``repeat`` on: what is above it becomes the body that each
+    pass runs afresh (optimized when it is materialized)."""
+    nodes = chain(plan)
+    for index in range(len(nodes) - 1, -1, -1):
+        node = nodes[index]
+        if isinstance(node, Repeat):
+            start = Repeated(node.upstream, node.times, node.marker)
+            return _relink([start, *nodes[index + 1 :]])
+    return plan
+
+
+def _read_ahead(nodes: list[Node]) -> list[Node]:
+    """Each ``prefetch(n)`` becomes a one-thread stage with a queue of ``n`` items: one
+    worker keeps the order, and the stages above run in its thread."""
+    return [
+        ReadAhead(node.upstream, 1, node.n) if isinstance(node, Prefetch) else node
+        for node in nodes
+    ]
 
 
 def _checked(plan: Node) -> list[Node]:
@@ -76,6 +107,11 @@ def _checked(plan: Node) -> list[Node]:
             raise ValueError(
                 "process: no map, filter, each or flatten stage stands directly before"
                 " process(); there is nothing to run in the worker processes"
+            )
+        if isinstance(node, Executor) and not shippable_run(nodes[:index]):
+            raise ValueError(
+                "executor: no map, filter, each or flatten stage stands directly before"
+                " executor(); there is nothing to run on the executor"
             )
     return _place_order(nodes)
 
@@ -116,6 +152,9 @@ def _place_order(nodes: list[Node]) -> list[Node]:
             for inner in out[start:]:
                 if isinstance(inner, (Thread, Process)):
                     window += inner.workers + inner.queue_size
+                elif isinstance(inner, Executor):
+                    # Workers are known only at run time; the feeder widens the window.
+                    window += 2 * (inner.maxsize or EXECUTOR_MAXSIZE)
                 elif isinstance(inner, Asyncio):
                     window += inner.concurrency + inner.queue_size
         out.insert(start, Save(out[start - 1], window, adaptive=node.maxsize is None))
@@ -124,16 +163,26 @@ def _place_order(nodes: list[Node]) -> list[Node]:
     return out
 
 
+#: Chunks in flight on an executor whose worker count cannot be known.
+EXECUTOR_MAXSIZE = 8
+_SHIPPED: dict[type[Node], type[RunInProcesses | RunOnExecutor]] = {
+    Process: RunInProcesses,
+    Executor: RunOnExecutor,
+}
+
+
 def _ship_to_processes(nodes: list[Node]) -> list[Node]:
-    """Move the per-item run directly above each process stage into it."""
+    """Move the per-item run directly above each process or executor stage into it."""
     out: list[Node] = []
     for node in nodes:
-        if isinstance(node, Process):
+        shipped = _SHIPPED.get(type(node))
+        if shipped is not None:
+            assert isinstance(node, (Process, Executor))
             start = len(out) - shippable_run(out)
             assert start < len(out), "checked by _checked"
             ops = tuple(_op(n) for n in out[start:])
             del out[start:]
-            out.append(RunInProcesses(**attrs.asdict(node, recurse=False), ops=ops))
+            out.append(shipped(**attrs.asdict(node, recurse=False), ops=ops))
         else:
             out.append(node)
     return out
@@ -225,7 +274,7 @@ def _fuse(nodes: list[Node]) -> list[Node]:
             tagged = False
         out.append(node)
     flush()
-    assert isinstance(out[0], Source)
+    assert out[0].upstream is None, "a plan starts with a source, a mix or a repeat"
     return out
 
 
@@ -247,8 +296,14 @@ def _run_on_loops(nodes: list[Node]) -> list[Node]:
             out.append(RunOnLoop(**attrs.asdict(node, recurse=False), ops=run))
         else:
             out.append(node)
-    for node in out:
-        if isinstance(node, RunInProcesses):
+    _refuse_unawaited(out)
+    return out
+
+
+def _refuse_unawaited(nodes: list[Node]) -> None:
+    """Raise ``TypeError`` for an ``async def`` function where nothing would await it."""
+    for node in nodes:
+        if isinstance(node, (RunInProcesses, RunOnExecutor)):
             ops: tuple[Op, ...] = node.ops
         elif isinstance(node, PerItem):
             ops = (node.op,)
@@ -256,17 +311,44 @@ def _run_on_loops(nodes: list[Node]) -> list[Node]:
             continue
         for op in ops:
             fn = getattr(op, "fn", None)
-            if fn is not None and is_async(fn) and isinstance(op, OnOp):
+            if fn is None or not is_async(fn):
+                continue
+            if isinstance(op, OnOp):
                 raise TypeError(
                     f"{op.label}: {name_of(fn)} is an async function, but on() calls its"
                     " function without awaiting it, even in an asyncio region; pass a plain"
                     " function"
                 )
-            if fn is not None and is_async(fn):
-                raise TypeError(
-                    f"{op.label}: {name_of(fn)} is an async function, but no .asyncio() stage"
-                    f" runs {op.kind}(), so nothing would await it; add .asyncio(n) after"
-                    f" it (e.g. .{op.kind}({name_of(fn)}).asyncio(8)) to run it on an event"
-                    " loop with n items in flight"
-                )
+            raise TypeError(
+                f"{op.label}: {name_of(fn)} is an async function, but no .asyncio() stage"
+                f" runs {op.kind}(), so nothing would await it; add .asyncio(n) after"
+                f" it (e.g. .{op.kind}({name_of(fn)}).asyncio(8)) to run it on an event"
+                " loop with n items in flight"
+            )
+
+
+# -- control (issue 13) ------------------------------------------------------------------
+
+_SKIPPABLE = (Fused, RunInProcesses)
+
+
+def _scope_errors(nodes: list[Node]) -> list[Node]:
+    """Each ``IgnoreErrors`` marks the per-item nodes of its scope (back to the previous
+    one, or the source) with one ``ErrorScope`` and leaves the plan: items are dropped
+    where they fail, not where the stage was written."""
+    out: list[Node] = []
+    start = 0  # index in ``out`` where the current scope starts
+    for node in nodes:
+        if not isinstance(node, IgnoreErrors):
+            out.append(node)
+            continue
+        token = ErrorToken()
+        first = True
+        for index in range(start, len(out)):
+            inner = out[index]
+            if isinstance(inner, _SKIPPABLE):
+                scope = ErrorScope(token, node.max_failures, node.log, first)
+                out[index] = attrs.evolve(inner, skip=scope)
+                first = False
+        start = len(out)
     return out

@@ -9,7 +9,17 @@ in ``CASES`` of ``benchmarks/_legacy_runner.py``, and add the module to :data:`S
 
 from __future__ import annotations
 
-from benchmarks.suites import asyncio, dataloader, process, sleep, startup, sync, thread
+from benchmarks.suites import (
+    asyncio,
+    dataloader,
+    executor,
+    process,
+    sleep,
+    startup,
+    streams,
+    sync,
+    thread,
+)
 from benchmarks.suites.base import Suite
 
 SUITES: dict[str, Suite] = {
@@ -19,8 +29,10 @@ SUITES: dict[str, Suite] = {
         thread.SUITE,
         process.SUITE,
         dataloader.SUITE,
+        executor.SUITE,
         startup.SUITE,
         sleep.SUITE,
+        streams.SUITE,
         asyncio.SUITE,
     )
 }

@@ -21,6 +21,16 @@ assert_type(ints.partition(2), pl.Pipe[list[int]])
 assert_type(ints.partition(2).flatten(), pl.Pipe[int])
 assert_type(list(ints.map(str)), list[str])
 
+# -- stream operations
+assert_type(ints.shuffle(4, seed=0).take(3).skip(1).shard(0, 2).prefetch(2), pl.Pipe[int])
+assert_type(ints.zip(["a"]), pl.Pipe[tuple[int, str]])
+assert_type(ints.zip(["a"], [1.0]), pl.Pipe[tuple[int, str, float]])
+assert_type(ints.concat(["a"]), pl.Pipe[int | str])
+assert_type(pl.Pipe.mix([ints, ints], weights=[1, 2]), pl.Pipe[int])
+assert_type(ints.repeat(2), pl.Pipe[int])
+assert_type(len(ints.take(3)), int)
+assert_type(pl.take(range(3), 2), pl.Stage[int])
+assert_type(pl.mix([range(3), range(4)]), pl.Stage[int])
 
 # -- asyncio stages (issue 16)
 async def fetch(x: int) -> str:

@@ -53,6 +53,11 @@ class _Code:
         self.op: Op | None = None
         self._vars = 0
         self._ops = ops
+        #: The drop form: called with each item error (and may raise to end the run).
+        self.drop: Drop | None = None
+        #: Called once per data item entering the ops (counts the items an
+        #: ``ignore_errors`` scope has seen); its result is ``_k``.
+        self.seen: Callable[[], int] | None = None
 
     def param(self, value: Any) -> str:
         self.params.append(value)
@@ -138,6 +143,8 @@ def _body(code: _Code, sink: str, *, markers: bool) -> None:
         code.line("continue")
         code.depth -= 1
     depth = code.depth
+    if code.seen is not None:
+        code.line(f"_k = {code.param(code.seen)}()")
     for op in code._ops:
         code.op = op
         emit(op, code)
@@ -152,7 +159,9 @@ def _body(code: _Code, sink: str, *, markers: bool) -> None:
 
 def _except(code: _Code, *, extra: tuple[str, ...] = ()) -> None:
     code.line("except Exception as _e:")
-    for text in (*extra, "_fail(_e, locals())", "raise"):
+    # The drop form (ignore_errors) reports the error and goes on with the next item.
+    last = "continue" if code.drop is not None else "raise"
+    for text in (*extra, "_fail(_e, locals())", last):
         code.line("    " + text)
 
 
@@ -170,7 +179,10 @@ def _finish(code: _Code, header: list[str]) -> Callable[..., Any]:
     offset = len(header) + 1
     where = {number + offset: what for number, what in code.where.items()}
     text = "\n".join(lines) + "\n"
-    return _build(text)(functools.partial(_note, where), *code.params)  # type: ignore[no-any-return]
+    fail: Callable[..., None] = functools.partial(_note, where)
+    if code.drop is not None:
+        fail = functools.partial(_note_and_drop, where, code.drop)
+    return _build(text)(fail, *code.params)  # type: ignore[no-any-return]
 
 
 def _note(where: dict[int, tuple[str, str]], error: BaseException, scope: dict[str, Any]) -> None:
@@ -179,6 +191,29 @@ def _note(where: dict[int, tuple[str, str]], error: BaseException, scope: dict[s
     if found is not None:
         label, var = found
         add_item_note(error, label, scope.get(var), scope.get("_n"))
+
+
+#: ``drop(error, label, item, position)``: an item whose ops raised ``error`` is dropped.
+Drop = Callable[[BaseException, str, Any, "int | None"], None]
+
+
+def _note_and_drop(
+    where: dict[int, tuple[str, str]], drop: Drop, error: BaseException, scope: dict[str, Any]
+) -> None:
+    _note(where, error, scope)
+    traceback = error.__traceback__
+    found = None if traceback is None else where.get(traceback.tb_lineno)
+    label, item = ("?", None) if found is None else (found[0], scope.get(found[1]))
+    position = scope.get("_n")
+    if position is None and "_k" in scope:
+        position = scope["_k"] - 1  # counted from 1 by ``seen``
+    drop(error, label, item, position)
+
+
+def _drop_form(code: _Code, drop: Drop | None, seen: Callable[[], int] | None) -> _Code:
+    code.drop = drop
+    code.seen = seen if drop is not None else None
+    return code
 
 
 class Cursor:
@@ -197,8 +232,10 @@ _GENERATOR_HEADER = (
 )
 
 
-def _generator(ops: Ops, *, markers: bool) -> Callable[..., Iterator[Any]]:
-    code = _Code(ops)
+def _generator(
+    ops: Ops, *, markers: bool, drop: Drop | None = None, seen: Callable[[], int] | None = None
+) -> Callable[..., Iterator[Any]]:
+    code = _drop_form(_Code(ops), drop, seen)
     code.depth = 4
     _body(code, "yield {}", markers=markers)
     code.depth = 3
@@ -213,35 +250,58 @@ def _generator(ops: Ops, *, markers: bool) -> Callable[..., Iterator[Any]]:
     return _finish(code, list(_GENERATOR_HEADER))
 
 
-def restarting(ops: Ops, source: Iterator[Any], *, markers: bool) -> Iterator[Iterator[Any]]:
+def restarting(
+    ops: Ops,
+    source: Iterator[Any],
+    *,
+    markers: bool,
+    drop: Drop | None = None,
+    seen: Callable[[], int] | None = None,
+) -> Iterator[Iterator[Any]]:
     """Generators applying ``ops`` to ``source``, for ``itertools.chain.from_iterable``:
     after an error a fresh one goes on with the next item.
 
     Notes name the item but not its position: counting items would cost this, the
-    fastest path, about 15% (positions come from the numbering of ordered regions)."""
-    run = _generator(ops, markers=markers)
+    fastest path, about 15% (positions come from the numbering of ordered regions).
+    With ``drop`` (the drop form) an item whose ops raise an ``Exception`` is passed to
+    ``drop`` instead and the run goes on; ``seen`` is called once per data item."""
+    run = _generator(ops, markers=markers, drop=drop, seen=seen)
     cursor = Cursor()
     while not cursor.done:
         yield run(source, cursor)
 
 
-def stepper(ops: Ops, pull: Callable[[], Any], *, markers: bool) -> Callable[[], Any]:
+def stepper(
+    ops: Ops,
+    pull: Callable[[], Any],
+    *,
+    markers: bool,
+    drop: Drop | None = None,
+    seen: Callable[[], int] | None = None,
+) -> Callable[[], Any]:
     """A function returning the next result of ``ops`` over ``pull()`` (map, filter and
-    each only), safe to call from several threads at once."""
+    each only), safe to call from several threads at once (``drop``: as ``restarting``)."""
     head = ["def _make(_pull):", "    def _step(_self=None):", "        while True:"]
     head += ["            x0 = _pull()", "            try:"]
     tail = ["    return _step", "return _make"]
-    make = _function(ops, head, "return {}", markers=markers, tail=tail)
+    make = _function(ops, head, "return {}", markers=markers, tail=tail, drop=drop, seen=seen)
     step: Callable[[], Any] = make(pull)
     return step
 
 
 def _function(
-    ops: Ops, head: list[str], sink: str, *, markers: bool, tail: list[str]
+    ops: Ops,
+    head: list[str],
+    sink: str,
+    *,
+    markers: bool,
+    tail: list[str],
+    drop: Drop | None = None,
+    seen: Callable[[], int] | None = None,
 ) -> Callable[..., Any]:
     """The factory of a function whose ``head`` ends in a ``try:`` inside a loop over
     items ``x0``: the ops and ``sink`` go inside the try, ``tail`` after the loop."""
-    code = _Code(ops)
+    code = _drop_form(_Code(ops), drop, seen)
     code.lines = ["    " + line for line in head]
     code.depth = head[-1].count("    ") + 2
     _body(code, sink, markers=markers)
@@ -265,26 +325,36 @@ def stepping(step: Callable[..., Any]) -> Iterator[Any]:
     return steps
 
 
-def _list_function(ops: Ops, *, markers: bool) -> Callable[..., list[Any]]:
+def _list_function(
+    ops: Ops, *, markers: bool, drop: Drop | None = None, seen: Callable[[], int] | None = None
+) -> Callable[..., list[Any]]:
     head = ["def _apply(_items, _n=None):", "    _out = []", "    _append = _out.append"]
     head += ["    for x0 in _items:", "        try:"]
     tail = ["    return _out", "return _apply"]
-    return _function(ops, head, "_append({})", markers=markers, tail=tail)
+    return _function(
+        ops, head, "_append({})", markers=markers, tail=tail, drop=drop, seen=seen
+    )
 
 
-def group_function(ops: Ops) -> Callable[[list[Any], int | None], list[Any]]:
+def group_function(
+    ops: Ops, *, drop: Drop | None = None, seen: Callable[[], int] | None = None
+) -> Callable[[list[Any], int | None], list[Any]]:
     """``apply(items, n)``: ``ops`` applied to the items of one record of an ordered
-    region (markers among them); ``n`` is the record's source position, if known."""
-    return _list_function(ops, markers=True)
+    region (markers among them); ``n`` is the record's source position, if known
+    (``drop``: as ``restarting``)."""
+    return _list_function(ops, markers=True, drop=drop, seen=seen)
 
 
-def chunk_function(ops: Ops, tagged: bool) -> Callable[[list[Any]], list[Any]]:
+def chunk_function(
+    ops: Ops, tagged: bool, *, drop: Drop | None = None
+) -> Callable[[list[Any]], list[Any]]:
     """What a worker does with one chunk: apply ``ops`` to its items, or, in an ordered
-    region, to the item list of each ``(n, items)`` record. Markers never enter a worker."""
-    apply = _list_function(ops, markers=False)
+    region, to the item list of each ``(n, items)`` record. Markers never enter a worker.
+    With ``drop``, an item whose ops raise is reported to it and left out."""
+    apply = _list_function(ops, markers=False, drop=drop)
     if not tagged:
         return apply
-    return lambda records: [(n, apply(items)) for n, items in records]
+    return lambda records: [(n, apply(items, n)) for n, items in records]
 
 
 # -- the asyncio form (issue 16) ---------------------------------------------------------

@@ -32,6 +32,10 @@ class Feeder:
     """Chunks of the upstream items, sent through ``send(index, data)``; markers and
     control messages go to ``post`` (the reader's queue) instead."""
 
+    #: Target seconds of worker time per chunk (an executor stage aims higher: each of
+    #: its chunks pays the engine's scheduling cost).
+    chunk_seconds = CHUNK_SECONDS
+
     def __init__(
         self,
         upstream: Stage[Any],
@@ -166,7 +170,7 @@ class Feeder:
         # but never so big that gathering it from a slow upstream delays the workers.
         if self.item_cost == 0:
             return size  # no cost measured yet: items might be large, stay small
-        target = min(MAX_CHUNK, int(CHUNK_SECONDS / self.item_cost))
+        target = min(MAX_CHUNK, int(self.chunk_seconds / self.item_cost))
         if gathered > 0:
             target = min(target, int(GATHER_SECONDS / gathered))
         return max(1, min(size * 2, target))

@@ -26,10 +26,18 @@ import cloudpickle
 
 from .. import _plan as plan
 from .. import _shm
-from .._errors import ProcessWorkerError, RemoteTraceback, WorkerDied, WorkerError
+from .._errors import (
+    ProcessWorkerError,
+    RemoteTraceback,
+    TooManyErrors,
+    WorkerDied,
+    WorkerError,
+)
+from .._workerinfo import draw_seed
 from ._control import DONE, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas, interpreter_exiting
 from ._feeder import Feeder
+from ._skip import Budget, budget_for, keep_budget
 from ._stage import Stage, WorkerStage, worker_stage
 from ._worker import PLAIN, POOLED, WorkerSpec, shared_memory_pool
 from ._workerset import WorkerSet, default_start_method
@@ -84,7 +92,13 @@ class ProcessCore(FailureHandling):
 
     forward_error = ProcessWorkerError
 
-    def __init__(self, upstream: Stage[Any], node: plan.RunInProcesses, ops_payload: bytes) -> None:
+    def __init__(
+        self,
+        upstream: Stage[Any],
+        node: plan.RunInProcesses,
+        ops_payload: bytes,
+        init_payload: bytes | None = None,
+    ) -> None:
         self.upstream = upstream
         self.node = node
         self.workers = node.workers
@@ -93,6 +107,9 @@ class ProcessCore(FailureHandling):
         self.stage_name = f"process({', '.join(op.kind for op in node.ops)})"
         self.ready: deque[Any] = deque()
         self._ops_payload = ops_payload
+        self._init_payload = init_payload
+        #: The budget of the ignore_errors scope the stage is in (set by the builder).
+        self.budget: Budget | None = None
         self._lock = threading.RLock()  # one reader at a time waits on the pipes
         self._state = threading.Lock()
         self._control: SimpleQueue[Any] = SimpleQueue()
@@ -127,7 +144,18 @@ class ProcessCore(FailureHandling):
         method = self.node.start_method or default_start_method()
         pool = functools.partial(shared_memory_pool, SHM_CAPACITY, SHM_MIN_BUFFER, os.getpid())
         tagged = self.upstream._tagger is not None
-        spec = WorkerSpec(self._ops_payload, tagged, self.node.limit_threads, self.stage_name, pool)
+        seed = draw_seed() if self.node.seed is None else self.node.seed
+        spec = WorkerSpec(
+            self._ops_payload,
+            tagged,
+            self.node.limit_threads,
+            self.stage_name,
+            pool,
+            init_payload=self._init_payload,
+            seed=seed,
+            count=self.workers,
+            skip=self.budget is not None,
+        )
         # Segments left by processes that died without cleaning up (kill -9 of a group),
         # and mappings of earlier runs whose last array died after their shutdown.
         _shm.cleanup_orphans()
@@ -137,7 +165,36 @@ class ProcessCore(FailureHandling):
         except BaseException:
             self.close_all()
             raise
+        if self._init_payload is not None:
+            self._await_inits()
         self.feeder.start(f"{self.name}-feeder")
+
+    def _await_inits(self) -> None:
+        """Wait for every worker's ``init`` report; raise the first failure (or death)
+        here, at the first pull, before any item is sent."""
+        pool = self.pool
+        waiting = set(range(self.workers))
+        while waiting:
+            sentinels = pool.sentinels()
+            handles = [pool.results[i] for i in waiting] + [
+                s for s, i in sentinels.items() if i in waiting
+            ]
+            for ready in wait(handles, SIGNAL_CHECK):
+                if ready in sentinels:
+                    if not pool.results[sentinels[ready]].poll(0):
+                        self.error = pool.died(sentinels[ready])
+                        self.fail()
+                    continue  # its report is in the pipe: read it first
+                index = pool.results.index(ready)
+                try:
+                    message = _load(pool.results[index].recv_bytes())
+                except (EOFError, OSError):
+                    self.error = pool.died(index)
+                    self.fail()
+                if message[1] == "error":
+                    self.error = _rebuild_error(self.stage_name, message[2])
+                    self.fail()
+                waiting.discard(index)
 
     # -- reader side ---------------------------------------------------------------------
 
@@ -217,14 +274,31 @@ class ProcessCore(FailureHandling):
         if message[1] == "error":
             self.error = _rebuild_error(self.stage_name, message[2])
             self.fail()
-        _, _, elapsed, count, out = message
+        elapsed, count, out = message[2:5]
         self.feeder.measured(count, elapsed)
+        if self.budget is not None:
+            self._record(count, message[5] if len(message) > 5 else ())
         self.ready.extend(out)
+
+    def _record(self, count: int, drops: Any) -> None:
+        """Count a chunk's items as seen (first stage of its scope) and record its drops,
+        raising past the budget."""
+        budget = self.budget
+        assert budget is not None and self.node.skip is not None
+        if self.node.skip.first:
+            budget.add_seen(count)
+        for label, item, position, packed in drops:
+            error = _rebuild_error(self.stage_name, packed)
+            try:
+                budget.dropped(error, label, item, position)
+            except TooManyErrors as too_many:
+                self.error = too_many
+                self.fail()
 
     def fail(self) -> NoReturn:
         """Raise the stage's error to a reader, stopping everything the first time."""
         self.ready.clear()
-        self.raise_failure(self.node.on_worker_error, as_is=(WorkerDied,))
+        self.raise_failure(self.node.on_worker_error, as_is=(WorkerDied, TooManyErrors))
 
     # -- Core protocol -------------------------------------------------------------------
 
@@ -290,9 +364,12 @@ def process_stage(
     """A live process stage of class ``cls`` running ``node`` on ``upstream``."""
     try:
         payload = cloudpickle.dumps(node.ops)
+        init = None if node.init is None else cloudpickle.dumps(node.init)
     except Exception as error:
         raise TypeError(
             f"process: the stage functions cannot be pickled for the worker processes: {error}"
         ) from error
-    core = ProcessCore(upstream, node, payload)
-    return worker_stage(cls, ProcessReader(core), node, upstream, core)
+    core = ProcessCore(upstream, node, payload, init)
+    core.budget = budget_for(node.skip, upstream)
+    stage = worker_stage(cls, ProcessReader(core), node, upstream, core)
+    return keep_budget(stage, core.budget)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from .._plan import Node, Source, chain
+from .._plan import Node, chain
 from .._planner import optimize
 from ._stage import Stage
 
@@ -24,16 +24,13 @@ def build(node: Node, upstream: Stage[Any]) -> Stage[Any]:
 
 @functools.singledispatch
 def build_source(node: Node) -> Stage[Any]:
-    raise NotImplementedError(f"tinypl: {type(node).__name__} cannot start a pipeline")
+    raise TypeError(f"tinypl: a plan cannot start with {type(node).__name__}")
 
 
 def materialize(plan: Node) -> Stage[Any]:
     """A fresh run of ``plan``: optimize it, then build each node on the one below."""
     nodes = chain(optimize(plan))
-    first = nodes[0]
-    if not isinstance(first, Source):
-        raise TypeError(f"tinypl: a plan must start with a Source, got {type(first).__name__}")
-    stage = build_source(first)
+    stage = build_source(nodes[0])
     for node in nodes[1:]:
         stage = build(node, stage)
     return stage

@@ -9,7 +9,9 @@ region, sequence-numbered records) included. Downstream stages pull ``raw``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import sys
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -26,8 +28,10 @@ if TYPE_CHECKING:
 __all__ = [
     "ChainStage",
     "Core",
+    "EXHAUSTIBLE",
     "FilterStage",
     "MapStage",
+    "Parts",
     "SourceStage",
     "Stage",
     "ViewStage",
@@ -113,6 +117,17 @@ class Stage(Generic[T_co]):
 
         def __next__(self) -> T_co: ...
 
+    def __length_hint__(self) -> int:
+        """An estimate of the items left (``operator.length_hint``): exact for sync stages
+        over a sized source, ``NotImplemented`` where the stages make it unknown."""
+        from ._hint import remaining
+
+        try:
+            hint = remaining(self)
+        except Exception:  # a hint must never break list(stage)
+            hint = None
+        return NotImplemented if hint is None else hint
+
     def close(self) -> None:
         """Stop this stage and everything upstream of it; idempotent."""
         if self._closed:
@@ -181,12 +196,63 @@ class FilterStage(filter, Stage[T_co]):  # type: ignore[type-arg]
     """A stage whose items come from a builtin ``filter`` (no markers can occur)."""
 
 
+# Iterators of builtin sequences whose ``__setstate__`` moves them to their end.
+_SEQUENCES: tuple[Any, ...] = (range(0), [], (), "", b"", bytearray())
+EXHAUSTIBLE = frozenset(type(iter(x)) for x in _SEQUENCES)
+
+
+class Parts:
+    """The iterators an ``itertools.chain`` goes through, remembering the one in progress
+    so that ``stop()`` can end it: ``chain`` itself offers no way to drop it."""
+
+    __slots__ = ("_current", "_iterables", "_stopped")
+
+    def __init__(self, iterables: Iterator[Any]) -> None:
+        self._iterables = iterables
+        self._current: Iterator[Any] | None = None
+        self._stopped = False
+
+    def __iter__(self) -> Parts:
+        return self
+
+    def __next__(self) -> Iterator[Any]:
+        if self._stopped:
+            raise StopIteration
+        current: Iterator[Any] = iter(next(self._iterables))
+        self._current = current
+        return current
+
+    def stop(self) -> None:
+        """Hand out no more parts, and end the one in progress where that is possible
+        (generators and iterators of builtin sequences)."""
+        self._stopped = True
+        current, self._current = self._current, None
+        if current is None:
+            return
+        if type(current) in EXHAUSTIBLE:
+            current.__setstate__(sys.maxsize)  # type: ignore[attr-defined]
+            return
+        close = getattr(current, "close", None)
+        if close is not None:
+            # ValueError: running in another thread, which the upstream's end stops.
+            with contextlib.suppress(ValueError):
+                close()
+
+
 class ChainStage(itertools.chain, Stage[T_co]):  # type: ignore[type-arg]
-    """A stage whose items come from ``itertools.chain`` (no markers can occur)."""
+    """A stage whose items come from ``itertools.chain`` over ``Parts`` (no markers can
+    occur); ``close()`` also drops the rest of the part in progress."""
+
+    _parts: Parts
+
+    @classmethod
+    def over(cls, parts: Parts) -> ChainStage[Any]:
+        stage: ChainStage[Any] = cls.from_iterable(parts)  # type: ignore[assignment]
+        stage._parts = parts
+        return stage
 
     def _stop_own(self) -> None:
-        # Drop the element in progress, or close() would leave its rest to be yielded.
-        self.__setstate__((iter(()),))  # type: ignore[attr-defined]
+        self._parts.stop()
 
 
 class SourceStage(itertools.islice, Stage[T_co]):  # type: ignore[type-arg]

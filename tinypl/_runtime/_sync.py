@@ -20,11 +20,14 @@ from typing import Any
 from .. import _plan as plan
 from .._marker import is_marker
 from .._ops import Op
-from ._compile import group_function, restarting, stepper, stepping
+from ._compile import Drop, group_function, restarting, stepper, stepping
 from ._order import GroupApply, LoadRaw, SaveRaw, Tagger
 from ._registry import build, build_source
+from ._skip import Budget, budget_for, keep_budget
 from ._stage import (
+    EXHAUSTIBLE,
     ChainStage,
+    Parts,
     SourceStage,
     Stage,
     ViewStage,
@@ -86,11 +89,22 @@ def _follow(raw: Iterator[Any], node: plan.Node, upstream: Stage[Any]) -> Stage[
     )
 
 
-def _group(node: plan.Node, upstream: Stage[Any], ops: tuple[Op, ...]) -> Stage[Any]:
+def _group(
+    node: plan.Node, upstream: Stage[Any], ops: tuple[Op, ...], budget: Budget | None = None
+) -> Stage[Any]:
     tagger = upstream._tagger
     assert tagger is not None
-    raw = GroupApply(upstream.raw, group_function(ops), tagger)
+    drop, seen = _dropping(node, budget)
+    raw = GroupApply(upstream.raw, group_function(ops, drop=drop, seen=seen), tagger)
     return _follow(raw, node, upstream)
+
+
+def _dropping(node: plan.Node, budget: Budget | None) -> tuple[Drop | None, Any]:
+    """The ``drop`` and ``seen`` of the compiled drop form, in an ignore_errors scope."""
+    if budget is None:
+        return None, None
+    first = isinstance(node, plan.Fused) and node.skip is not None and node.skip.first
+    return budget.drop, budget.count if first else None
 
 
 def _not_in_ordered_region(node: plan.Node, upstream: Stage[Any]) -> None:
@@ -102,9 +116,6 @@ def _not_in_ordered_region(node: plan.Node, upstream: Stage[Any]) -> None:
         )
 
 
-# Iterators of builtin sequences that ``__setstate__`` can move to their end.
-_SEQUENCES: tuple[Iterable[Any], ...] = (range(0), [], (), "", b"", bytearray())
-_EXHAUSTIBLE = frozenset(type(iter(x)) for x in _SEQUENCES)
 
 
 def _detachable(iterator: Iterator[Any]) -> Iterator[Any]:
@@ -125,7 +136,7 @@ def _source(node: plan.Source) -> Stage[Any]:
     stop: Callable[[], None]
     if isinstance(iterator, GeneratorType):
         stop = iterator.close
-    elif iterator is not source and type(iterator) in _EXHAUSTIBLE:
+    elif iterator is not source and type(iterator) in EXHAUSTIBLE:
         stop = _stopper(iterator)  # our own iterator: closing may move it to its end
     else:
         # Someone else's iterator (maybe shared): closing detaches this run from it.
@@ -137,57 +148,67 @@ def _source(node: plan.Source) -> Stage[Any]:
     return stage
 
 
-class _Runs(itertools.chain):  # type: ignore[type-arg]
-    """The generators of a fused run (``_compile.restarting``), one after another."""
+class _Runs(Parts):
+    """The generators of a fused run (``_compile.restarting``), one after another; asked
+    whether several threads may pull the run (``share``), it goes on as one step function,
+    which any number of threads may call, when its upstream can be shared and no generator
+    has started yet (a started one may hold an item; the automatic lock then guards it)."""
 
+    __slots__ = ("_drop", "_markers", "_ops", "_shared", "_upstream")
 
-class _FusedStage(ChainStage[Any]):
-    """A marker-free fused run: its generators, at C speed through ``chain``."""
-
-
-class _Sharing:
-    """Asked whether several threads may pull a fused run compiled to generators (which
-    one thread at a time may enter): when the upstream can be shared, the run goes on as
-    a step function, which any number of threads may call."""
-
-    def __init__(self, run: itertools.chain[Any], ops: tuple[Op, ...], upstream: Stage[Any]):
-        self._run = run
+    def __init__(
+        self,
+        ops: tuple[Op, ...],
+        upstream: Stage[Any],
+        markers: bool,
+        drop: tuple[Drop | None, Any] = (None, None),
+    ) -> None:
+        dropped, seen = drop
+        super().__init__(restarting(ops, upstream.raw, markers=markers, drop=dropped, seen=seen))
         self._ops = ops
         self._upstream = upstream
+        self._markers = markers
         self._shared = False
+        self._drop = drop
 
-    def __call__(self) -> bool:
-        if not self._shared and self._upstream._can_share():
-            upstream = self._upstream
-            step = stepper(self._ops, upstream.raw.__next__, markers=upstream._may_mark)
-            # A suspended generator holds no item: the step goes on with the next one.
-            self._run.__setstate__((iter(()), stepping(step)))  # type: ignore[attr-defined]
-            self._shared = True
-        return self._shared
+    def share(self) -> bool:
+        if self._shared:
+            return True
+        if self._current is not None or not self._upstream._can_share():
+            return False
+        upstream = self._upstream
+        drop, seen = self._drop
+        step = stepper(
+            self._ops, upstream.raw.__next__, markers=self._markers, drop=drop, seen=seen
+        )
+        self._iterables = iter((stepping(step),))
+        self._shared = True
+        return True
 
 
 @build.register
 def _fused(node: plan.Fused, upstream: Stage[Any]) -> Stage[Any]:
+    budget = budget_for(node.skip, upstream)  # in an ignore_errors scope
+    return keep_budget(_fused_stage(node, upstream, budget), budget)
+
+
+def _fused_stage(node: plan.Fused, upstream: Stage[Any], budget: Budget | None) -> Stage[Any]:
     if upstream._tagger is not None:
-        return _group(node, upstream, node.ops)
+        return _group(node, upstream, node.ops, budget)
     markers = upstream._may_mark
+    drop, seen = dropping = _dropping(node, budget)
     if node.shared:  # worker threads pull it at once
-        step = stepper(node.ops, upstream.raw.__next__, markers=markers)
+        step = stepper(node.ops, upstream.raw.__next__, markers=markers, drop=drop, seen=seen)
         return _view(
             stepping(step), node, upstream, may_mark=markers, thread_safe=upstream._can_share
         )
-    runs = restarting(node.ops, upstream.raw, markers=markers)
+    runs = _Runs(node.ops, upstream, markers, dropping)
     if markers:
-        raw = _Runs.from_iterable(runs)
-        sharing = _Sharing(raw, node.ops, upstream)
-        return _view(raw, node, upstream, may_mark=True, thread_safe=sharing)
-    stage: _FusedStage = _FusedStage.from_iterable(runs)  # type: ignore[assignment]
+        raw = itertools.chain.from_iterable(runs)
+        return _view(raw, node, upstream, may_mark=True, thread_safe=runs.share)
+    stage = ChainStage.over(runs)
     stage._attach(
-        raw=None,
-        node=node,
-        upstream=upstream,
-        may_mark=False,
-        thread_safe=_Sharing(stage, node.ops, upstream),
+        raw=None, node=node, upstream=upstream, may_mark=False, thread_safe=runs.share
     )
     return stage
 
@@ -200,7 +221,7 @@ def _flatten(node: plan.Flatten, upstream: Stage[Any]) -> Stage[Any]:
         raw = FlattenStep(upstream.raw, node.eager)
         return _view(raw, node, upstream, may_mark=True, thread_safe=False)
     inner = map(list, upstream.raw) if node.eager else upstream.raw
-    stage: ChainStage[Any] = ChainStage.from_iterable(inner)  # type: ignore[assignment]
+    stage = ChainStage.over(Parts(inner))
     stage._attach(raw=None, node=node, upstream=upstream, may_mark=False, thread_safe=False)
     return stage
 

@@ -23,7 +23,8 @@ from queue import Empty, SimpleQueue
 from typing import Any, NoReturn
 
 from .. import _plan as plan
-from .._errors import ThreadWorkerError
+from .._errors import ThreadWorkerError, TooManyErrors
+from .._workerinfo import WorkerInfo, draw_seed, entered, init_note
 from ._control import DONE, END, FAILED, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas, interpreter_exiting
 from ._registry import build
@@ -49,8 +50,14 @@ class ThreadCore(FailureHandling):
         workers: int,
         maxsize: int,
         on_worker_error: str,
+        init: Callable[[], Any] | None = None,
     ) -> None:
         self.upstream = upstream
+        self.init = init
+        #: Counts the workers whose ``init`` has returned or raised.
+        self._inits_left = workers
+        self._inits_done = threading.Event()
+        self._init_failed = False
         self.workers = workers
         self.maxsize = maxsize
         self.on_worker_error = on_worker_error
@@ -79,14 +86,40 @@ class ThreadCore(FailureHandling):
     def _start_and_get(self) -> Any:
         with self._lock:
             if not self._threads and not self._stopping:
+                seed = draw_seed()
                 for index in range(self.workers):
+                    info = WorkerInfo(index, self.workers, "thread", seed + index)
                     thread = threading.Thread(
-                        target=self._work, name=f"{self.name}-{index}", daemon=True
+                        target=self._work, args=(info,), name=f"{self.name}-{index}", daemon=True
                     )
                     self._threads.append(thread)
                     thread.start()
             self.get = functools.partial(self.out.get, True, SIGNAL_CHECK)
+        if self.init is not None:
+            self._wait_for_inits()
         return self.get()
+
+    def _wait_for_inits(self) -> None:
+        """Block until every worker's ``init`` has run: an error in one is raised at
+        this, the first pull, before any item."""
+        while not self._inits_done.wait(SIGNAL_CHECK):
+            pass  # back in Python code: a pending Ctrl-C is raised here
+        if self._init_failed:
+            self.fail()
+
+    def _run_init(self, info: WorkerInfo) -> None:
+        assert self.init is not None
+        try:
+            self.init()
+        except BaseException as error:
+            init_note(error, f"thread({self.workers}) {self.name}", info)
+            self._init_failed = True
+            raise
+        finally:
+            with self._lock:
+                self._inits_left -= 1
+                if self._inits_left == 0:
+                    self._inits_done.set()
 
     def _take_slot(self) -> None:
         if self._unissued:
@@ -96,11 +129,14 @@ class ThreadCore(FailureHandling):
                     return
         self._slots.get()
 
-    def _work(self) -> None:
+    def _work(self, info: WorkerInfo) -> None:
+        entered(info)
         pull = self._pull
         put = self.out.put
         take = self._take_slot
         try:
+            if self.init is not None:
+                self._run_init(info)
             while not self._stopping:
                 try:
                     x = pull()
@@ -147,7 +183,7 @@ class ThreadCore(FailureHandling):
     def fail(self) -> NoReturn:
         """Raise the first worker error to a reader, stopping everything the first time."""
         self.out.put(FAILED)  # other readers (downstream workers) fail as well
-        self.raise_failure(self.on_worker_error)
+        self.raise_failure(self.on_worker_error, as_is=(TooManyErrors,))
 
     # -- Core protocol -------------------------------------------------------------------
 
@@ -232,5 +268,7 @@ class ThreadStage(WorkerStage[Any]):
 
 @build.register
 def _thread(node: plan.Thread, upstream: Stage[Any]) -> Stage[Any]:
-    core = ThreadCore(upstream, node.workers, node.queue_size, node.on_worker_error)
+    core = ThreadCore(
+        upstream, node.workers, node.queue_size, node.on_worker_error, init=node.init
+    )
     return worker_stage(ThreadStage, QueueReader(core), node, upstream, core)

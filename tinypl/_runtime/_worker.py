@@ -8,6 +8,7 @@ over chunks of items until its task pipe says stop or closes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import signal
@@ -61,9 +62,26 @@ class WorkerSpec:
     """Everything a worker needs, shipped once when it starts (cloudpickled ``ops``)."""
 
     def __init__(
-        self, ops_payload: bytes, tagged: bool, limit_threads: bool, stage: str, pool: Any
+        self,
+        ops_payload: bytes,
+        tagged: bool,
+        limit_threads: bool,
+        stage: str,
+        pool: Any,
+        *,
+        init_payload: bytes | None = None,
+        seed: int | None = None,
+        count: int = 1,
+        skip: bool = False,
     ) -> None:
         self.ops_payload = ops_payload
+        #: The cloudpickled ``init`` function, run before the first chunk.
+        self.init_payload = init_payload
+        #: The run's base seed: worker ``i`` is seeded with ``seed + i``.
+        self.seed = seed
+        self.count = count
+        #: In an ignore_errors scope: items whose ops raise are dropped and reported.
+        self.skip = skip
         self.tagged = tagged
         self.limit_threads = limit_threads
         self.stage = stage
@@ -80,11 +98,49 @@ def _limit_thread_pools() -> Any:
     return threadpool_limits(limits=1)
 
 
-def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any, inherited: list[int]) -> None:
+def _enter(spec: WorkerSpec, index: int, send: Callable[[bytes], None]) -> bool:
+    """Become worker ``index``: seed, then run ``init`` and report how it went (only
+    with an ``init``: the parent then waits for every worker's report before its first
+    item). False when ``init`` failed."""
+    from .._workerinfo import WorkerInfo, entered_process, init_note, seed_globals
+
+    if spec.seed is None:
+        return True
+    info = WorkerInfo(index, spec.count, "process", spec.seed + index)
+    entered_process(info)
+    seed_globals(info.seed)
+    if spec.init_payload is None:
+        return True
+    try:
+        import cloudpickle
+
+        cloudpickle.loads(spec.init_payload)()
+    except BaseException as error:
+        init_note(error, spec.stage, info)
+        send(_error_message(INIT, error))
+        return False
+    send(PLAIN + pickle.dumps((INIT, "ready"), protocol=5))
+    return True
+
+
+#: The chunk id of a worker's ``init`` report.
+INIT = -2
+
+
+def run_worker(
+    spec: WorkerSpec,
+    tasks: Any,
+    results: Any,
+    stop: Any,
+    inherited: list[int],
+    *,
+    index: int = 0,
+) -> None:
     """The main loop of a worker process (the ``Process`` target).
 
     ``stop`` is the read end of a pipe the parent writes to when it closes the stage:
-    chunks still queued for this worker are then dropped unprocessed.
+    chunks still queued for this worker are then dropped unprocessed. ``index`` is the
+    worker's id in ``pl.worker_info()``.
     """
     # The parent decides when workers stop; a Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -97,9 +153,13 @@ def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any, inherited:
         import cloudpickle
 
         ops = cloudpickle.loads(spec.ops_payload)
-        apply = chunk_function(ops, spec.tagged)
+        drops: list[Any] | None = [] if spec.skip else None
+        drop = None if drops is None else functools.partial(_record_drop, drops)
+        apply = chunk_function(ops, spec.tagged, drop=drop)
         recv = tasks.recv_bytes
         send = results.send_bytes
+        if not _enter(spec, index, send):
+            return
         while True:
             try:
                 message = recv()
@@ -107,7 +167,7 @@ def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any, inherited:
                 break  # the parent is gone or closed the pipe
             if message == STOP or stop.poll():
                 break
-            data = _answer(message, apply, serializer, spec.stage)
+            data = _answer(message, apply, serializer, spec.stage, drops)
             try:
                 send(data)
             except OSError:
@@ -118,8 +178,20 @@ def run_worker(spec: WorkerSpec, tasks: Any, results: Any, stop: Any, inherited:
             limits.unregister()
 
 
-def _answer(message: bytes, apply: Any, serializer: Any, stage: str) -> bytes:
-    """The result message for one task message (an error report if it failed)."""
+def _record_drop(
+    drops: list[Any], error: BaseException, label: str, item: Any, position: int | None
+) -> None:
+    """A dropped item, as the parent's budget records it (``Budget.dropped``)."""
+    from .._errors import describe_item
+
+    drops.append((label, describe_item(item), position, pack_error(error)))
+
+
+def _answer(
+    message: bytes, apply: Any, serializer: Any, stage: str, drops: list[Any] | None = None
+) -> bytes:
+    """The result message for one task message (an error report if it failed). The
+    items ``apply`` dropped (``drops``) travel with the results, in one message."""
     try:
         chunk_id, items = pickle.loads(message)
     except Exception as error:
@@ -132,8 +204,13 @@ def _answer(message: bytes, apply: Any, serializer: Any, stage: str) -> bytes:
     try:
         out = apply(items)
     except BaseException as error:
+        if drops:
+            drops.clear()
         return _error_message(chunk_id, error)
-    result = (chunk_id, "ok", time.perf_counter() - start, len(items), out)
+    result: tuple[Any, ...] = (chunk_id, "ok", time.perf_counter() - start, len(items), out)
+    if drops:
+        result = (*result, list(drops))
+        drops.clear()
     try:
         pooled: bytes = serializer.dumps(result)
     except Exception:

@@ -174,6 +174,7 @@ class WorkerSet:
         process = context.Process(
             target=run_worker,
             args=(spec, task_reader, result_writer, self._stop_reader, inherited),
+            kwargs={"index": index},
             name=f"{self.name}-{index}",
             daemon=True,
         )

@@ -1,0 +1,479 @@
+"""Control (issue 13): worker init, worker info and seeds; skipping bad items with a
+failure budget; per-item timeouts; replacing dead workers.
+
+Fault tests run under every start method. Every test leaves no worker thread behind
+(conftest) and no worker process (``no_children`` below).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import threading
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinypl as pl
+from tinypl import Pipe
+from tinypl._errors import RemoteTraceback
+
+START_METHODS = ("fork", "forkserver", "spawn")
+
+
+@pytest.fixture(autouse=True)
+def no_children() -> Iterator[None]:
+    """Every worker process of a test is gone (joined) once the test's runs are closed."""
+    yield
+    for child in multiprocessing.active_children():
+        child.join(5.0)
+    assert multiprocessing.active_children() == []
+
+
+# -- builder checks ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "text"),
+    [
+        ({"init": 3}, TypeError, "init must be callable"),
+        ({"timeout": "1"}, TypeError, "timeout must be a number"),
+        ({"timeout": 0}, ValueError, "timeout must be > 0"),
+    ],
+)
+def test_thread_options_are_checked_when_built(kwargs: dict, error: type, text: str) -> None:
+    with pytest.raises(error, match=text):
+        Pipe(range(3)).thread(2, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "text"),
+    [
+        ({"init": "f"}, TypeError, "init must be callable"),
+        ({"timeout": -1.0}, ValueError, "timeout must be > 0"),
+        ({"seed": -1}, ValueError, "seed must be >= 0"),
+        ({"seed": 1.5}, TypeError, "seed must be an int"),
+        ({"restart": 1}, TypeError, "restart must be a bool"),
+    ],
+)
+def test_process_options_are_checked_when_built(kwargs: dict, error: type, text: str) -> None:
+    with pytest.raises(error, match=text):
+        Pipe(range(3)).map(abs).process(2, **kwargs)
+
+
+# -- worker info and init: threads ---------------------------------------------------------
+
+
+def test_worker_info_is_none_outside_a_worker() -> None:
+    assert pl.worker_info() is None
+    assert list(Pipe(range(2)).map(lambda _: pl.worker_info())) == [None, None]
+
+
+@pytest.mark.timeout(30)
+def test_thread_init_runs_once_per_worker_before_any_item() -> None:
+    inits: list[pl.WorkerInfo | None] = []
+    lock = threading.Lock()
+
+    def init() -> None:
+        with lock:
+            inits.append(pl.worker_info())
+
+    def tag(x: int) -> tuple[int, pl.WorkerInfo | None]:
+        with lock:
+            assert len(inits) == 4  # every worker ran its init before any item
+        return x, pl.worker_info()
+
+    out = list(Pipe(range(50)).map(tag).thread(4, init=init))
+    assert sorted(x for x, _ in out) == list(range(50))
+    assert sorted(i.id for i in inits if i is not None) == [0, 1, 2, 3]
+    assert {i.kind for i in inits if i is not None} == {"thread"}
+    assert {i.count for i in inits if i is not None} == {4}
+    assert {info for _, info in out} <= set(inits)
+    seeds = [i.seed for i in inits if i is not None]
+    assert sorted(seeds) == [min(seeds) + k for k in range(4)]
+
+
+def test_thread_seeds_differ_across_runs() -> None:
+    pipe = Pipe(range(1)).map(lambda _: pl.worker_info()).thread(1)
+    first = next(iter(pipe))
+    second = next(iter(pipe))
+    assert first is not None and second is not None
+    assert first.seed != second.seed
+    assert first.id == second.id == 0
+
+
+@pytest.mark.timeout(30)
+def test_thread_init_error_reaches_the_first_pull_with_its_traceback() -> None:
+    started = threading.Event()
+
+    def init() -> None:
+        if pl.worker_info().id == 1:  # type: ignore[union-attr]
+            raise ConnectionError("no database")
+        started.set()
+
+    stage = iter(Pipe(range(100)).map(abs).thread(2, init=init))
+    with pytest.raises(ConnectionError, match="no database") as caught:
+        next(stage)  # no item comes before the error, though worker 0 could serve one
+    assert started.is_set()
+    frames = [frame.name for frame in traceback.extract_tb(caught.value.__traceback__)]
+    assert "init" in frames
+    assert caught.value.__notes__ == [
+        f"tinypl: raised by init of thread(2) {stage._pool.name}, worker 1 of 2"
+    ]
+    assert stage.closed or stage._pool._stopping
+
+
+def test_module_level_thread_functions_take_init() -> None:
+    calls: list[int] = []
+    stage = pl.thread.map(range(5), abs, workers=2, init=lambda: calls.append(1))
+    assert sorted(stage) == [0, 1, 2, 3, 4]
+    assert calls == [1, 1]
+    assert sorted(pl.thread.queue(range(3), 1, init=lambda: None)) == [0, 1, 2]
+
+
+# -- worker info, init and seeds: processes ------------------------------------------------
+
+
+def _append_info(path: str) -> None:
+    info = pl.worker_info()
+    assert info is not None
+    with open(path, "a") as file:
+        file.write(f"{os.getpid()} {info.id} {info.count} {info.kind} {info.seed}\n")
+
+
+def _draws(x: int) -> tuple[int, int, float, float]:
+    info = pl.worker_info()
+    assert info is not None
+    return info.id, info.seed, random.random(), float(np.random.rand())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_process_init_runs_once_per_worker(method: str, tmp_path: Path) -> None:
+    path = str(tmp_path / "inits")
+
+    def init() -> None:
+        _append_info(path)
+
+    pipe = Pipe(range(40)).map(_draws).process(3, start_method=method, init=init, seed=100)
+    out = list(pipe)
+    assert len(out) == 40
+    lines = [line.split() for line in Path(path).read_text().splitlines()]
+    assert len(lines) == 3
+    assert len({pid for pid, *_ in lines}) == 3
+    assert sorted(int(i) for _, i, *_ in lines) == [0, 1, 2]
+    assert {(count, kind) for _, _, count, kind, _ in lines} == {("3", "process")}
+    assert sorted(int(seed) for *_, seed in lines) == [100, 101, 102]
+    assert {(i, seed) for i, seed, _, _ in out} <= {(0, 100), (1, 101), (2, 102)}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_process_seeds_differ_across_workers_and_runs(method: str) -> None:
+    def draws(seed: int | None) -> set[tuple[int, float, float]]:
+        pipe = Pipe(range(8)).map(_draws).process(2, start_method=method, seed=seed)
+        return {(i, r, n) for i, _, r, n in pipe}
+
+    fixed = draws(7)
+    # The same base seed: each worker draws from the sequence seeded with 7 + its id.
+    for i, r, n in fixed:
+        rng, legacy = random.Random(7 + i), np.random.RandomState(7 + i)
+        assert r in [rng.random() for _ in range(8)]
+        assert n in [legacy.rand() for _ in range(8)]
+    assert {i for i, _, _ in fixed} == {0, 1}
+    values = [r for _, r, _ in fixed]
+    assert len(set(values)) == len(values)  # no two workers (or items) draw alike
+    assert {r for _, r, _ in draws(None)}.isdisjoint({r for _, r, _ in draws(None)})
+
+
+def _first_draw_of_worker(x: int) -> tuple[int, float, float]:
+    info = pl.worker_info()
+    assert info is not None
+    return info.id, random.random(), float(np.random.rand())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_process_worker_i_is_seeded_with_seed_plus_i(method: str) -> None:
+    pipe = Pipe(range(6)).map(_first_draw_of_worker).process(
+        2, start_method=method, seed=41, chunksize=1, init=_hold
+    )
+    by_worker: dict[int, list[tuple[float, float]]] = {}
+    for i, r, n in pipe:  # a worker's results come back in the order it drew them
+        by_worker.setdefault(i, []).append((r, n))
+    for i, draws in by_worker.items():
+        rng, legacy = random.Random(41 + i), np.random.RandomState(41 + i)
+        assert draws == [(rng.random(), legacy.rand()) for _ in draws]
+
+
+def _hold() -> None:
+    """An init: gives both workers their start before the first chunk is sent."""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_process_init_error_reaches_the_first_pull(method: str) -> None:
+    def init() -> None:
+        info = pl.worker_info()
+        if info is not None and info.id == 1:
+            raise ConnectionError(f"no database in worker {info.id}")
+
+    stage = iter(Pipe(range(100)).map(abs).process(2, start_method=method, init=init))
+    with pytest.raises(ConnectionError, match="no database in worker 1") as caught:
+        next(stage)
+    assert caught.value.__notes__ == ["tinypl: raised by init of process(map), worker 1 of 2"]
+    cause = caught.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "in init" in cause.text
+    stage.close()
+
+
+def test_module_level_process_functions_take_the_new_options() -> None:
+    stage = pl.process.map(range(4), _first_draw_of_worker, workers=1, seed=3, init=_hold)
+    assert [i for i, _, _ in stage] == [0, 0, 0, 0]
+
+
+# -- ignore_errors ------------------------------------------------------------------------
+
+
+class Bad(Exception):
+    """The error of a failing item."""
+
+
+def _fail_on_multiples_of_3(x: int) -> int:
+    if x % 3 == 0:
+        raise Bad(f"bad item {x}")
+    return x
+
+
+GOOD = [x for x in range(30) if x % 3]
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(True, TypeError), ("1", TypeError), (-1, ValueError), (1.0, ValueError), (0.0, ValueError)],
+)
+def test_budget_is_checked_when_built(value: object, error: type) -> None:
+    with pytest.raises(error, match="max_failures"):
+        Pipe(range(3)).ignore_errors(value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="log must be a bool"):
+        Pipe(range(3)).ignore_errors(log=1)  # type: ignore[arg-type]
+
+
+def _backends() -> list[tuple[str, object]]:
+    return [
+        ("sync", lambda p: p),
+        ("thread", lambda p: p.thread(3)),
+        ("process", lambda p: p.process(2)),
+    ]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["sync", "thread", "process"])
+@pytest.mark.parametrize("ordered", [False, True])
+def test_failing_items_are_dropped_where_they_fail(backend: str, ordered: bool) -> None:
+    pipe = Pipe(range(30)).map(_fail_on_multiples_of_3)
+    if backend == "thread":
+        pipe = pipe.thread(3)
+    elif backend == "process":
+        pipe = pipe.process(2)
+    pipe = pipe.ignore_errors(log=False)
+    if ordered:
+        assert list(pipe.order()) == GOOD
+    else:
+        assert sorted(pipe) == GOOD
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_worker_processes_drop_items_and_report_them(
+    method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    pipe = Pipe(range(30)).map(_fail_on_multiples_of_3).process(2, start_method=method)
+    with caplog.at_level("WARNING", logger="tinypl"):
+        assert list(pipe.ignore_errors().order()) == GOOD
+    dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 10
+    messages = sorted(r.getMessage() for r in dropped)
+    assert (
+        "tinypl: ignore_errors dropped item 3 (3) in map(_fail_on_multiples_of_3):"
+        " Bad: bad item 3"
+    ) in messages
+    assert {r.levelname for r in dropped} == {"WARNING"}
+
+
+def test_each_drop_is_logged_with_stage_position_and_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pipe = Pipe(["1", "2", "x", "4", "y"]).map(int).ignore_errors()
+    with caplog.at_level("WARNING", logger="tinypl"):
+        assert list(pipe) == [1, 2, 4]
+    assert [r.getMessage() for r in caplog.records] == [
+        "tinypl: ignore_errors dropped item 2 ('x') in map(int): ValueError: invalid literal"
+        " for int() with base 10: 'x'",
+        "tinypl: ignore_errors dropped item 4 ('y') in map(int): ValueError: invalid literal"
+        " for int() with base 10: 'y'",
+    ]
+    assert all(r.name == "tinypl" for r in caplog.records)
+
+
+def test_log_false_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("DEBUG", logger="tinypl"):
+        assert list(Pipe(["x", "1"]).map(int).ignore_errors(log=False)) == [1]
+    assert caplog.records == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["sync", "thread", "process"])
+def test_count_budget_raises_too_many_errors(backend: str) -> None:
+    pipe = Pipe(range(30)).map(_fail_on_multiples_of_3)
+    if backend == "thread":
+        pipe = pipe.thread(2)
+    elif backend == "process":
+        pipe = pipe.process(2)
+    with pytest.raises(pl.TooManyErrors) as caught:
+        list(pipe.ignore_errors(max_failures=3, log=False).order())
+    error = caught.value
+    assert error.failures == 4
+    assert "4 items failed" in str(error)
+    assert "max_failures=3" in str(error)
+    assert "the first error: Bad: bad item" in str(error)
+    assert isinstance(error.__cause__, Bad)
+
+
+def test_too_many_errors_names_the_first_error_and_chains_the_last() -> None:
+    pipe = Pipe(range(10)).map(_fail_on_multiples_of_3).ignore_errors(1, log=False)
+    with pytest.raises(pl.TooManyErrors) as caught:
+        list(pipe)
+    assert str(caught.value) == (
+        "ignore_errors: 2 items failed out of 4 seen, more than max_failures=1 allows;"
+        " the first error: Bad: bad item 0"
+    )
+    assert str(caught.value.__cause__) == "bad item 3"
+    assert caught.value.seen == 4
+
+
+def test_a_zero_budget_raises_at_the_first_failure() -> None:
+    stage = iter(Pipe([1, 2, "x", 4]).map(int).ignore_errors(0, log=False))
+    assert [next(stage), next(stage)] == [1, 2]
+    with pytest.raises(pl.TooManyErrors, match="1 items failed out of 3 seen"):
+        next(stage)
+
+
+def test_share_budget_is_checked_from_100_items_seen() -> None:
+    def fail_early(x: int) -> int:
+        if x < 50:
+            raise Bad(x)
+        return x
+
+    # 50 failures in the first 50 items, none later: never checked past 100 items.
+    assert list(Pipe(range(200)).map(fail_early).ignore_errors(0.1, log=False)) == list(
+        range(50, 200)
+    )
+
+    def fail_late(x: int) -> int:
+        if x >= 100 and x % 2:
+            raise Bad(x)
+        return x
+
+    # Failing at 101, 103, ...: at item 131 (132 seen) 16 failures > 0.12 * 132 = 15.84.
+    with pytest.raises(pl.TooManyErrors) as caught:
+        list(Pipe(range(300)).map(fail_late).ignore_errors(0.12, log=False))
+    assert (caught.value.failures, caught.value.seen) == (16, 132)
+    assert str(caught.value.__cause__) == "131"
+
+
+def test_source_errors_still_raise() -> None:
+    def source() -> Iterator[int]:
+        yield 1
+        raise Bad("source broke")
+
+    with pytest.raises(Bad, match="source broke"):
+        list(Pipe(source()).map(abs).ignore_errors())
+
+
+def test_stateful_stage_errors_still_raise() -> None:
+    pipe = Pipe(range(4)).insert_marker(pl.Marker("m")).partition(2).map(len)
+    with pytest.raises(pl.MarkerNotAllowedError):
+        list(pipe.ignore_errors())
+
+
+def test_errors_below_ignore_errors_still_raise() -> None:
+    pipe = Pipe(range(5)).map(abs).ignore_errors().map(_fail_on_multiples_of_3)
+    with pytest.raises(Bad, match="bad item 0"):
+        list(pipe)
+
+
+def test_scopes_end_at_the_previous_ignore_errors() -> None:
+    budgets = Pipe(range(30)).map(_fail_on_multiples_of_3).ignore_errors(100, log=False)
+    doubled = budgets.map(lambda x: x if x % 5 else 1 / 0).ignore_errors(1, log=False)
+    # Only map(lambda) is in the second scope: 5, 10, 20, 25 fail there (and 15 failed
+    # earlier), so its budget of 1 breaks at its second failure, item 10.
+    with pytest.raises(pl.TooManyErrors) as caught:
+        list(doubled)
+    assert caught.value.failures == 2
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("backend", ["sync", "thread"])
+def test_keyboard_interrupt_is_never_swallowed(backend: str) -> None:
+    def interrupt(x: int) -> int:
+        if x == 3:
+            raise KeyboardInterrupt
+        return x
+
+    pipe = Pipe(range(10)).map(interrupt)
+    if backend == "thread":
+        pipe = pipe.thread(2)
+    with pytest.raises(KeyboardInterrupt):
+        list(pipe.ignore_errors(log=False))
+
+
+def test_system_exit_is_never_swallowed() -> None:
+    def leave(x: int) -> int:
+        raise SystemExit(3)
+
+    with pytest.raises(SystemExit):
+        list(Pipe(range(3)).map(leave).ignore_errors(log=False))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["sync", "thread", "process"])
+def test_markers_keep_their_places_around_dropped_items(backend: str) -> None:
+    marker = pl.Marker("m")
+    pipe = Pipe(range(12)).insert_marker(marker, every=4).map(_fail_on_multiples_of_3)
+    if backend == "thread":
+        pipe = pipe.thread(3)
+    elif backend == "process":
+        pipe = pipe.process(2)
+    pipe = pipe.ignore_errors(log=False).order()
+    batches = pipe.partition(10, markers="after", split_on_marker=True)
+    assert list(batches) == [[1, 2], [4, 5, 7], [8, 10, 11]]
+
+
+def test_several_per_item_stages_in_a_scope_drop_where_each_fails() -> None:
+    pipe = (
+        Pipe(range(20))
+        .map(_fail_on_multiples_of_3)
+        .thread(2)
+        .filter(lambda x: 1 / (x % 5))
+        .ignore_errors(log=False)
+        .order()
+    )
+    assert list(pipe) == [x for x in range(20) if x % 3 and x % 5]
+
+
+def test_module_level_ignore_errors() -> None:
+    pipe = Pipe(range(9)).map(_fail_on_multiples_of_3)
+    assert list(pl.ignore_errors(pipe, 5, log=False)) == [1, 2, 4, 5, 7, 8]
+    with pytest.raises(pl.TooManyErrors):
+        list(pl.ignore_errors(pipe, 2, log=False))
+    # A live stage runs in its own form already: its errors still raise (documented).
+    with pytest.raises(Bad):
+        list(pl.ignore_errors(pl.map(range(9), _fail_on_multiples_of_3), log=False))
+    assert "ignore_errors" in repr(Pipe(range(1)).ignore_errors())

@@ -1,0 +1,115 @@
+"""The code an executor stage submits: it runs one chunk wherever the executor puts it.
+
+Kept small and importable on its own: a Dask worker, an MPI rank or a pool process
+imports this module (by reference: ``tinypl`` must be installed where the work runs)
+and calls ``run_chunk`` for each chunk. The stage functions arrive with every chunk as
+cloudpickle bytes; they are unpickled and compiled once per worker process, cached
+under a digest of those bytes, so later chunks of the same run only pay a look-up.
+A user function's exception travels back packed (``_worker.pack_error``), so that it
+reaches the consumer with its own type and the remote traceback, whatever the engine
+does with exceptions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from ._compile import chunk_function
+from ._worker import pack_error
+
+__all__ = ["CACHE_SIZE", "MISSING", "Program", "compiled_count", "received_count", "run_chunk"]
+
+#: Compiled runs kept per worker process (one per pipeline run that used it lately).
+CACHE_SIZE = 64
+
+Apply = Callable[[list[Any]], list[Any]]
+#: What a chunk carries: ``(digest, cloudpickled ops, tagged)``, or, for an executor
+#: running in this very process (a thread pool), the compiled function itself. Large
+#: ops travel as ``(digest, None, tagged)``: a worker that has not compiled them yet
+#: answers ``MISSING`` and the chunk is submitted again with the bytes.
+Program = tuple[bytes, bytes | None, bool] | Apply
+MISSING = ("missing",)
+
+_cache: OrderedDict[tuple[bytes, bool], Apply] = OrderedDict()
+_lock = threading.Lock()
+_compiles = 0
+_received = 0
+
+
+def compiled_count() -> int:
+    """How many runs this process has compiled (a test reads it on the workers).
+
+    Examples:
+        >>> compiled_count() >= 0
+        True
+    """
+    return _compiles
+
+
+def received_count() -> int:
+    """How many chunks reached this process with the bytes of their stage functions.
+
+    Examples:
+        >>> received_count() >= 0
+        True
+    """
+    return _received
+
+
+def _compiled(program: Program) -> Apply | None:
+    if callable(program):
+        return program
+    digest, payload, tagged = program
+    if payload is not None:
+        global _received
+        _received += 1  # a test's figure: a lost increment under threads does no harm
+    key = (digest, tagged)
+    with _lock:
+        apply = _cache.get(key)
+        if apply is not None:
+            _cache.move_to_end(key)
+            return apply
+    if payload is None:
+        return None
+    import cloudpickle
+
+    try:
+        ops = cloudpickle.loads(payload)
+    except Exception as error:
+        raise TypeError(
+            "executor: the stage functions cannot be unpickled on the executor's worker"
+            f" (is every module they need importable there?): {type(error).__name__}: {error}"
+        ) from error
+    apply = chunk_function(ops, tagged)
+    global _compiles
+    with _lock:
+        _compiles += 1
+        _cache[key] = apply
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return apply
+
+
+def run_chunk(program: Program, chunk: list[Any]) -> tuple[Any, ...]:
+    """``("ok", seconds, count, results)`` for one chunk, ``("error", packed)``, or
+    ``MISSING`` (the program came without its bytes and is not compiled here).
+
+    Examples:
+        >>> from tinypl._ops import MapOp
+        >>> from tinypl._runtime._compile import chunk_function
+        >>> run_chunk(chunk_function((MapOp(abs),), False), [-1, 2])[2:]
+        (2, [1, 2])
+    """
+    try:
+        apply = _compiled(program)
+        if apply is None:
+            return MISSING
+        start = time.perf_counter()
+        out = apply(chunk)
+    except BaseException as error:
+        return ("error", pack_error(error))
+    return ("ok", time.perf_counter() - start, len(chunk), out)

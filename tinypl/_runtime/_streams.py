@@ -1,0 +1,434 @@
+"""The stream operations at run time: shuffle, take, skip, shard, zip, concat, mix and
+repeat (prefetch is a one-thread stage of the thread backend: ``ReadAhead``).
+
+Like the steps of ``_steps``, each raw iterator is a small class with ``__next__``, so a
+user function's error raised through it does not end the stream. Where no marker can
+occur, the stage is a builtin (``islice``, ``zip``, ``chain``) running at C speed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .. import _plan as plan
+from .. import _plan_streams as streams
+from .._marker import Marker
+from ._registry import build, build_source, materialize
+from ._stage import Stage, make_view
+from ._sync import _not_in_ordered_region, _view
+
+__all__ = ["MixStep", "RepeatStep", "ShardStep", "ShuffleStep", "SkipStep", "TakeStep", "ZipStep"]
+
+
+class _Raw(Iterator[Any]):
+    __slots__ = ("_pull",)
+
+    def __init__(self, upstream: Iterator[Any]) -> None:
+        self._pull = upstream.__next__
+
+    def __iter__(self) -> _Raw:
+        return self
+
+
+class ShuffleStep(_Raw):
+    """A buffer shuffle: once ``size`` items are held, each new item takes the place of a
+    uniformly chosen one, which is emitted. A marker, and the end, flush the buffer."""
+
+    __slots__ = ("_buffer", "_ended", "_flush", "_random", "_size")
+
+    def __init__(self, upstream: Iterator[Any], size: int, rng: random.Random) -> None:
+        super().__init__(upstream)
+        self._size = size
+        self._random = rng.random
+        self._buffer: list[Any] = []
+        self._flush: list[Any] = []  # emitted from its end: a marker sits at its start
+        self._ended = False
+
+    @property
+    def held(self) -> int:
+        """The items in its buffer, or flushed and not yet emitted."""
+        return len(self._buffer) + sum(1 for x in self._flush if x.__class__ is not Marker)
+
+    def _flushing(self, marker: Any = None) -> Any:
+        buffer = self._buffer
+        self._buffer = []
+        _permute(buffer, self._random)
+        flush = self._flush
+        if marker is not None:
+            flush.append(marker)
+        flush.extend(buffer)
+        if not flush:
+            raise StopIteration
+        return flush.pop()
+
+    def __next__(self) -> Any:
+        if self._flush:
+            return self._flush.pop()
+        if self._ended:
+            raise StopIteration
+        buffer, size, rand = self._buffer, self._size, self._random
+        while True:
+            try:
+                x = self._pull()
+            except StopIteration:
+                self._ended = True
+                return self._flushing()
+            if x.__class__ is Marker:
+                return self._flushing(x)
+            if len(buffer) < size:
+                buffer.append(x)
+                continue
+            j = int(rand() * size)
+            y = buffer[j]
+            buffer[j] = x
+            return y
+
+
+def _permute(items: list[Any], rand: Callable[[], float]) -> None:
+    """Fisher-Yates with the stage's own generator (``random.shuffle`` takes none)."""
+    for i in range(len(items) - 1, 0, -1):
+        j = int(rand() * (i + 1))
+        items[i], items[j] = items[j], items[i]
+
+
+class TakeStep(_Raw):
+    """The first ``n`` items, markers passing; the upstream is closed right after the
+    ``n``-th item, so its threads and processes stop."""
+
+    __slots__ = ("_close", "_left")
+
+    def __init__(self, upstream: Iterator[Any], n: int, close: Callable[[], None]) -> None:
+        super().__init__(upstream)
+        self._left = n
+        self._close = close
+
+    def __next__(self) -> Any:
+        if self._left <= 0:
+            self._finish()
+            raise StopIteration
+        x = self._pull()
+        if x.__class__ is not Marker:
+            self._left -= 1
+            if self._left == 0:
+                self._finish()
+        return x
+
+    def _finish(self) -> None:
+        close, self._close = self._close, _nothing
+        close()
+
+    @property
+    def left(self) -> int:
+        """How many items it may still yield."""
+        return self._left
+
+
+def _nothing() -> None:
+    pass
+
+
+class SkipStep(_Raw):
+    """All but the first ``n`` items; markers pass."""
+
+    __slots__ = ("_left",)
+
+    def __init__(self, upstream: Iterator[Any], n: int) -> None:
+        super().__init__(upstream)
+        self._left = n
+
+    def __next__(self) -> Any:
+        while True:
+            x = self._pull()
+            if self._left <= 0 or x.__class__ is Marker:
+                return x
+            self._left -= 1
+
+    @property
+    def left(self) -> int:
+        """How many items it has still to drop."""
+        return self._left
+
+
+class ShardStep(_Raw):
+    """The items at positions ``index`` modulo ``count``; every marker passes."""
+
+    __slots__ = ("_count", "_index", "_position")
+
+    def __init__(self, upstream: Iterator[Any], index: int, count: int) -> None:
+        super().__init__(upstream)
+        self._index = index
+        self._count = count
+        self._position = 0
+
+    def __next__(self) -> Any:
+        while True:
+            x = self._pull()
+            if x.__class__ is Marker:
+                return x
+            position = self._position
+            self._position = position + 1
+            if position % self._count == self._index:
+                return x
+
+
+class ZipStep(Iterator[Any]):
+    """Tuples of one item of each input; a marker of any input passes where it arrives."""
+
+    __slots__ = ("_next", "_parts", "_pulls")
+
+    def __init__(self, inputs: list[Iterator[Any]]) -> None:
+        self._pulls = [raw.__next__ for raw in inputs]
+        self._parts: list[Any] = []
+        self._next = 0  # the input the next part of the tuple comes from
+
+    def __iter__(self) -> ZipStep:
+        return self
+
+    def __next__(self) -> Any:
+        parts, pulls = self._parts, self._pulls
+        while self._next < len(pulls):
+            x = pulls[self._next]()
+            if x.__class__ is Marker:
+                return x
+            parts.append(x)
+            self._next += 1
+        self._next = 0
+        self._parts = []
+        return tuple(parts)
+
+
+class MixStep(Iterator[Any]):
+    """Interleaves inputs, round-robin or by weight; a marker does not use up a draw."""
+
+    __slots__ = (
+        "_active", "_cumulative", "_draw", "_pulls", "_random", "_stop", "_turn", "_weights"
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        inputs: list[Iterator[Any]],
+        weights: tuple[float, ...] | None,
+        rng: random.Random,
+        stop: str,
+    ) -> None:
+        self._pulls = [raw.__next__ for raw in inputs]
+        self._active = list(range(len(inputs)))
+        self._weights = weights
+        self._random = rng.random
+        self._stop = stop
+        self._turn = 0  # round-robin: index into _active
+        self._draw: int | None = None  # the input drawn for the next item
+        self._cumulative: list[float] = []
+        self._reweigh()
+
+    def __iter__(self) -> MixStep:
+        return self
+
+    def _reweigh(self) -> None:
+        if self._weights is not None:
+            self._cumulative = list(itertools.accumulate(self._weights[i] for i in self._active))
+
+    def _choose(self) -> int:
+        if self._weights is None:
+            return self._turn % len(self._active)
+        cumulative = self._cumulative
+        point = self._random() * cumulative[-1]
+        for position, bound in enumerate(cumulative):
+            if point < bound:
+                return position
+        return len(cumulative) - 1
+
+    def __next__(self) -> Any:
+        while self._active:
+            if self._draw is None:
+                self._draw = self._choose()
+            position = self._draw
+            try:
+                x = self._pulls[self._active[position]]()
+            except StopIteration:
+                self._exhausted(position)
+                continue
+            if x.__class__ is Marker:
+                return x
+            self._draw = None
+            self._turn = position + 1
+            return x
+        raise StopIteration
+
+    def _exhausted(self, position: int) -> None:
+        self._draw = None
+        if self._stop == "first" or self._only_weightless_left(position):
+            self._active.clear()
+            return
+        del self._active[position]
+        self._turn = position
+        self._reweigh()
+
+    def _only_weightless_left(self, position: int) -> bool:
+        """Whether only inputs of weight 0, which no draw reaches, would remain."""
+        weights, gone = self._weights, self._active[position]
+        return weights is not None and not any(weights[i] > 0 for i in self._active if i != gone)
+
+
+class _Inputs:
+    """The other inputs of a multi-input stage: closed with it."""
+
+    def __init__(self, stages: list[Stage[Any]]) -> None:
+        self.stages = stages
+
+    def signal(self) -> None:
+        for stage in self.stages:
+            stage._signal_stop()
+
+    def shutdown(self) -> None:
+        for stage in self.stages:
+            stage.close()
+
+
+def _runs(plans: tuple[plan.Node, ...], node: plan.Node) -> list[Stage[Any]]:
+    stages = [materialize(p) for p in plans]
+    for stage in stages:
+        _not_in_ordered_region(node, stage)
+    return stages
+
+
+def _multi(
+    raw: Iterator[Any], node: plan.Node, upstream: Stage[Any] | None, inputs: list[Stage[Any]]
+) -> Stage[Any]:
+    everything = inputs if upstream is None else [upstream, *inputs]
+    stage: Stage[Any] = make_view(raw, None)
+    stage._attach(
+        raw=raw,
+        node=node,
+        upstream=upstream,
+        may_mark=any(s._may_mark for s in everything),
+        thread_safe=False,
+        core=_Inputs(inputs),
+    )
+    return stage
+
+
+@build.register
+def _shuffle(node: streams.Shuffle, upstream: Stage[Any]) -> Stage[Any]:
+    _not_in_ordered_region(node, upstream)
+    raw = ShuffleStep(upstream.raw, node.buffer_size, random.Random(node.seed))
+    return _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
+
+
+@build.register
+def _take(node: streams.Take, upstream: Stage[Any]) -> Stage[Any]:
+    _not_in_ordered_region(node, upstream)
+    raw = TakeStep(upstream.raw, node.n, upstream.close)
+    return _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
+
+
+@build.register
+def _skip(node: streams.Skip, upstream: Stage[Any]) -> Stage[Any]:
+    _not_in_ordered_region(node, upstream)
+    # A step even where no marker can occur: it knows how many items it has left to drop.
+    raw = SkipStep(upstream.raw, node.n)
+    return _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
+
+
+@build.register
+def _shard(node: streams.Shard, upstream: Stage[Any]) -> Stage[Any]:
+    _not_in_ordered_region(node, upstream)
+    marks = upstream._may_mark
+    raw: Iterator[Any]
+    if marks:
+        raw = ShardStep(upstream.raw, node.index, node.count)
+    else:
+        raw = itertools.islice(upstream.raw, node.index, None, node.count)
+    return _view(raw, node, upstream, may_mark=marks, thread_safe=False)
+
+
+@build.register
+def _zip(node: streams.Zip, upstream: Stage[Any]) -> Stage[Any]:
+    _not_in_ordered_region(node, upstream)
+    others = _runs(node.others, node)
+    raws = [upstream.raw, *(s.raw for s in others)]
+    marks = upstream._may_mark or any(s._may_mark for s in others)
+    raw = ZipStep(raws) if marks else zip(*raws, strict=False)
+    return _multi(raw, node, upstream, others)
+
+
+@build.register
+def _concat(node: streams.Concat, upstream: Stage[Any]) -> Stage[Any]:
+    _not_in_ordered_region(node, upstream)
+    others = _runs(node.others, node)
+    raw = itertools.chain(upstream.raw, *(s.raw for s in others))
+    return _multi(raw, node, upstream, others)
+
+
+@build_source.register
+def _mix(node: streams.Mix) -> Stage[Any]:
+    inputs = _runs(node.inputs, node)
+    raw = MixStep([s.raw for s in inputs], node.weights, random.Random(node.seed), node.stop)
+    return _multi(raw, node, None, inputs)
+
+
+class RepeatStep(Iterator[Any]):
+    """The passes of a repeat, each a fresh run of the body; the marker after each."""
+
+    __slots__ = ("_body", "_current", "_marker", "_node", "_pass", "_times")
+
+    def __init__(self, node: streams.Repeated) -> None:
+        self._node = node
+        self._body = node.body
+        self._times = node.times
+        self._marker = node.marker
+        self._pass = 0
+        self._current: Stage[Any] | None = None
+        if self._times != 0:
+            self._current = self._start()
+
+    def _start(self) -> Stage[Any]:
+        stage = materialize(streams.reseeded(self._body, self._pass))
+        _not_in_ordered_region(self._node, stage)
+        return stage
+
+    @property
+    def may_mark(self) -> bool:
+        return self._marker is not None or (
+            self._current is not None and self._current._may_mark
+        )
+
+    def __iter__(self) -> RepeatStep:
+        return self
+
+    def __next__(self) -> Any:
+        while self._current is not None:
+            try:
+                return next(self._current.raw)
+            except StopIteration:
+                pass
+            self._current.close()
+            self._current = None
+            self._pass += 1
+            if self._times is None or self._pass < self._times:
+                self._current = self._start()
+            if self._marker is not None:
+                return self._marker
+        raise StopIteration
+
+    def signal(self) -> None:
+        if self._current is not None:
+            self._current._signal_stop()
+
+    def shutdown(self) -> None:
+        current, self._current = self._current, None
+        if current is not None:
+            current.close()
+
+
+@build_source.register
+def _repeated(node: streams.Repeated) -> Stage[Any]:
+    raw = RepeatStep(node)
+    stage: Stage[Any] = make_view(raw, None)
+    stage._attach(
+        raw=raw, node=node, upstream=None, may_mark=raw.may_mark, thread_safe=False, core=raw
+    )
+    return stage
