@@ -545,6 +545,10 @@ def test_process_options_pass_through_load(monkeypatch: pytest.MonkeyPatch) -> N
             "start_method": "spawn",
             "limit_threads": True,
             "chunksize": 3,
+            "timeout": None,
+            "init": None,
+            "seed": None,
+            "restart": False,
         }
     ]
 
