@@ -1,10 +1,10 @@
 """Real executors for the executor-stage tests: the standard pools, loky, a Dask
 ``LocalCluster`` on loopback, and MPI (in a child interpreter with a session of its own).
 
-Every engine is real; nothing is mocked. The fixtures are module-scoped (their worker processes must not outlive the modules
-that use them, or the leak checks of later tests would see them): starting the
-Dask cluster takes about 3 s, and a process pool is reused by every test that only needs
-a working executor.
+Every engine is real; nothing is mocked. The fixtures are module-scoped: their worker
+processes must not outlive the tests that use them, or the leak checks of later tests
+would see them. Starting the Dask cluster takes about 3 s, and a process pool is reused
+by every test of a module that only needs a working executor.
 """
 
 from __future__ import annotations
