@@ -18,19 +18,10 @@ from .. import _plan_streams as streams
 from .._marker import Marker
 from ._registry import build, build_source, materialize
 from ._stage import Stage, make_view
+from ._steps import _Raw
 from ._sync import _not_in_ordered_region, _view
 
 __all__ = ["MixStep", "RepeatStep", "ShardStep", "ShuffleStep", "SkipStep", "TakeStep", "ZipStep"]
-
-
-class _Raw(Iterator[Any]):
-    __slots__ = ("_pull",)
-
-    def __init__(self, upstream: Iterator[Any]) -> None:
-        self._pull = upstream.__next__
-
-    def __iter__(self) -> _Raw:
-        return self
 
 
 class ShuffleStep(_Raw):
@@ -311,38 +302,38 @@ def _multi(
     return stage
 
 
+def _one_input(raw: Iterator[Any], node: plan.Node, upstream: Stage[Any]) -> Stage[Any]:
+    """The stage of a stateful step on one input: outside ordered regions, guarded when
+    worker threads pull it, with the markers its input may carry."""
+    _not_in_ordered_region(node, upstream)
+    return _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
+
+
 @build.register
 def _shuffle(node: streams.Shuffle, upstream: Stage[Any]) -> Stage[Any]:
-    _not_in_ordered_region(node, upstream)
-    raw = ShuffleStep(upstream.raw, node.buffer_size, random.Random(node.seed))
-    return _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
+    rng = random.Random(node.seed)
+    return _one_input(ShuffleStep(upstream.raw, node.buffer_size, rng), node, upstream)
 
 
 @build.register
 def _take(node: streams.Take, upstream: Stage[Any]) -> Stage[Any]:
-    _not_in_ordered_region(node, upstream)
-    raw = TakeStep(upstream.raw, node.n, upstream.close)
-    return _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
+    return _one_input(TakeStep(upstream.raw, node.n, upstream.close), node, upstream)
 
 
 @build.register
 def _skip(node: streams.Skip, upstream: Stage[Any]) -> Stage[Any]:
-    _not_in_ordered_region(node, upstream)
     # A step even where no marker can occur: it knows how many items it has left to drop.
-    raw = SkipStep(upstream.raw, node.n)
-    return _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
+    return _one_input(SkipStep(upstream.raw, node.n), node, upstream)
 
 
 @build.register
 def _shard(node: streams.Shard, upstream: Stage[Any]) -> Stage[Any]:
-    _not_in_ordered_region(node, upstream)
-    marks = upstream._may_mark
     raw: Iterator[Any]
-    if marks:
+    if upstream._may_mark:
         raw = ShardStep(upstream.raw, node.index, node.count)
     else:
         raw = itertools.islice(upstream.raw, node.index, None, node.count)
-    return _view(raw, node, upstream, may_mark=marks, thread_safe=False)
+    return _one_input(raw, node, upstream)
 
 
 @build.register
