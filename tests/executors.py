@@ -1,9 +1,10 @@
 """Real executors for the executor-stage tests: the standard pools, loky, a Dask
 ``LocalCluster`` on loopback, and MPI (in a child interpreter with a session of its own).
 
-Every engine is real; nothing is mocked. The fixtures are session-scoped: starting the
-Dask cluster takes about 3 s, and a process pool is reused by every test that only needs
-a working executor.
+Every engine is real; nothing is mocked. The fixtures are module-scoped: their worker
+processes must not outlive the tests that use them, or the leak checks of later tests
+would see them. Starting the Dask cluster takes about 3 s, and a process pool is reused
+by every test of a module that only needs a working executor.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def forkserver_pool(workers: int = 2) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
     """A ``distributed.Client`` of a two-worker ``LocalCluster`` on 127.0.0.1."""
     if not has("distributed"):
@@ -69,7 +70,7 @@ def dask_client() -> Iterator[Any]:
         cluster.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def _pools() -> Iterator[dict[str, Executor]]:
     pools: dict[str, Executor] = {"thread": ThreadPoolExecutor(2), "process": forkserver_pool()}
     try:

@@ -537,16 +537,17 @@ def test_process_options_pass_through_load(monkeypatch: pytest.MonkeyPatch) -> N
     )
     with loader:
         assert list(loader) == [sum(range(i, i + 4)) for i in range(0, 40, 4)]
-    assert calls == [
-        {
-            "workers": 2,
-            "maxsize": 2,
-            "on_worker_error": "raise",
-            "start_method": "spawn",
-            "limit_threads": True,
-            "chunksize": 3,
-        }
-    ]
+    given = {"workers": 2, "maxsize": 2, "start_method": "spawn", "chunksize": 3}
+    (passed,) = calls
+    assert {name: passed[name] for name in given} == given
+    # Every other option is passed with the default of pl.process.map.
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(pl.process.map).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    others = {name: value for name, value in passed.items() if name not in given}
+    assert others and others == {name: defaults[name] for name in others}
 
 
 # -- the fluent recipe --------------------------------------------------------------------

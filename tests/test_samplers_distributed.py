@@ -305,3 +305,19 @@ def test_the_sampler_repr_names_the_rank() -> None:
     assert repr(sampler.sequential("ab")) == "sampler.sequential(epochs=None)"
     ranked = sampler.shuffle("ab", rng=1, epochs=2, rank=1, world_size=4, drop_last=True)
     assert repr(ranked) == "sampler.shuffle(epochs=2, rank=1, world_size=4, drop_last=True)"
+
+
+# -- against Pipe.shard ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "world_size"), [(12, 4), (9, 3), (10, 4), (3, 5)])
+def test_without_padding_a_share_is_the_shard_of_the_epoch(n: int, world_size: int) -> None:
+    # shard() cuts the stream as it comes, so the ranks' shares differ in length when
+    # world_size does not divide the epoch; the sampler pads them to equal length.
+    for rank in range(world_size):
+        sharded = list(Pipe(range(n)).shard(rank, world_size))
+        (share,) = sampler.sequential(range(n), epochs=1, rank=rank, world_size=world_size)
+        assert list(share)[: len(sharded)] == sharded
+        assert len(share) == -(-n // world_size)
+        padding = list(share)[len(sharded) :]
+        assert n % world_size or not padding

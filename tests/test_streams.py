@@ -130,6 +130,28 @@ def test_shuffle_emits_from_a_bounded_buffer() -> None:
         assert item <= position + 10
 
 
+@pytest.mark.parametrize("marked", [False, True])
+def test_an_error_above_a_shuffle_does_not_end_it(marked: bool) -> None:
+    def check(x: int) -> int:
+        if x == 7:
+            raise ValueError("seven")
+        return x
+
+    pipe = Pipe(range(20)).insert_marker(EPOCH, every=50) if marked else Pipe(range(20))
+    run = iter(pipe.map(check).shuffle(5, seed=0))
+    out: list[int] = []
+    errors = 0
+    while True:
+        try:
+            out.append(next(run))
+        except ValueError:
+            errors += 1
+        except StopIteration:
+            break
+    assert errors == 1
+    assert sorted(out) == [x for x in range(20) if x != 7]
+
+
 def test_a_marker_flushes_the_shuffle_buffer() -> None:
     stream = raw(Pipe(range(20)).insert_marker(EPOCH, every=6).shuffle(50, seed=3))
     parts = segments(stream)

@@ -237,39 +237,43 @@ def _stopped(process: Any) -> bool:
         return True
 
 
-def take_stop(make: Callable[[], Iterable[Any]], n: int) -> tuple[Run, list[float]]:
-    """A run that pulls ``n`` items and returns the seconds from the arrival of the
-    ``n``-th until every worker process has exited (the processes below this one, but for
-    the forkserver and the resource tracker, noted just before the ``n``-th item); it then
-    checks that the stream has ended. The figures of all runs go into the list."""
+def take_stop(make: Callable[[], Iterable[Any]], n: int) -> tuple[Run, list[tuple[float, float]]]:
+    """A run that pulls ``n`` items and measures how soon the worker processes (the
+    processes below this one, but for the forkserver and the resource tracker, noted just
+    before the ``n``-th item) have all exited: in seconds from the call of ``next()`` that
+    returns the ``n``-th item (an upper bound: it includes the wait for that item), and
+    from its return (a stage may stop its workers before it returns the item). It then
+    checks that the stream has ended. The figures of every run go into the list."""
     import psutil
 
     me = psutil.Process()
-    seconds: list[float] = []
+    figures: list[tuple[float, float]] = []
 
     def run() -> list[Any]:
         stream = iter(make())
         items = [next(stream) for _ in range(n - 1)]
         helpers = _helper_pids()
         workers = [p for p in me.children(recursive=True) if p.pid not in helpers]
+        call = time.perf_counter()
         items.append(next(stream))
-        start = time.perf_counter()
+        arrived = time.perf_counter()
         while not all(_stopped(p) for p in workers):
-            if time.perf_counter() - start > STOP_DEADLINE:
+            if time.perf_counter() - arrived > STOP_DEADLINE:
                 getattr(stream, "close", lambda: None)()
                 raise RuntimeError(f"workers still running {STOP_DEADLINE:g} s after item {n}")
             time.sleep(0.0005)
-        seconds.append(time.perf_counter() - start)
+        stopped = time.perf_counter()
+        figures.append((stopped - call, stopped - arrived))
         if not workers:
             raise RuntimeError(f"no worker process was running at item {n}")
         for extra in stream:
             raise RuntimeError(f"the stream went on after item {n}: {extra!r}")
         return items
 
-    return run, seconds
+    return run, figures
 
 
-def take_tinypl(n: int, workers: int) -> tuple[Run, Check, list[float]]:
+def take_tinypl(n: int, workers: int) -> tuple[Run, Check, list[tuple[float, float]]]:
     pl = new_tinypl()
     pipe = pl.Pipe(itertools.count()).map(w.inc).process(workers).take(n)
 
@@ -279,5 +283,5 @@ def take_tinypl(n: int, workers: int) -> tuple[Run, Check, list[float]]:
         good = len(values) == n == len(set(values)) and all(v >= 1 for v in values)
         return None if good else f"expected {n} distinct items of count(1), got {values!r}"
 
-    run, seconds = take_stop(lambda: pipe, n)
-    return run, check, seconds
+    run, figures = take_stop(lambda: pipe, n)
+    return run, check, figures

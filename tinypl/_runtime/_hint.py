@@ -61,7 +61,7 @@ def _own(node: plan.Node, stage: Any, upstream: Any) -> int | None:
     above = remaining(upstream)
     if above is None:
         return None
-    raw: Any = stage.raw
+    raw: Any = stage._step if stage._step is not None else stage.raw
     if isinstance(node, plan.Thread):  # a thread stage: a queue of maxsize items
         return above + round(float(stage.maxsize) * float(stage.fill))
     if isinstance(node, streams.Take):

@@ -77,6 +77,8 @@ class Stage(Generic[T_co]):
     _upstream: Any
     _core: Core | None
     _closed: bool
+    #: The object holding a stateful stage's state, where length hints read it.
+    _step: Any = None
 
     def _attach(
         self,

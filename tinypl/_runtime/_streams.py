@@ -17,30 +17,23 @@ from .. import _plan as plan
 from .. import _plan_streams as streams
 from .._marker import Marker
 from ._registry import build, build_source, materialize
-from ._stage import Stage, make_view
+from ._stage import ChainStage, Parts, Stage, make_view
+from ._steps import _Raw
 from ._sync import _not_in_ordered_region, _view
 
 __all__ = ["MixStep", "RepeatStep", "ShardStep", "ShuffleStep", "SkipStep", "TakeStep", "ZipStep"]
 
 
-class _Raw(Iterator[Any]):
-    __slots__ = ("_pull",)
-
-    def __init__(self, upstream: Iterator[Any]) -> None:
-        self._pull = upstream.__next__
-
-    def __iter__(self) -> _Raw:
-        return self
-
-
-class ShuffleStep(_Raw):
+class ShuffleStep:
     """A buffer shuffle: once ``size`` items are held, each new item takes the place of a
-    uniformly chosen one, which is emitted. A marker, and the end, flush the buffer."""
+    uniformly chosen one, which is emitted. A marker, and the end, flush the buffer.
+
+    The state lives here and generators run it (``runs``), at the speed of a plain
+    Python generator; after an error from upstream a fresh generator goes on."""
 
     __slots__ = ("_buffer", "_ended", "_flush", "_random", "_size")
 
-    def __init__(self, upstream: Iterator[Any], size: int, rng: random.Random) -> None:
-        super().__init__(upstream)
+    def __init__(self, size: int, rng: random.Random) -> None:
         self._size = size
         self._random = rng.random
         self._buffer: list[Any] = []
@@ -52,39 +45,56 @@ class ShuffleStep(_Raw):
         """The items in its buffer, or flushed and not yet emitted."""
         return len(self._buffer) + sum(1 for x in self._flush if x.__class__ is not Marker)
 
-    def _flushing(self, marker: Any = None) -> Any:
-        buffer = self._buffer
-        self._buffer = []
+    def runs(self, upstream: Iterator[Any], markers: bool) -> Iterator[Iterator[Any]]:
+        run = self._marked if markers else self._plain
+        while self._flush or not self._ended:
+            yield run(upstream)
+
+    def _flushing(self, marker: Any = None) -> None:
+        buffer, flush = self._buffer, self._flush
         _permute(buffer, self._random)
-        flush = self._flush
         if marker is not None:
             flush.append(marker)
         flush.extend(buffer)
-        if not flush:
-            raise StopIteration
-        return flush.pop()
+        buffer.clear()
 
-    def __next__(self) -> Any:
-        if self._flush:
-            return self._flush.pop()
-        if self._ended:
-            raise StopIteration
-        buffer, size, rand = self._buffer, self._size, self._random
-        while True:
-            try:
-                x = self._pull()
-            except StopIteration:
-                self._ended = True
-                return self._flushing()
-            if x.__class__ is Marker:
-                return self._flushing(x)
-            if len(buffer) < size:
+    def _plain(self, upstream: Iterator[Any]) -> Iterator[Any]:
+        buffer, flush, size, draw = self._buffer, self._flush, self._size, self._random
+        if len(buffer) < size:
+            for x in upstream:
                 buffer.append(x)
-                continue
-            j = int(rand() * size)
+                if len(buffer) == size:
+                    break
+        for x in upstream:  # the buffer is full
+            j = int(draw() * size)
             y = buffer[j]
             buffer[j] = x
-            return y
+            yield y
+        self._ended = True
+        self._flushing()
+        while flush:
+            yield flush.pop()
+
+    def _marked(self, upstream: Iterator[Any]) -> Iterator[Any]:
+        buffer, flush, size, draw = self._buffer, self._flush, self._size, self._random
+        while flush:
+            yield flush.pop()
+        for x in upstream:
+            if x.__class__ is Marker:
+                self._flushing(x)
+                while flush:
+                    yield flush.pop()
+            elif len(buffer) < size:
+                buffer.append(x)
+            else:
+                j = int(draw() * size)
+                y = buffer[j]
+                buffer[j] = x
+                yield y
+        self._ended = True
+        self._flushing()
+        while flush:
+            yield flush.pop()
 
 
 def _permute(items: list[Any], rand: Callable[[], float]) -> None:
@@ -311,38 +321,50 @@ def _multi(
     return stage
 
 
+def _one_input(
+    raw: Iterator[Any], node: plan.Node, upstream: Stage[Any], step: Any = None
+) -> Stage[Any]:
+    """The stage of a stateful step on one input: outside ordered regions, guarded when
+    worker threads pull it, with the markers its input may carry. ``step``: the object
+    whose state a length hint reads, where it is not ``raw`` itself."""
+    _not_in_ordered_region(node, upstream)
+    stage = _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
+    stage._step = raw if step is None else step
+    return stage
+
+
 @build.register
 def _shuffle(node: streams.Shuffle, upstream: Stage[Any]) -> Stage[Any]:
     _not_in_ordered_region(node, upstream)
-    raw = ShuffleStep(upstream.raw, node.buffer_size, random.Random(node.seed))
-    return _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
+    step = ShuffleStep(node.buffer_size, random.Random(node.seed))
+    parts = Parts(step.runs(upstream.raw, upstream._may_mark))
+    if upstream._may_mark:
+        return _one_input(itertools.chain.from_iterable(parts), node, upstream, step)
+    stage = ChainStage.over(parts)  # no marker can occur: no view needed
+    stage._attach(raw=None, node=node, upstream=upstream, may_mark=False, thread_safe=False)
+    stage._step = step
+    return stage
 
 
 @build.register
 def _take(node: streams.Take, upstream: Stage[Any]) -> Stage[Any]:
-    _not_in_ordered_region(node, upstream)
-    raw = TakeStep(upstream.raw, node.n, upstream.close)
-    return _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
+    return _one_input(TakeStep(upstream.raw, node.n, upstream.close), node, upstream)
 
 
 @build.register
 def _skip(node: streams.Skip, upstream: Stage[Any]) -> Stage[Any]:
-    _not_in_ordered_region(node, upstream)
     # A step even where no marker can occur: it knows how many items it has left to drop.
-    raw = SkipStep(upstream.raw, node.n)
-    return _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
+    return _one_input(SkipStep(upstream.raw, node.n), node, upstream)
 
 
 @build.register
 def _shard(node: streams.Shard, upstream: Stage[Any]) -> Stage[Any]:
-    _not_in_ordered_region(node, upstream)
-    marks = upstream._may_mark
     raw: Iterator[Any]
-    if marks:
+    if upstream._may_mark:
         raw = ShardStep(upstream.raw, node.index, node.count)
     else:
         raw = itertools.islice(upstream.raw, node.index, None, node.count)
-    return _view(raw, node, upstream, may_mark=marks, thread_safe=False)
+    return _one_input(raw, node, upstream)
 
 
 @build.register
