@@ -197,7 +197,7 @@ def test_arguments_are_checked_where_the_stage_is_written() -> None:
         Pipe(range(3)).asyncio("4")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="asyncio: maxsize must be >= 1"):
         Pipe(range(3)).asyncio(4, maxsize=0)
-    with pytest.raises(TypeError, match="must be an iterable or an iterator"):
+    with pytest.raises(TypeError, match="an iterator or an async iterable"):
         Pipe(42)  # type: ignore[call-overload]
 
 

@@ -76,8 +76,10 @@ def check_iterable(where: str, name: str, value: Any) -> Any:
     # A type check only: calling iter() here could start a user's generator-producing code.
     kind = type(value)
     if not (hasattr(kind, "__iter__") or hasattr(kind, "__getitem__") or is_async_iterable(value)):
-        # (The message predates async sources; pages and users match on it.)
-        raise TypeError(f"{where}: {name} must be an iterable or an iterator, got {_type(value)}")
+        raise TypeError(
+            f"{where}: {name} must be an iterable, an iterator or an async iterable,"
+            f" got {_type(value)}"
+        )
     return value
 
 
