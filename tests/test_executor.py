@@ -7,6 +7,7 @@ with the synchronous run and with ``.process(2)``: results, order, markers and e
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from executors import forkserver_pool, has
+from executors import forkserver_pool, has, restored_environ
 from procwatch import REPO
 from threadwatch import gone_within, tinypl_threads
 
@@ -160,6 +162,46 @@ def test_an_upstream_error_comes_after_the_items_before_it(engine: Any) -> None:
     assert sorted(got) == [3 * x for x in range(10)]
 
 
+@pytest.mark.timeout(60)
+def test_a_failed_run_is_freed_when_dropped(engine: Any) -> None:
+    """``for x in stage`` inside ``try`` keeps the stage in the error's traceback; once
+    the caller drops both, the stage must be freed (no cycle through its finalizer)."""
+
+    def consume() -> weakref.ref[Any]:
+        stage = iter(Pipe(range(20)).map(bad_at_7).executor(engine))
+        try:
+            for _ in stage:
+                pass
+        except KeyError:
+            pass
+        return weakref.ref(stage)
+
+    ref = consume()
+    gc.collect()
+    assert ref() is None, "the failed stage is never freed"
+
+
+@pytest.mark.timeout(30)
+def test_a_run_failed_by_its_executor_is_freed_when_dropped() -> None:
+    pool = forkserver_pool()
+
+    def consume(executor: Executor) -> weakref.ref[Any]:
+        stage = iter(Pipe(range(20)).map(die).executor(executor, chunksize=2))
+        try:
+            for _ in stage:
+                pass
+        except pl.WorkerError:
+            pass
+        return weakref.ref(stage)
+
+    try:
+        refs = [consume(pool), consume(_Closed())]  # a broken pool, a failing submit
+    finally:
+        pool.shutdown(wait=True)
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None], "a failed stage is never freed"
+
+
 def die(x: int) -> int:
     if x == 5:
         os._exit(3)
@@ -180,18 +222,13 @@ def test_a_broken_process_pool_becomes_a_worker_error_naming_stage_and_chunk() -
 
 
 @pytest.mark.timeout(60)
-def test_a_killed_loky_worker_becomes_a_worker_error() -> None:
-    if not has("loky"):
-        pytest.skip("loky is not installed (the `executors` extra)")
-    from loky import get_reusable_executor
-
-    pool = get_reusable_executor(max_workers=2)
+def test_a_killed_loky_worker_becomes_a_worker_error(loky_executor: Any) -> None:
     with pytest.raises(pl.WorkerError) as info:
-        list(Pipe(range(20)).map(die).executor(pool, chunksize=2))
-    assert "executor(map(die))" in str(info.value)
-    assert isinstance(info.value.__cause__, BaseException)
+        list(Pipe(range(20)).map(die).executor(loky_executor(), chunksize=2))
+    assert "executor(map(die))" in str(info.value) and "chunk" in str(info.value)
+    assert type(info.value.__cause__).__name__ == "TerminatedWorkerError"
     # loky replaces a broken pool on the next call: the user's code goes on working.
-    submit_still_works(get_reusable_executor(max_workers=2))
+    submit_still_works(loky_executor())
 
 
 class _Closed(Executor):
@@ -433,7 +470,7 @@ def fragile_cluster() -> Iterator[Any]:
 
     # Its HTTP server cannot take the session cluster's port; the other one will do.
     quiet = warnings.catch_warnings()
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), quiet:
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), quiet, restored_environ():
         warnings.filterwarnings("ignore", message="Port .* is already in use")
         cluster = LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
@@ -516,3 +553,26 @@ def test_large_stage_functions_on_dask(dask_client: Any) -> None:
 
     got = list(Pipe(range(300)).map(look_up).executor(dask_client).order())
     assert got == [table[x] * 2 for x in range(300)]
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_process_stage_is_freed_once_dask_is_imported(dask_client: Any) -> None:
+    # Importing distributed installs tblib's traceback pickling, so errors from worker
+    # processes arrive with rebuilt tracebacks whose frames chain back to the reader.
+    import copyreg
+    import types
+
+    assert types.TracebackType in copyreg.dispatch_table  # tblib is installed
+
+    def consume() -> weakref.ref[Any]:
+        stage = iter(Pipe(range(20)).map(bad_at_7).process(2, start_method="fork"))
+        try:
+            for _ in stage:
+                pass
+        except KeyError:
+            pass
+        return weakref.ref(stage)
+
+    ref = consume()
+    gc.collect()
+    assert ref() is None, "the failed stage is never freed"

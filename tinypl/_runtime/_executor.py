@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from queue import Empty, SimpleQueue
 from typing import Any, NoReturn
 
@@ -257,14 +257,19 @@ class ExecutorCore(FailureHandling):
             entry = self._pending.pop(done.chunk_id, None)
         if entry is None:
             return  # cancelled by close()
-        chunk = entry[1]
-        try:
-            answer = done.future.result(timeout=0)
-        except BaseException as error:  # the executor's own failure, CancelledError too
+        chunk, future = entry[1], done.future
+        # Read, not raised here: a traceback through this frame would keep the consumer's
+        # frames, and with them the stage, alive as long as the error is kept.
+        if future.cancelled():
+            failure: BaseException | None = CancelledError("the executor cancelled the chunk")
+        else:
+            failure = future.exception(timeout=0)  # the executor's own failure
+        if failure is not None:
             if self._stopping:
-                raise StopIteration from None
-            self.error = self._executor_failed(done.chunk_id, chunk, error)
+                raise StopIteration
+            self.error = self._executor_failed(done.chunk_id, chunk, failure)
             self.fail()
+        answer = future.result(timeout=0)
         if answer == MISSING:
             try:
                 self.submit(done.chunk_id, chunk, full=True)  # still outstanding
