@@ -576,3 +576,18 @@ def test_a_failed_process_stage_is_freed_once_dask_is_imported(dask_client: Any)
     ref = consume()
     gc.collect()
     assert ref() is None, "the failed stage is never freed"
+
+
+def draw(x: int) -> float:
+    import random
+
+    return random.random()
+
+
+@pytest.mark.timeout(60)
+def test_equal_chunks_are_not_merged_by_dask(dask_client: Any) -> None:
+    # Dask gives equal pure tasks one key and runs them once; a stage function may
+    # have effects, or draw random numbers, as this one does.
+    got = list(Pipe([0] * 30).map(draw).executor(dask_client, chunksize=1))
+    assert len(got) == 30
+    assert len(set(got)) == 30
