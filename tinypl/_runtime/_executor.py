@@ -102,7 +102,14 @@ class _ChunkFeeder(Feeder):
             self.outstanding[0] += 1
         failure = self._core.submit(chunk_id, chunk)
         if failure is not None:
-            raise failure  # reported by _run once the chunks before it are back
+            # Reported by _run once the chunks before it are back. This frame stays in
+            # the error's traceback (which the stage keeps to replicate the error), so
+            # it must not keep the error itself: the reader's raise links the error to
+            # the consumer's frames, and the stage would never be freed.
+            try:
+                raise failure
+            finally:
+                del failure
 
 
 def _unused(index: int, data: bytes) -> None:  # pragma: no cover - _send is overridden
