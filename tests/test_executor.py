@@ -195,7 +195,7 @@ def test_a_run_failed_by_its_executor_is_freed_when_dropped() -> None:
         return weakref.ref(stage)
 
     try:
-        refs = [consume(pool), consume(_Closed())]  # a broken pool, a failing submit
+        refs = [consume(pool), consume(closed_pool())]  # a broken pool, a failing submit
     finally:
         pool.shutdown(wait=True)
     gc.collect()
@@ -231,17 +231,17 @@ def test_a_killed_loky_worker_becomes_a_worker_error(loky_executor: Any) -> None
     submit_still_works(loky_executor())
 
 
-class _Closed(Executor):
-    """A real executor that was shut down: every submit raises, as the stdlib's do."""
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-        raise RuntimeError("cannot schedule new futures after shutdown")
+def closed_pool() -> ThreadPoolExecutor:
+    """A real executor that was shut down: every submit raises RuntimeError."""
+    pool = ThreadPoolExecutor(1)
+    pool.shutdown()
+    return pool
 
 
 @pytest.mark.timeout(30)
 def test_a_failing_submit_becomes_a_worker_error() -> None:
     with pytest.raises(pl.WorkerError, match=r"executor\(map\(triple\)\).*chunk 1") as info:
-        list(Pipe(range(5)).map(triple).executor(_Closed()))
+        list(Pipe(range(5)).map(triple).executor(closed_pool()))
     assert isinstance(info.value.__cause__, RuntimeError)
 
 
