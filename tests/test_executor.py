@@ -591,3 +591,32 @@ def test_equal_chunks_are_not_merged_by_dask(dask_client: Any) -> None:
     got = list(Pipe([0] * 30).map(draw).executor(dask_client, chunksize=1))
     assert len(got) == 30
     assert len(set(got)) == 30
+
+
+@pytest.mark.timeout(30)
+def test_ctrl_c_while_waiting_stops_the_run_and_leaves_the_executor_running() -> None:
+    before = tinypl_threads()
+    main = threading.get_ident()
+    started, release = threading.Event(), threading.Event()
+
+    def stuck(x: int) -> int:
+        started.set()
+        release.wait(20)
+        return x
+
+    def interrupt() -> None:
+        if started.wait(10):
+            signal.pthread_kill(main, signal.SIGINT)
+
+    with ThreadPoolExecutor(2) as pool:
+        helper = threading.Thread(target=interrupt, name="test-interrupter")
+        stage = iter(Pipe(range(100)).map(stuck).executor(pool, chunksize=1))
+        helper.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                next(stage)
+            assert gone_within(before, 2.0)  # the feeder is stopped in the background
+        finally:
+            release.set()
+            helper.join(10)
+        submit_still_works(pool)
