@@ -3,6 +3,7 @@
 The same pipelines run on real engines (a thread pool, a forkserver process pool, loky,
 a Dask ``LocalCluster`` on loopback; MPI in ``test_executor_mpi.py``) and are compared
 with the synchronous run and with ``.process(2)``: results, order, markers and errors.
+What only Dask does (a killed worker, retries, impure tasks) is in ``test_executor_dask.py``.
 """
 
 from __future__ import annotations
