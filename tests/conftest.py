@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from executors import _pools, dask_client, engine  # noqa: F401  (executor-stage engines)
+from executors import _pools, dask_client, engine, loky_executor  # noqa: F401  (engines)
 from hypothesis import HealthCheck, settings
 from threadwatch import leaked_threads, tinypl_threads
 

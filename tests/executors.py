@@ -1,14 +1,15 @@
 """Real executors for the executor-stage tests: the standard pools, loky, a Dask
 ``LocalCluster`` on loopback, and MPI (in a child interpreter with a session of its own).
 
-Every engine is real; nothing is mocked. The fixtures are module-scoped: their worker
-processes must not outlive the tests that use them, or the leak checks of later tests
-would see them. Starting the Dask cluster takes about 3 s, and a process pool is reused
-by every test of a module that only needs a working executor.
+Every engine is real; nothing is mocked. The fixtures are module-scoped: starting the
+Dask cluster takes about 3 s, and a pool is reused by every test of a module that only
+needs a working executor; all of them are stopped when the module is done, because the
+leak checks of other modules (``multiprocessing.active_children()``) must not see them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import multiprocessing
@@ -16,7 +17,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,9 @@ __all__ = [
     "engine",
     "forkserver_pool",
     "has",
+    "loky_executor",
     "run_mpi_output",
+    "restored_environ",
     "run_mpi_script",
 ]
 
@@ -55,19 +59,35 @@ def dask_client() -> Iterator[Any]:
         pytest.skip("distributed is not installed (the `dask` extra)")
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    )
-    client = Client(cluster)
+    with restored_environ(), warnings.catch_warnings():
+        # The scheduler's HTTP server (on 127.0.0.1) takes another port when 8787 is busy.
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+        cluster = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
+        client = Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+            cluster.close()
+
+
+@contextlib.contextmanager
+def restored_environ() -> Iterator[None]:
+    """Undo what a Dask nanny writes into this process's environment
+    (``distributed.nanny.pre-spawn-environ``: ``OMP_NUM_THREADS=1`` …), which later
+    tests would otherwise inherit."""
+    saved = dict(os.environ)
     try:
-        yield client
+        yield
     finally:
-        client.close()
-        cluster.close()
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +100,24 @@ def _pools() -> Iterator[dict[str, Executor]]:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+@pytest.fixture(scope="module")
+def loky_executor() -> Iterator[Callable[[], Any]]:
+    """``get_reusable_executor`` (with 2 workers): each call gives the current executor,
+    a fresh one after a test broke the last. Shut down when the module is done (loky
+    would otherwise keep its workers for minutes)."""
+    if not has("loky"):
+        pytest.skip("loky is not installed (the `executors` extra)")
+    from loky import get_reusable_executor
+
+    def current() -> Any:
+        return get_reusable_executor(max_workers=2)
+
+    try:
+        yield current
+    finally:
+        current().shutdown(wait=True)
+
+
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest, _pools: dict[str, Executor]) -> Any:
     """Each engine in turn: what a user passes to ``.executor()``."""
@@ -87,11 +125,7 @@ def engine(request: pytest.FixtureRequest, _pools: dict[str, Executor]) -> Any:
     if name in _pools:
         return _pools[name]
     if name == "loky":
-        if not has("loky"):
-            pytest.skip("loky is not installed (the `executors` extra)")
-        from loky import get_reusable_executor
-
-        return get_reusable_executor(max_workers=2)
+        return request.getfixturevalue("loky_executor")()
     return request.getfixturevalue("dask_client")
 
 

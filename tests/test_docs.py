@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import os
 import re
 import subprocess
 import sys
@@ -192,6 +193,9 @@ def test_examples_run_and_print_what_the_page_says(page: Path) -> None:
     assert blocks, f"{page_id(page)} has no Python example"
     namespace: dict[str, object] = {"__name__": "__docs__"}
     not_run: dict[str, list[int]] = {}  # missing package -> lines of the blocks needing it
+    # A page's engines may write to os.environ (a Dask nanny sets OMP_NUM_THREADS=1):
+    # later tests must not inherit that.
+    environ = dict(os.environ)
     try:
         for block in blocks:
             if block.opted_out:
@@ -212,6 +216,8 @@ def test_examples_run_and_print_what_the_page_says(page: Path) -> None:
     finally:
         # Drop the page's pipelines, so that garbage collection stops their threads.
         namespace.clear()
+        os.environ.clear()
+        os.environ.update(environ)
     if not_run:
         reasons = "; ".join(
             f"{name} is not installed (blocks at lines {', '.join(map(str, lines))})"

@@ -3,25 +3,26 @@
 The same pipelines run on real engines (a thread pool, a forkserver process pool, loky,
 a Dask ``LocalCluster`` on loopback; MPI in ``test_executor_mpi.py``) and are compared
 with the synchronous run and with ``.process(2)``: results, order, markers and errors.
+What only Dask does (a killed worker, retries, impure tasks) is in ``test_executor_dask.py``.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import warnings
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 from typing import Any
 
 import pytest
-from executors import forkserver_pool, has
+from executors import forkserver_pool
 from procwatch import REPO
 from threadwatch import gone_within, tinypl_threads
 
@@ -160,6 +161,46 @@ def test_an_upstream_error_comes_after_the_items_before_it(engine: Any) -> None:
     assert sorted(got) == [3 * x for x in range(10)]
 
 
+@pytest.mark.timeout(60)
+def test_a_failed_run_is_freed_when_dropped(engine: Any) -> None:
+    """``for x in stage`` inside ``try`` keeps the stage in the error's traceback; once
+    the caller drops both, the stage must be freed (no cycle through its finalizer)."""
+
+    def consume() -> weakref.ref[Any]:
+        stage = iter(Pipe(range(20)).map(bad_at_7).executor(engine))
+        try:
+            for _ in stage:
+                pass
+        except KeyError:
+            pass
+        return weakref.ref(stage)
+
+    ref = consume()
+    gc.collect()
+    assert ref() is None, "the failed stage is never freed"
+
+
+@pytest.mark.timeout(30)
+def test_a_run_failed_by_its_executor_is_freed_when_dropped() -> None:
+    pool = forkserver_pool()
+
+    def consume(executor: Executor) -> weakref.ref[Any]:
+        stage = iter(Pipe(range(20)).map(die).executor(executor, chunksize=2))
+        try:
+            for _ in stage:
+                pass
+        except pl.WorkerError:
+            pass
+        return weakref.ref(stage)
+
+    try:
+        refs = [consume(pool), consume(closed_pool())]  # a broken pool, a failing submit
+    finally:
+        pool.shutdown(wait=True)
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None], "a failed stage is never freed"
+
+
 def die(x: int) -> int:
     if x == 5:
         os._exit(3)
@@ -180,31 +221,26 @@ def test_a_broken_process_pool_becomes_a_worker_error_naming_stage_and_chunk() -
 
 
 @pytest.mark.timeout(60)
-def test_a_killed_loky_worker_becomes_a_worker_error() -> None:
-    if not has("loky"):
-        pytest.skip("loky is not installed (the `executors` extra)")
-    from loky import get_reusable_executor
-
-    pool = get_reusable_executor(max_workers=2)
+def test_a_killed_loky_worker_becomes_a_worker_error(loky_executor: Any) -> None:
     with pytest.raises(pl.WorkerError) as info:
-        list(Pipe(range(20)).map(die).executor(pool, chunksize=2))
-    assert "executor(map(die))" in str(info.value)
-    assert isinstance(info.value.__cause__, BaseException)
+        list(Pipe(range(20)).map(die).executor(loky_executor(), chunksize=2))
+    assert "executor(map(die))" in str(info.value) and "chunk" in str(info.value)
+    assert type(info.value.__cause__).__name__ == "TerminatedWorkerError"
     # loky replaces a broken pool on the next call: the user's code goes on working.
-    submit_still_works(get_reusable_executor(max_workers=2))
+    submit_still_works(loky_executor())
 
 
-class _Closed(Executor):
-    """A real executor that was shut down: every submit raises, as the stdlib's do."""
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-        raise RuntimeError("cannot schedule new futures after shutdown")
+def closed_pool() -> ThreadPoolExecutor:
+    """A real executor that was shut down: every submit raises RuntimeError."""
+    pool = ThreadPoolExecutor(1)
+    pool.shutdown()
+    return pool
 
 
 @pytest.mark.timeout(30)
 def test_a_failing_submit_becomes_a_worker_error() -> None:
     with pytest.raises(pl.WorkerError, match=r"executor\(map\(triple\)\).*chunk 1") as info:
-        list(Pipe(range(5)).map(triple).executor(_Closed()))
+        list(Pipe(range(5)).map(triple).executor(closed_pool()))
     assert isinstance(info.value.__cause__, RuntimeError)
 
 
@@ -374,14 +410,6 @@ def test_stage_functions_are_compiled_once_per_worker() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_dask_executor_and_client_both_work(dask_client: Any) -> None:
-    expected = run_sync()
-    assert list(pipeline(range(60)).executor(dask_client.get_executor()).order()) == expected
-    assert list(pipeline(range(60)).executor(dask_client, chunksize=7).order()) == expected
-    assert dask_client.submit(abs, -1).result() == 1  # the client is still the user's
-
-
-@pytest.mark.timeout(60)
 def test_import_and_build_do_not_load_the_engines() -> None:
     probe = (
         "import sys, tinypl as pl\n"
@@ -401,68 +429,6 @@ def test_import_and_build_do_not_load_the_engines() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
-
-
-# -- a Dask worker killed mid-run ------------------------------------------------------------
-
-
-def _kill_once(flag: str) -> Any:
-    def work(x: int) -> int:
-        if x == 30 and not os.path.exists(flag):
-            open(flag, "w").close()
-            os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(0.002)
-        return x
-
-    return work
-
-
-def _kill_always(x: int) -> int:
-    if x == 30:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return x
-
-
-@pytest.fixture
-def fragile_cluster() -> Iterator[Any]:
-    """A cluster of its own (its workers get killed), that gives up on the first death."""
-    if not has("distributed"):
-        pytest.skip("distributed is not installed (the `dask` extra)")
-    import dask
-    from distributed import Client, LocalCluster
-
-    # Its HTTP server cannot take the session cluster's port; the other one will do.
-    quiet = warnings.catch_warnings()
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), quiet:
-        warnings.filterwarnings("ignore", message="Port .* is already in use")
-        cluster = LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=None,
-        )
-        client = Client(cluster)
-        try:
-            yield client
-        finally:
-            client.close()
-            cluster.close()
-
-
-@pytest.mark.timeout(90)
-def test_a_killed_dask_worker_never_hangs(fragile_cluster: Any, tmp_path: Path) -> None:
-    # A death Dask gives up on: a WorkerError naming the stage, KilledWorker its cause.
-    with pytest.raises(pl.WorkerError) as info:
-        list(Pipe(range(100)).map(_kill_always).executor(fragile_cluster, chunksize=5))
-    assert "executor(map(_kill_always))" in str(info.value)
-    assert type(info.value.__cause__).__name__ == "KilledWorker"
-
-
-@pytest.mark.timeout(90)
-def test_a_dask_worker_killed_once_is_retried(dask_client: Any, tmp_path: Path) -> None:
-    # The session cluster allows retries: Dask reruns the chunk, nothing is lost.
-    work = _kill_once(str(tmp_path / "killed"))
-    got = list(Pipe(range(100)).map(work).executor(dask_client, chunksize=5).order())
-    assert got == list(range(100))
-    assert (tmp_path / "killed").exists()
 
 
 @pytest.mark.timeout(60)
@@ -505,14 +471,30 @@ def cloudpickle_dumps(value: Any) -> bytes:
     return data
 
 
-@pytest.mark.timeout(60)
-def test_large_stage_functions_on_dask(dask_client: Any) -> None:
-    from tinypl._runtime._executor import INLINE_BYTES
+@pytest.mark.timeout(30)
+def test_ctrl_c_while_waiting_stops_the_run_and_leaves_the_executor_running() -> None:
+    before = tinypl_threads()
+    main = threading.get_ident()
+    started, release = threading.Event(), threading.Event()
 
-    table = bytes(range(256)) * (INLINE_BYTES // 64)
+    def stuck(x: int) -> int:
+        started.set()
+        release.wait(20)
+        return x
 
-    def look_up(x: int) -> int:
-        return table[x] * 2
+    def interrupt() -> None:
+        if started.wait(10):
+            signal.pthread_kill(main, signal.SIGINT)
 
-    got = list(Pipe(range(300)).map(look_up).executor(dask_client).order())
-    assert got == [table[x] * 2 for x in range(300)]
+    with ThreadPoolExecutor(2) as pool:
+        helper = threading.Thread(target=interrupt, name="test-interrupter")
+        stage = iter(Pipe(range(100)).map(stuck).executor(pool, chunksize=1))
+        helper.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                next(stage)
+            assert gone_within(before, 2.0)  # the feeder is stopped in the background
+        finally:
+            release.set()
+            helper.join(10)
+        submit_still_works(pool)

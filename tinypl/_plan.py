@@ -319,7 +319,13 @@ class Process(ProcessOptions):
 
 
 def is_dask_client(value: Any) -> bool:
-    """Whether ``value`` is a ``distributed.Client`` (told apart without importing dask)."""
+    """Whether ``value`` is a ``distributed.Client`` (told apart without importing dask).
+
+    Examples:
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> is_dask_client(ThreadPoolExecutor(1))
+        False
+    """
     module = type(value).__module__ or ""
     return module.partition(".")[0] == "distributed" and callable(
         getattr(value, "get_executor", None)

@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from queue import Empty, SimpleQueue
 from typing import Any, NoReturn
 
@@ -100,7 +100,16 @@ class _ChunkFeeder(Feeder):
             self._chunk_ids += 1
             chunk_id = self._chunk_ids
             self.outstanding[0] += 1
-        self._core.submit(chunk_id, chunk)
+        failure = self._core.submit(chunk_id, chunk)
+        if failure is not None:
+            # Reported by _run once the chunks before it are back. This frame stays in
+            # the error's traceback (which the stage keeps to replicate the error), so
+            # it must not keep the error itself: the reader's raise links the error to
+            # the consumer's frames, and the stage would never be freed.
+            try:
+                raise failure
+            finally:
+                del failure
 
 
 def _unused(index: int, data: bytes) -> None:  # pragma: no cover - _send is overridden
@@ -127,7 +136,9 @@ class ExecutorCore(FailureHandling):
         #: A ClientExecutor made here for a ``distributed.Client``: tinypl's to shut down.
         self._own: Any = None
         if plan.is_dask_client(node.executor):
-            self._executor = self._own = node.executor.get_executor()
+            # pure=False: Dask would otherwise give equal chunks one key and run them
+            # once, and a stage function may have effects (each) or draw random numbers.
+            self._executor = self._own = node.executor.get_executor(pure=False)
         known = worker_count(self._executor)
         self.workers = known or 1
         default = EXECUTOR_MAXSIZE if known is None else 2 * known
@@ -155,21 +166,26 @@ class ExecutorCore(FailureHandling):
 
     # -- feeder side ---------------------------------------------------------------------
 
-    def submit(self, chunk_id: int, chunk: list[Any], *, full: bool = False) -> None:
+    def submit(self, chunk_id: int, chunk: list[Any], *, full: bool = False) -> WorkerError | None:
         """Submit one chunk (the feeder thread, or the reader for a ``MISSING`` answer);
-        the reader hears of it when it is done."""
+        the reader hears of it when it is done. A failed submit is returned."""
         program = self._program if full else self._light
         try:
             future: Future[Any] = self._executor.submit(run_chunk, program, chunk)
         except BaseException as error:
             with self.feeder._lock:
                 self.feeder.outstanding[0] -= 1
-            raise self._executor_failed(chunk_id, chunk, error) from error
+            if full:
+                # Caught in the reader's frames, which reach the consumer's: a traceback
+                # through them would keep the stage alive with the error.
+                error.__traceback__ = None
+            return self._executor_failed(chunk_id, chunk, error)
         with self._pending_lock:
             self._pending[chunk_id] = (future, chunk)
         if self._stopping:
             future.cancel()  # the run was closed while this chunk was being submitted
         future.add_done_callback(functools.partial(self._finished_future, chunk_id))
+        return None
 
     def _finished_future(self, chunk_id: int, future: Future[Any]) -> None:
         self.queue.put(_Done(chunk_id, future))
@@ -257,19 +273,22 @@ class ExecutorCore(FailureHandling):
             entry = self._pending.pop(done.chunk_id, None)
         if entry is None:
             return  # cancelled by close()
-        chunk = entry[1]
-        try:
-            answer = done.future.result(timeout=0)
-        except BaseException as error:  # the executor's own failure, CancelledError too
+        chunk, future = entry[1], done.future
+        # Read, not raised here: a traceback through this frame would keep the consumer's
+        # frames, and with them the stage, alive as long as the error is kept.
+        if future.cancelled():
+            failure: BaseException | None = CancelledError("the executor cancelled the chunk")
+        else:
+            failure = future.exception(timeout=0)  # the executor's own failure
+        if failure is not None:
             if self._stopping:
-                raise StopIteration from None
-            self.error = self._executor_failed(done.chunk_id, chunk, error)
+                raise StopIteration
+            self.error = self._executor_failed(done.chunk_id, chunk, failure)
             self.fail()
+        answer = future.result(timeout=0)
         if answer == MISSING:
-            try:
-                self.submit(done.chunk_id, chunk, full=True)  # still outstanding
-            except WorkerError as error:
-                self.error = error
+            self.error = self.submit(done.chunk_id, chunk, full=True)  # still outstanding
+            if self.error is not None:
                 self.fail()
             return
         self.feeder.received(0)

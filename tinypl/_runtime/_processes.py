@@ -64,6 +64,8 @@ def _rebuild_error(stage: str, packed: tuple[str, str, str, bytes | None]) -> Ba
             error = pickle.loads(data)
         except Exception:
             error = None
+        else:
+            _drop_tracebacks(error)
     if error is None:
         error = WorkerError(f"{stage}: a worker raised {type_name}: {message}\n{text}")
     elif isinstance(error, SystemExit):
@@ -74,6 +76,19 @@ def _rebuild_error(stage: str, packed: tuple[str, str, str, bytes | None]) -> Ba
         return wrapped
     error.__cause__ = RemoteTraceback(text)
     return error
+
+
+def _drop_tracebacks(error: BaseException) -> None:
+    """Drop tracebacks that unpickling rebuilt (``tblib.pickling_support``, which
+    importing ``distributed`` installs): their frames chain back into this reader's
+    frames, which hold the stage, so a failed stage would never be freed. The worker's
+    traceback travels as text (``RemoteTraceback``) instead."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__context__
 
 
 def _load(data: bytes) -> Any:
