@@ -511,3 +511,73 @@ def test_async_for_over_an_async_source_without_asyncio_stage() -> None:
         return [x async for x in Pipe(Ticks(5)).map(str)]
 
     assert asyncio.run(main()) == ["0", "1", "2", "3", "4"]
+
+
+# -- ignore_errors and timeouts (the control issue) apply to asyncio stages -------------
+
+
+async def checked(x: int) -> int:
+    await asyncio.sleep(0)
+    if x % 5 == 3:
+        raise ValueError(f"bad {x}")
+    return x
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("ordered", [False, True])
+def test_ignore_errors_drops_the_items_an_asyncio_stage_fails_on(
+    ordered: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    pipe = Pipe(range(40)).map(checked).asyncio(8)
+    pipe = pipe.order() if ordered else pipe
+    with caplog.at_level("WARNING", logger="tinypl"):
+        out = list(pipe.ignore_errors())
+    expected = [x for x in range(40) if x % 5 != 3]
+    assert (out if ordered else sorted(out)) == expected
+    dropped = [r for r in caplog.records if "map(checked)" in r.getMessage()]
+    assert len(dropped) == 8
+    assert any("bad 13" in r.getMessage() for r in dropped)
+
+
+@pytest.mark.timeout(30)
+def test_an_asyncio_stage_past_its_failure_budget_raises_too_many_errors() -> None:
+    pipe = Pipe(range(40)).map(checked).asyncio(1).ignore_errors(max_failures=2, log=False)
+    with pytest.raises(pl.TooManyErrors) as caught:
+        list(pipe)
+    assert caught.value.failures == 3
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+async def stuck_on_seven(x: int) -> int:
+    if x == 7:
+        await asyncio.Event().wait()  # never set: only the timeout ends it
+    await asyncio.sleep(0)
+    return x
+
+
+@pytest.mark.timeout(30)
+def test_an_item_past_its_timeout_fails_with_timeout_error_naming_stage_and_item() -> None:
+    before = tinypl_threads()
+    run = iter(Pipe(range(20)).map(stuck_on_seven).asyncio(4, timeout=0.2).order())
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"timeout=0\.2 s") as caught:
+        list(run)
+    assert time.monotonic() - started < 0.2 + 1
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert "map(stuck_on_seven)" in notes and "7" in notes
+    run.close()
+    assert gone_within(before, 1.0)
+
+
+@pytest.mark.timeout(30)
+def test_with_ignore_errors_a_timed_out_item_is_dropped_and_the_run_goes_on() -> None:
+    pipe = Pipe(range(20)).map(stuck_on_seven).asyncio(4, timeout=0.2).order()
+    assert list(pipe.ignore_errors(log=False)) == [x for x in range(20) if x != 7]
+    assert sorted(pl.asyncio.map(range(3), stuck_on_seven, 2, timeout=0.5)) == [0, 1, 2]
+
+
+def test_a_bad_asyncio_timeout_fails_where_the_stage_is_written() -> None:
+    with pytest.raises(ValueError, match="asyncio: timeout must be > 0"):
+        Pipe(range(3)).map(checked).asyncio(2, timeout=0)
+    with pytest.raises(TypeError, match="asyncio: timeout must be a number"):
+        Pipe(range(3)).map(checked).asyncio(2, timeout="1")

@@ -581,6 +581,8 @@ def asyncio_map(
     fn: Callable[[T], Awaitable[U]],
     concurrency: int,
     maxsize: int | None = None,
+    *,
+    timeout: float | None = None,
 ) -> Stage[U]: ...
 @overload
 def asyncio_map(
@@ -588,12 +590,16 @@ def asyncio_map(
     fn: Callable[[T], U],
     concurrency: int,
     maxsize: int | None = None,
+    *,
+    timeout: float | None = None,
 ) -> Stage[U]: ...
 def asyncio_map(
     pipe: Iterable[T] | AsyncIterable[T],
     fn: Callable[[T], Any],
     concurrency: int,
     maxsize: int | None = None,
+    *,
+    timeout: float | None = None,
 ) -> Stage[Any]:
     """``pl.map`` followed by an asyncio stage: ``fn`` (``async def`` or plain) runs on
     one event loop with up to ``concurrency`` items in flight (see ``Pipe.asyncio``).
@@ -607,7 +613,7 @@ def asyncio_map(
         >>> sorted(pl.asyncio.map(range(5), square, concurrency=3))
         [0, 1, 4, 9, 16]
     """
-    return iter(Pipe(pipe).map(fn).asyncio(concurrency, maxsize))
+    return iter(Pipe(pipe).map(fn).asyncio(concurrency, maxsize, timeout=timeout))
 
 
 def asyncio_each(
@@ -615,6 +621,8 @@ def asyncio_each(
     fn: Callable[[T], object],
     concurrency: int,
     maxsize: int | None = None,
+    *,
+    timeout: float | None = None,
 ) -> Stage[T]:
     """``pl.each`` followed by an asyncio stage: ``fn`` is awaited on every item, which
     passes on unchanged.
@@ -628,4 +636,4 @@ def asyncio_each(
         >>> sorted(pl.asyncio.each(range(3), record, concurrency=2)), sorted(seen)
         ([0, 1, 2], [0, 1, 2])
     """
-    return iter(Pipe(pipe).each(fn).asyncio(concurrency, maxsize))
+    return iter(Pipe(pipe).each(fn).asyncio(concurrency, maxsize, timeout=timeout))

@@ -467,11 +467,19 @@ class Pipe(StreamMethods, Generic[T_co]):
 
     @overload
     def asyncio(
-        self: Pipe[Awaitable[U]], concurrency: int, maxsize: int | None = None
+        self: Pipe[Awaitable[U]],
+        concurrency: int,
+        maxsize: int | None = None,
+        *,
+        timeout: float | None = None,
     ) -> Pipe[U]: ...
     @overload
-    def asyncio(self: Pipe[U], concurrency: int, maxsize: int | None = None) -> Pipe[U]: ...
-    def asyncio(self, concurrency: int, maxsize: int | None = None) -> Pipe[Any]:
+    def asyncio(
+        self: Pipe[U], concurrency: int, maxsize: int | None = None, *, timeout: float | None = None
+    ) -> Pipe[U]: ...
+    def asyncio(
+        self, concurrency: int, maxsize: int | None = None, *, timeout: float | None = None
+    ) -> Pipe[Any]:
         """Run the per-item stages above, back to the previous concurrent stage, on one
         event loop in a background thread, with up to ``concurrency`` items in flight.
 
@@ -481,7 +489,9 @@ class Pipe(StreamMethods, Generic[T_co]):
         every item pulled after it. At most ``maxsize`` items (default
         ``2 * concurrency``) wait at the output. An async source (``Pipe(async_gen())``)
         directly above is driven on the same loop. Errors reach the consumer with their
-        type and traceback; ``close()`` cancels the coroutines in flight.
+        type and traceback; ``close()`` cancels the coroutines in flight. An item still
+        in the stage's ops after ``timeout`` seconds is cancelled and fails with
+        ``TimeoutError`` (dropped under ``.ignore_errors()``, like any item error).
 
         Examples:
             >>> import asyncio
@@ -491,7 +501,7 @@ class Pipe(StreamMethods, Generic[T_co]):
             >>> list(Pipe(range(5)).map(double).asyncio(3).order())
             [0, 2, 4, 6, 8]
         """
-        return self._then(_plan.Asyncio(self.plan, concurrency, maxsize))
+        return self._then(_plan.Asyncio(self.plan, concurrency, maxsize, timeout=timeout))
 
     def __aiter__(self) -> AsyncIterator[T_co]:
         """A fresh run consumed with ``async for``: the pipeline runs in background

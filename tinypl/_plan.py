@@ -527,6 +527,13 @@ class AsyncioOptions(Node):
     upstream: Node
     concurrency: int = _int("concurrency")
     maxsize: int | None = _int("maxsize", optional=True, default=None)
+    #: Seconds an item may take in the stage's ops before it fails with TimeoutError.
+    timeout: float | None = attrs.field(default=None, kw_only=True)
+
+    @timeout.validator
+    def _check_timeout(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            check_number("asyncio", "timeout", value)
 
     @property
     def queue_size(self) -> int:
@@ -544,6 +551,8 @@ class RunOnLoop(AsyncioOptions):
     """An asyncio stage with the per-item ``ops`` its loop runs (planned ``Asyncio``)."""
 
     ops: tuple[Op, ...] = attrs.field(kw_only=True)
+    #: In the scope of an ``ignore_errors``: items whose ops raise are dropped.
+    skip: ErrorScope | None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen(slots=True, repr=False)

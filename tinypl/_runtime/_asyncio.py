@@ -31,6 +31,7 @@ import asyncio
 import functools
 import itertools
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from queue import SimpleQueue
@@ -42,12 +43,41 @@ from ._asource import AsyncSourceStage, finish_loop, join_threads
 from ._compile import coroutine_function
 from ._control import DONE, END, FAILED, SIGNAL_CHECK, Control
 from ._failure import FailureHandling
+from ._skip import Budget, budget_for, keep_budget
 from ._stage import SourceStage, Stage, WorkerStage, signal_stop, worker_stage
 from ._threads import QueueReader
 
 __all__ = ["LoopCore", "LoopStage", "loop_stage"]
 
 _ids = itertools.count()
+
+
+def _timer(timeout: float) -> Callable[[float, Any], Any]:
+    """``await timed(start, awaitable)``: the awaitable, cancelled with ``TimeoutError``
+    once its item has taken ``timeout`` seconds since ``start`` (``time.monotonic``)."""
+
+    async def timed(start: float, awaitable: Any) -> Any:
+        left = start + timeout - time.monotonic()
+        try:
+            return await asyncio.wait_for(awaitable, max(left, 0.0))
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+            raise TimeoutError(f"the item took longer than timeout={timeout:g} s") from None
+
+    return timed
+
+
+def _compiled(node: plan.RunOnLoop, budget: Budget | None) -> Callable[[Any, int | None], Any]:
+    """The stage's ops as one coroutine function: in the drop form inside an
+    ``ignore_errors`` scope, and timed when the stage has a ``timeout``."""
+    drop = seen = None
+    if budget is not None:
+        assert node.skip is not None
+        drop = budget.drop
+        seen = budget.count if node.skip.first else None
+    timed = None if node.timeout is None else _timer(node.timeout)
+    return coroutine_function(node.ops, drop=drop, seen=seen, timed=timed, clock=time.monotonic)
+
+
 _WAIT = object()  # no element is ready: await one
 _END = object()  # upstream has ended
 
@@ -222,14 +252,16 @@ class _Segment:
 class LoopCore(FailureHandling):
     """The loop thread, worker coroutines, feeder and output queue of one asyncio stage."""
 
-    def __init__(self, upstream: Stage[Any], node: plan.RunOnLoop) -> None:
+    def __init__(
+        self, upstream: Stage[Any], node: plan.RunOnLoop, budget: Budget | None = None
+    ) -> None:
         self.upstream = upstream
         self.workers = node.concurrency
         self.maxsize = node.queue_size
         self.name = f"tinypl-asyncio-{next(_ids)}"
         self.out: SimpleQueue[Any] = SimpleQueue()
         self.get: Callable[[], Any] = self._start_and_get
-        self._apply = coroutine_function(node.ops)
+        self._apply = _compiled(node, budget)
         self._tagger = upstream._tagger
         self._positions = self._tagger is not None and self._tagger.positions
         self._marks = upstream._may_mark and self._tagger is None
@@ -483,7 +515,8 @@ class LoopStage(WorkerStage[Any]):
 
 
 def loop_stage(node: plan.RunOnLoop, upstream: Stage[Any]) -> Stage[Any]:
-    core = LoopCore(upstream, node)
+    budget = budget_for(node.skip, upstream)  # in an ignore_errors scope
+    core = LoopCore(upstream, node, budget)
     # The thread stage's reader: it needs only get/free/control/close_in_background.
     reader = QueueReader(core)  # type: ignore[arg-type]
-    return worker_stage(LoopStage, reader, node, upstream, core)
+    return keep_budget(worker_stage(LoopStage, reader, node, upstream, core), budget)

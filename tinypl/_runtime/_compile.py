@@ -364,7 +364,7 @@ def _awaitable(value: Any) -> bool:
     return hasattr(value.__class__, "__await__")
 
 
-def _emit_awaiting(op: Op, code: _Code, awaitable: str) -> None:
+def _emit_awaiting(op: Op, code: _Code, awaitable: str, timed: str | None) -> None:
     """What ``op`` does to ``code.var`` inside a coroutine: an ``async def`` function is
     awaited; a plain one is called inline, and what it returns is awaited when awaitable
     (``.map(lambda u: fetch(session, u))``)."""
@@ -374,23 +374,38 @@ def _emit_awaiting(op: Op, code: _Code, awaitable: str) -> None:
         return
     var = code.var
     call = f"{code.param(fn)}({var})"
-    target = var if isinstance(op, MapOp) else "_k"
+    target = var if isinstance(op, MapOp) else "_w"
+    # With a timeout, each await gets what is left of the item's time (``_d``: its start).
+    wait = "await " if timed is None else f"await {timed}(_d, "
+    end = "" if timed is None else ")"
     if is_async(fn):
-        code.line(f"{target} = await {call}")
+        code.line(f"{target} = {wait}{call}{end}")
     else:
         code.line(f"{target} = {call}")
         code.line(f"if {awaitable}({target}):")
-        code.line(f"    {target} = await {target}")
+        code.line(f"    {target} = {wait}{target}{end}")
     if isinstance(op, FilterOp):
-        code.line("if _k:")
+        code.line("if _w:")
         code.depth += 1
 
 
-def coroutine_function(ops: Ops) -> Callable[[Any, int | None], Any]:
+def coroutine_function(
+    ops: Ops,
+    *,
+    drop: Drop | None = None,
+    seen: Callable[[], int] | None = None,
+    timed: Callable[..., Any] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Callable[[Any, int | None], Any]:
     """``await apply(items, n)``: the list of what ``ops`` make of ``items`` (markers pass
-    untouched), awaiting what is async; ``n`` is the items' source position, if known."""
-    code = _Code(ops)
+    untouched), awaiting what is async; ``n`` is the items' source position, if known.
+
+    ``drop``/``seen``: the drop form, as ``restarting``. ``timed(start, awaitable)``
+    awaits with what is left of an item's time, ``start`` being ``clock()`` when the item
+    entered (a timeout)."""
+    code = _drop_form(_Code(ops), drop, seen)
     awaitable = code.param(_awaitable)
+    timer = None if timed is None else code.param(timed)
     code.lines = [
         "    async def _apply(_items, _n=None):",
         "        _out = []",
@@ -402,9 +417,14 @@ def coroutine_function(ops: Ops) -> Callable[[Any, int | None], Any]:
         "                    continue",
     ]
     code.depth = 4
+    if code.seen is not None:
+        code.line(f"_k = {code.param(code.seen)}()")
+    if timer is not None:
+        assert clock is not None
+        code.line(f"_d = {code.param(clock)}()")
     for op in ops:
         code.op = op
-        _emit_awaiting(op, code, awaitable)
+        _emit_awaiting(op, code, awaitable, timer)
     code.op = None
     code.line(f"_append({code.var})")
     code.depth = 3
