@@ -10,10 +10,11 @@ that the two namespaces match.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
-from typing import Any, TypeVar, overload
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from . import _plan as plan
+from ._compat_engines import COUNTERPARTS as ENGINE_COUNTERPARTS
 from ._compat_streams import COUNTERPARTS as STREAM_COUNTERPARTS
 from ._marker import Marker
 from ._pipe import MarkerMode, Pipe, StartMethod, WorkerErrorMode
@@ -28,8 +29,6 @@ __all__ = [
     "PROCESS_ALIASES",
     "debug_print_on_item",
     "each_",
-    "executor_each",
-    "executor_map",
     "filter_",
     "flatten_",
     "flatten_eager_",
@@ -78,8 +77,7 @@ COUNTERPARTS: dict[str, str] = {
     "process.map": "process",
     "process.each": "process",
     **STREAM_COUNTERPARTS,
-    "executor.map": "executor",
-    "executor.each": "executor",
+    **ENGINE_COUNTERPARTS,
     "ignore_errors": "ignore_errors",
 }
 
@@ -524,116 +522,3 @@ def process_each(
     options = dict(locals())
     del options["pipe"], options["fn"]
     return iter(Pipe(pipe).each(fn).process(**process_options("process.each", options)))
-
-
-# -- pl.executor -------------------------------------------------------------------------
-
-
-def executor_map(
-    pipe: Iterable[T],
-    fn: Callable[[T], U],
-    executor: Any,
-    maxsize: int | None = None,
-    *,
-    chunksize: int | None = None,
-) -> Stage[U]:
-    """``pl.map`` run on ``executor``, any ``concurrent.futures.Executor`` or a
-    ``distributed.Client`` (see ``Pipe.executor``).
-
-    Examples:
-        >>> import tinypl as pl
-        >>> from concurrent.futures import ThreadPoolExecutor
-        >>> with ThreadPoolExecutor(2) as pool:
-        ...     print(sorted(pl.executor.map(range(5), lambda x: x * x, pool)))
-        [0, 1, 4, 9, 16]
-    """
-    return iter(Pipe(pipe).map(fn).executor(executor, maxsize, chunksize))
-
-
-def executor_each(
-    pipe: Iterable[T],
-    fn: Callable[[T], object],
-    executor: Any,
-    maxsize: int | None = None,
-    *,
-    chunksize: int | None = None,
-) -> Stage[T]:
-    """``pl.each`` run on ``executor``: ``fn`` is called there, the item passes on
-    unchanged.
-
-    Examples:
-        >>> import tinypl as pl
-        >>> from concurrent.futures import ThreadPoolExecutor
-        >>> with ThreadPoolExecutor(1) as pool:
-        ...     print(sorted(pl.executor.each(range(3), abs, pool)))
-        [0, 1, 2]
-    """
-    return iter(Pipe(pipe).each(fn).executor(executor, maxsize, chunksize))
-# -- pl.asyncio (issue 16) ---------------------------------------------------------------
-
-COUNTERPARTS.update({"asyncio.map": "asyncio", "asyncio.each": "asyncio"})
-__all__ += ["asyncio_each", "asyncio_map"]
-
-
-@overload
-def asyncio_map(
-    pipe: Iterable[T] | AsyncIterable[T],
-    fn: Callable[[T], Awaitable[U]],
-    concurrency: int,
-    maxsize: int | None = None,
-    *,
-    timeout: float | None = None,
-) -> Stage[U]: ...
-@overload
-def asyncio_map(
-    pipe: Iterable[T] | AsyncIterable[T],
-    fn: Callable[[T], U],
-    concurrency: int,
-    maxsize: int | None = None,
-    *,
-    timeout: float | None = None,
-) -> Stage[U]: ...
-def asyncio_map(
-    pipe: Iterable[T] | AsyncIterable[T],
-    fn: Callable[[T], Any],
-    concurrency: int,
-    maxsize: int | None = None,
-    *,
-    timeout: float | None = None,
-) -> Stage[Any]:
-    """``pl.map`` followed by an asyncio stage: ``fn`` (``async def`` or plain) runs on
-    one event loop with up to ``concurrency`` items in flight (see ``Pipe.asyncio``).
-
-    Examples:
-        >>> import asyncio
-        >>> import tinypl as pl
-        >>> async def square(x):
-        ...     await asyncio.sleep(0.001)
-        ...     return x * x
-        >>> sorted(pl.asyncio.map(range(5), square, concurrency=3))
-        [0, 1, 4, 9, 16]
-    """
-    return iter(Pipe(pipe).map(fn).asyncio(concurrency, maxsize, timeout=timeout))
-
-
-def asyncio_each(
-    pipe: Iterable[T] | AsyncIterable[T],
-    fn: Callable[[T], object],
-    concurrency: int,
-    maxsize: int | None = None,
-    *,
-    timeout: float | None = None,
-) -> Stage[T]:
-    """``pl.each`` followed by an asyncio stage: ``fn`` is awaited on every item, which
-    passes on unchanged.
-
-    Examples:
-        >>> import asyncio
-        >>> import tinypl as pl
-        >>> seen = []
-        >>> async def record(x):
-        ...     seen.append(x)
-        >>> sorted(pl.asyncio.each(range(3), record, concurrency=2)), sorted(seen)
-        ([0, 1, 2], [0, 1, 2])
-    """
-    return iter(Pipe(pipe).each(fn).asyncio(concurrency, maxsize, timeout=timeout))

@@ -4,7 +4,7 @@ This module does not import the standard library's ``asyncio``: it is loaded whe
 first asyncio stage runs.
 """
 
-from ._compat import asyncio_each as each
-from ._compat import asyncio_map as map
+from ._compat_engines import asyncio_each as each
+from ._compat_engines import asyncio_map as map
 
 __all__ = ["each", "map"]

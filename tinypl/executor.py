@@ -2,7 +2,7 @@
 ``concurrent.futures.Executor`` (the standard pools, loky, ``mpi4py.futures``, Dask's
 ``client.get_executor()``) or a ``distributed.Client``. Nothing here imports them."""
 
-from ._compat import executor_each as each
-from ._compat import executor_map as map
+from ._compat_engines import executor_each as each
+from ._compat_engines import executor_map as map
 
 __all__ = ["each", "map"]
