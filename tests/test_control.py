@@ -626,3 +626,46 @@ def test_a_replacement_runs_init_and_keeps_the_worker_id(tmp_path: Path) -> None
     assert sorted(pipe) == list(range(40))
     ids = sorted(int(line.split()[1]) for line in inits.read_text().splitlines())
     assert len(ids) == 3 and set(ids) == {0, 1}  # one replacement, with a former id
+
+
+# -- thread timeouts -------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_a_stuck_thread_item_raises_timeout_error_and_its_thread_is_abandoned() -> None:
+    release, entered = threading.Event(), threading.Event()
+    started: list[float] = []
+
+    def run(x: int) -> int:
+        if x == 5:
+            started.append(time.monotonic())
+            entered.set()
+            release.wait(20)
+        return x
+
+    stage = iter(Pipe(range(20)).map(run).thread(2, timeout=0.5))
+    try:
+        with pytest.raises(TimeoutError) as caught:
+            list(stage)
+        assert entered.is_set()
+        assert time.monotonic() - started[0] <= 1.5
+        message = str(caught.value)
+        assert message.startswith("thread(2) tinypl-thread-")
+        assert "an item took more than 0.5 s" in message
+        assert caught.value.__notes__[0].endswith("on item: 5")
+        (stuck,) = [t for t in threading.enumerate() if t.name.endswith("-abandoned")]
+        assert stuck.daemon
+        began = time.monotonic()
+        stage.close()  # does not wait for the abandoned thread
+        assert time.monotonic() - began < 0.5
+        assert stuck.is_alive()
+    finally:
+        release.set()
+
+
+@pytest.mark.timeout(30)
+def test_a_thread_timeout_lets_items_under_it_pass() -> None:
+    pipe = Pipe(range(40)).map(_paced).thread(3, timeout=0.5).order()
+    assert list(pipe) == list(range(40))
+    with pl.thread.map(range(3), abs, workers=1, timeout=5.0) as stage:
+        assert list(stage) == [0, 1, 2]
