@@ -16,12 +16,31 @@ when (``WorkerSet.progress``), so the item at fault is known by its chunk and po
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from typing import Any, NoReturn, Protocol
 
+from .. import _plan as plan
 from .._errors import TooManyErrors, WorkerDied, add_item_note, describe_item
+from ._feeder import Feeder
+from ._skip import Budget
+from ._workerset import WorkerSet
 
-if TYPE_CHECKING:
-    from ._processes import ProcessCore
+
+class ProcessCore(Protocol):
+    """What the replacer uses of a process stage's core (``_processes.ProcessCore``)."""
+
+    pool: WorkerSet
+    feeder: Feeder
+    workers: int
+    stage_name: str
+    budget: Budget | None
+    node: plan.RunInProcesses
+    error: BaseException | None
+    ready: deque[Any]
+
+    def fail(self) -> NoReturn: ...
+
+    def handle(self, index: int, data: bytes) -> None: ...
 
 __all__ = ["Replacer"]
 
