@@ -545,6 +545,11 @@ def test_process_options_pass_through_load(monkeypatch: pytest.MonkeyPatch) -> N
             "start_method": "spawn",
             "limit_threads": True,
             "chunksize": 3,
+            # Control options (issue 13), passed through at their defaults.
+            "timeout": None,
+            "init": None,
+            "seed": None,
+            "restart": False,
         }
     ]
 
