@@ -669,3 +669,20 @@ def test_a_thread_timeout_lets_items_under_it_pass() -> None:
     assert list(pipe) == list(range(40))
     with pl.thread.map(range(3), abs, workers=1, timeout=5.0) as stage:
         assert list(stage) == [0, 1, 2]
+
+
+def _big_results_stuck_on_9(x: int) -> str:
+    if x == 9:
+        time.sleep(60)  # killed long before
+    return str(x) * 50_000  # larger than a pipe's buffer: results wait to be read
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_a_replacement_while_large_results_are_in_flight_completes(method: str) -> None:
+    pipe = Pipe(range(40)).map(_big_results_stuck_on_9).process(
+        2, start_method=method, timeout=1.0, chunksize=4, maxsize=8
+    )
+    out = list(pipe.ignore_errors(log=False).order())
+    assert [len(x) for x in out] == [len(str(x)) * 50_000 for x in range(40) if x != 9]
+    assert [x[:2] for x in out] == [(str(x) * 2)[:2] for x in range(40) if x != 9]

@@ -213,13 +213,22 @@ class Feeder:
                     self.held[index].append((chunk_id, chunk))
             self._send_bytes(index, data)
 
-    def resend(self, index: int, replace: Callable[[], list[tuple[int, list[Any]]]]) -> None:
+    def resend(
+        self,
+        index: int,
+        replace: Callable[[], list[tuple[int, list[Any]]]],
+        waiting: Callable[[], None],
+    ) -> None:
         """Worker ``index`` was replaced: send what it held again. ``replace`` runs while
         no chunk is being sent (it starts the new worker) and returns the chunks to send
-        again, which may be fewer than were held (a credit comes back for each missing)."""
+        again, which may be fewer than were held (a credit comes back for each missing).
+        ``waiting`` is called while a send in progress holds the pipes: it reads results,
+        so that a worker blocked on its result pipe lets that send finish."""
         import cloudpickle
 
-        with self._send_lock:
+        while not self._send_lock.acquire(timeout=0.05):
+            waiting()
+        try:
             chunks = replace()
             with self._lock:
                 gone = len(self.held[index]) - len(chunks)
@@ -227,6 +236,8 @@ class Feeder:
                 self.outstanding[index] = len(chunks)
             for chunk_id, chunk in chunks:
                 self._send_bytes(index, cloudpickle.dumps((chunk_id, chunk), protocol=5))
+        finally:
+            self._send_lock.release()
         for _ in range(gone):
             self._credits.put(None)
 

@@ -171,7 +171,21 @@ class Replacer:
             core.pool.respawn(index)
             return self._resent(core.feeder.holding(index), fault, alone)
 
-        core.feeder.resend(index, replace)
+        core.feeder.resend(index, replace, lambda: self._read_others(index))
+
+    def _read_others(self, index: int) -> None:
+        """Take in the results the other workers have sent (see ``Feeder.resend``)."""
+        pool = self.core.pool
+        for other, connection in enumerate(pool.results):
+            if other == index or other in pool.replacing:
+                continue
+            try:
+                if not connection.poll(0):
+                    continue
+                data = connection.recv_bytes()
+            except (EOFError, OSError):
+                continue  # a death: its sentinel tells the reader next
+            self.core.handle(other, data)
 
     def _drain(self, index: int) -> None:
         """Results the dead worker sent before it died are whole: take them in."""
