@@ -125,7 +125,11 @@ class ThreadCore(FailureHandling):
             self.init()
         except BaseException as error:
             init_note(error, f"thread({self.workers}) {self.name}", info)
-            self._init_failed = True
+            with self._lock:  # recorded before the reader can wake to raise it
+                if self.error is None:
+                    self.error = error
+                self._init_failed = True
+            self._stopping = True
             raise
         finally:
             with self._lock:
