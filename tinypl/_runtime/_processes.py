@@ -126,6 +126,7 @@ class ProcessCore(FailureHandling):
             keep=node.timeout is not None or node.restart,
         )
         self.replacer = Replacer(self)
+        self.pool.restart = node.restart
         self._feeder_done = False
         #: An error raised upstream: raised once every chunk sent before it is back.
         self._upstream_error: BaseException | None = None

@@ -137,6 +137,8 @@ class WorkerSet:
         self.progress: Any = None
         #: Workers being replaced: a send that fails on them is not a death.
         self.replacing: set[int] = set()
+        #: Dead workers are replaced (``restart=True``): no send failure is a death.
+        self.restart = False
 
     # -- starting ------------------------------------------------------------------------
 
@@ -247,8 +249,10 @@ class WorkerSet:
         try:
             self.tasks[index].send_bytes(data)
         except OSError as error:
-            if index in self.replacing:
-                return  # the chunk is held: it goes to the replacement
+            if index in self.replacing or self.restart:
+                # The chunk is held: it goes to the replacement (with ``restart``, once
+                # the reader has seen the death through the worker's sentinel).
+                return
             raise self.died(index) from error
 
     def wake(self) -> None:
