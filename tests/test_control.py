@@ -10,9 +10,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import signal
 import threading
+import time
 import traceback
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -477,3 +480,209 @@ def test_module_level_ignore_errors() -> None:
     with pytest.raises(Bad):
         list(pl.ignore_errors(pl.map(range(9), _fail_on_multiples_of_3), log=False))
     assert "ignore_errors" in repr(Pipe(range(1)).ignore_errors())
+
+
+# -- process timeouts ----------------------------------------------------------------------
+
+
+def _stuck_on(stuck: int, path: str) -> Callable[[int], int]:
+    def run(x: int) -> int:
+        if x == stuck:
+            Path(path).write_text(repr(time.monotonic()))
+            time.sleep(60)  # killed long before
+        return x
+
+    return run
+
+
+def _slow_items(x: int) -> int:
+    time.sleep(0.3)
+    return x
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_stuck_item_raises_timeout_error_within_timeout_plus_one_second(
+    method: str, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    run = _stuck_on(5, str(started))
+    stage = iter(Pipe(range(20)).map(run).process(2, start_method=method, timeout=1.0))
+    with pytest.raises(TimeoutError) as caught:
+        list(stage)
+    waited = time.monotonic() - float(started.read_text())
+    assert 1.0 <= waited <= 2.0
+    assert "process(map): an item took more than 1 s" in str(caught.value)
+    assert "was killed" in str(caught.value)
+    assert caught.value.__notes__ == ["tinypl: raised by process(map) on item: 5"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_with_ignore_errors_below_a_timed_out_item_is_dropped_and_the_run_goes_on(
+    method: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = _stuck_on(5, str(tmp_path / "started"))
+    # Chunks of 4: the killed worker held other items, which are sent again.
+    pipe = Pipe(range(24)).map(run).process(2, start_method=method, timeout=1.0, chunksize=4)
+    with caplog.at_level("WARNING", logger="tinypl"):
+        assert list(pipe.ignore_errors().order()) == [x for x in range(24) if x != 5]
+    (record,) = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert "dropped item 5 (5) in process(map): TimeoutError" in record.getMessage()
+
+
+@pytest.mark.timeout(60)
+def test_a_timed_out_item_counts_against_the_budget(tmp_path: Path) -> None:
+    run = _stuck_on(3, str(tmp_path / "started"))
+    pipe = Pipe(range(10)).map(run).process(2, timeout=0.5).ignore_errors(0, log=False)
+    with pytest.raises(pl.TooManyErrors) as caught:
+        list(pipe)
+    assert isinstance(caught.value.__cause__, TimeoutError)
+
+
+@pytest.mark.timeout(60)
+def test_the_timeout_is_per_item_not_per_chunk() -> None:
+    pipe = Pipe(range(8)).map(_slow_items).process(1, timeout=0.9, chunksize=4)
+    assert list(pipe) == list(range(8))  # each chunk takes 1.2 s, each item 0.3 s
+
+
+# -- restart ---------------------------------------------------------------------------------
+
+
+def _kill_once(path: str) -> Callable[[int], int]:
+    def run(x: int) -> int:
+        if x == 7 and not os.path.exists(path):
+            Path(path).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x
+
+    return run
+
+
+def _always_kill(x: int) -> int:
+    if x == 7:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def _paced(x: int) -> int:
+    time.sleep(0.005)
+    return x
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_restart_replaces_a_worker_killed_mid_stream(method: str) -> None:
+    pipe = Pipe(range(300)).map(_paced).process(
+        2, start_method=method, restart=True, chunksize=8
+    )
+    stage = iter(pipe)
+    out = [next(stage) for _ in range(20)]
+    victim = multiprocessing.active_children()[0]
+    os.kill(victim.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    out += list(stage)
+    counts = Counter(out)
+    assert sorted(counts) == list(range(300))  # nothing lost
+    assert set(counts.values()) == {1}  # nothing doubled
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_restart_sends_the_item_of_a_dead_worker_again(method: str, tmp_path: Path) -> None:
+    run = _kill_once(str(tmp_path / "killed"))
+    pipe = Pipe(range(40)).map(run).process(2, start_method=method, restart=True, chunksize=4)
+    assert list(pipe.order()) == list(range(40))
+    assert (tmp_path / "killed").exists()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_an_item_that_kills_two_workers_raises_worker_died_naming_it(method: str) -> None:
+    pipe = Pipe(range(40)).map(_always_kill).process(2, start_method=method, restart=True)
+    with pytest.raises(pl.WorkerDied) as caught:
+        list(pipe)
+    message = str(caught.value)
+    assert "was killed by signal SIGKILL" in message
+    assert message.endswith("had killed a worker before (so it is not sent again): 7")
+    assert caught.value.exitcode == -signal.SIGKILL
+
+
+@pytest.mark.timeout(60)
+def test_without_restart_a_dead_worker_still_fails_the_run(tmp_path: Path) -> None:
+    run = _kill_once(str(tmp_path / "killed"))
+    with pytest.raises(pl.WorkerDied, match="was killed by signal SIGKILL"):
+        list(Pipe(range(40)).map(run).process(2))
+
+
+@pytest.mark.timeout(60)
+def test_a_replacement_runs_init_and_keeps_the_worker_id(tmp_path: Path) -> None:
+    inits = tmp_path / "inits"
+    run = _kill_once(str(tmp_path / "killed"))
+
+    def init() -> None:
+        _append_info(str(inits))
+
+    pipe = Pipe(range(40)).map(run).process(2, restart=True, init=init, seed=0, chunksize=4)
+    assert sorted(pipe) == list(range(40))
+    ids = sorted(int(line.split()[1]) for line in inits.read_text().splitlines())
+    assert len(ids) == 3 and set(ids) == {0, 1}  # one replacement, with a former id
+
+
+# -- thread timeouts -------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_a_stuck_thread_item_raises_timeout_error_and_its_thread_is_abandoned() -> None:
+    release, entered = threading.Event(), threading.Event()
+    started: list[float] = []
+
+    def run(x: int) -> int:
+        if x == 5:
+            started.append(time.monotonic())
+            entered.set()
+            release.wait(20)
+        return x
+
+    stage = iter(Pipe(range(20)).map(run).thread(2, timeout=0.5))
+    try:
+        with pytest.raises(TimeoutError) as caught:
+            list(stage)
+        assert entered.is_set()
+        assert time.monotonic() - started[0] <= 1.5
+        message = str(caught.value)
+        assert message.startswith("thread(2) tinypl-thread-")
+        assert "an item took more than 0.5 s" in message
+        assert caught.value.__notes__[0].endswith("on item: 5")
+        (stuck,) = [t for t in threading.enumerate() if t.name.endswith("-abandoned")]
+        assert stuck.daemon
+        began = time.monotonic()
+        stage.close()  # does not wait for the abandoned thread
+        assert time.monotonic() - began < 0.5
+        assert stuck.is_alive()
+    finally:
+        release.set()
+
+
+@pytest.mark.timeout(30)
+def test_a_thread_timeout_lets_items_under_it_pass() -> None:
+    pipe = Pipe(range(40)).map(_paced).thread(3, timeout=0.5).order()
+    assert list(pipe) == list(range(40))
+    with pl.thread.map(range(3), abs, workers=1, timeout=5.0) as stage:
+        assert list(stage) == [0, 1, 2]
+
+
+def _big_results_stuck_on_9(x: int) -> str:
+    if x == 9:
+        time.sleep(60)  # killed long before
+    return str(x) * 50_000  # larger than a pipe's buffer: results wait to be read
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_a_replacement_while_large_results_are_in_flight_completes(method: str) -> None:
+    pipe = Pipe(range(40)).map(_big_results_stuck_on_9).process(
+        2, start_method=method, timeout=1.0, chunksize=4, maxsize=8
+    )
+    out = list(pipe.ignore_errors(log=False).order())
+    assert [len(x) for x in out] == [len(str(x)) * 50_000 for x in range(40) if x != 9]
+    assert [x[:2] for x in out] == [(str(x) * 2)[:2] for x in range(40) if x != 9]

@@ -97,6 +97,19 @@ def _(node: plan.Thread) -> list[str]:
         args.append(f"maxsize={node.maxsize}")
     if node.on_worker_error != "raise":
         args.append(f"on_worker_error={node.on_worker_error!r}")
+    return args + _control_args(node)
+
+
+def _control_args(node: plan.Thread | plan.ProcessOptions) -> list[str]:
+    """The control options (issue 13) a thread or process stage was given."""
+    args = [] if node.timeout is None else [f"timeout={node.timeout:g}"]
+    if node.init is not None:
+        args.append(f"init={name_of(node.init)}")
+    if isinstance(node, plan.ProcessOptions):
+        if node.seed is not None:
+            args.append(f"seed={node.seed}")
+        if node.restart:
+            args.append("restart=True")
     return args
 
 
@@ -107,6 +120,7 @@ def _(node: plan.ProcessOptions) -> list[str]:
         args.append(f"maxsize={node.maxsize}")
     if node.start_method is not None:
         args.append(f"start_method={node.start_method!r}")
+    args += _control_args(node)
     if isinstance(node, plan.RunInProcesses):
         args.append("runs=" + " -> ".join(op.label for op in node.ops))
         args += _skip_args(node.skip)

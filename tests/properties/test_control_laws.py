@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinypl as pl
@@ -219,3 +219,50 @@ def test_with_threads_a_count_budget_breaks_exactly_when_exceeded(
     with pytest.raises(pl.TooManyErrors) as caught:
         list(pipe)
     assert caught.value.failures == budget + 1
+
+
+def _process_stack(stack: list[Stage]) -> list[Stage]:
+    """The stack with its thread stages turned into process stages (a process stage
+    needs per-item work directly before it: thread stages with none before are left
+    out), and one process stage at the end."""
+    out: list[Stage] = []
+    for kind, salt, modulus in stack:
+        if kind == "thread":
+            if out and out[-1][0] != "process":
+                out.append(("process", min(salt, 2), 0))
+            continue
+        out.append((kind, salt, modulus))
+    if not out:
+        out.append(("map", 1, 2))
+    if out[-1][0] != "process":
+        out.append(("process", 2, 0))  # at least one process stage
+    return out
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=8)
+@given(data=st.lists(st.integers(0, 50), max_size=40), stack=stages, every=st.integers(1, 6))
+def test_with_processes_ignore_errors_is_the_reference_minus_failing_items(
+    data: list[int], stack: list[Stage], every: int
+) -> None:
+    stack = _process_stack(stack)
+    pipe: Pipe[Any] = Pipe(data).insert_marker(MARK, every=every)
+    for kind, salt, modulus in stack:
+        if kind == "process":
+            pipe = pipe.process(salt, start_method="fork")
+        else:
+            pipe = _build_one(pipe, kind, salt, modulus)
+    seen: list[Any] = []
+    pipe = pipe.ignore_errors(log=False).order()
+    out = list(pipe.on(MARK, lambda: seen.append(MARK)).each(seen.append))
+    assert out == [x for x in seen if x is not MARK]
+    assert seen == _reference(data, [s for s in stack if s[0] != "process"], every)
+
+
+def _build_one(pipe: Pipe[Any], kind: str, salt: int, modulus: int) -> Pipe[Any]:
+    fn = _failing(kind, salt, modulus)
+    if kind == "map":
+        return pipe.map(fn)
+    if kind == "filter":
+        return pipe.filter(fn)
+    return pipe.map(fn).flatten()

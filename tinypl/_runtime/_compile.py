@@ -58,6 +58,8 @@ class _Code:
         #: Called once per data item entering the ops (counts the items an
         #: ``ignore_errors`` scope has seen); its result is ``_k``.
         self.seen: Callable[[], int] | None = None
+        #: Depths of the ``try:`` lines the drop form opens inside flatten loops.
+        self.inner_trys: list[int] = []
 
     def param(self, value: Any) -> str:
         self.params.append(value)
@@ -102,6 +104,11 @@ def _(op: FlattenOp, code: _Code) -> None:
     elements = f"list({inner})" if op.eager else inner
     code.line(f"for {code.new_var()} in {elements}:")
     code.depth += 1
+    if code.drop is not None:
+        # The drop form drops a failing element, not the rest of the item with it.
+        code.line("try:")
+        code.depth += 1
+        code.inner_trys.append(code.depth - 1)
 
 
 @emit.register
@@ -154,6 +161,12 @@ def _body(code: _Code, sink: str, *, markers: bool) -> None:
     else:
         code.line(sink.format(code.var))
     code.op = None
+    for inner in reversed(code.inner_trys):  # closes the trys of the drop form's flattens
+        code.depth = inner
+        code.line("except Exception as _e:")
+        code.line("    _fail(_e, locals())")
+        code.line("    continue")
+    code.inner_trys.clear()
     code.depth = depth
 
 

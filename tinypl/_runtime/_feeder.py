@@ -7,6 +7,7 @@ from __future__ import annotations
 import pickle
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any
@@ -46,6 +47,7 @@ class Feeder:
         chunksize: int | None,
         send: Callable[[int, bytes], None],
         post: Callable[[Any], None],
+        keep: bool = False,
     ) -> None:
         self.upstream = upstream
         self.stage = stage
@@ -69,6 +71,10 @@ class Feeder:
         self._chunk_ids = 0
         self._started = 0.0  # when the chunk being gathered got its first item
         self._thread: threading.Thread | None = None
+        #: ``keep``: the chunks each worker holds (sent, not answered), oldest first, so
+        #: that a worker can be replaced and what it held sent again (timeout, restart).
+        self.keep = keep
+        self.held: list[deque[tuple[int, list[Any]]]] = [deque() for _ in range(workers)]
 
     def start(self, name: str) -> None:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -88,6 +94,8 @@ class Feeder:
         """Worker ``index`` answered a chunk: one more may be sent."""
         with self._lock:
             self.outstanding[index] -= 1
+            if self.keep:
+                self.held[index].popleft()  # a worker answers its chunks in order
         self._credits.put(None)
 
     def measured(self, count: int, elapsed: float) -> None:
@@ -204,4 +212,46 @@ class Feeder:
             index = min(range(self.workers), key=self.outstanding.__getitem__)
             self.outstanding[index] += 1
         with self._send_lock:
+            if self.keep:
+                with self._lock:
+                    self.held[index].append((chunk_id, chunk))
             self._send_bytes(index, data)
+
+    def resend(
+        self,
+        index: int,
+        replace: Callable[[], list[tuple[int, list[Any]]]],
+        waiting: Callable[[], None],
+    ) -> None:
+        """Worker ``index`` was replaced: send what it held again. ``replace`` runs while
+        no chunk is being sent (it starts the new worker) and returns the chunks to send
+        again, which may be fewer than were held (a credit comes back for each missing).
+        ``waiting`` is called while a send in progress holds the pipes: it reads results,
+        so that a worker blocked on its result pipe lets that send finish."""
+        import cloudpickle
+
+        while not self._send_lock.acquire(timeout=0.05):
+            waiting()
+        try:
+            chunks = replace()
+            with self._lock:
+                gone = len(self.held[index]) - len(chunks)
+                self.held[index] = deque(chunks)
+                self.outstanding[index] = len(chunks)
+            for chunk_id, chunk in chunks:
+                self._send_bytes(index, cloudpickle.dumps((chunk_id, chunk), protocol=5))
+        finally:
+            self._send_lock.release()
+        for _ in range(gone):
+            self._credits.put(None)
+
+    def new_id(self) -> int:
+        """A chunk id no chunk has had."""
+        with self._lock:
+            self._chunk_ids += 1
+            return self._chunk_ids
+
+    def holding(self, index: int) -> list[tuple[int, list[Any]]]:
+        """The chunks worker ``index`` holds, oldest first (with ``keep``)."""
+        with self._lock:
+            return list(self.held[index])

@@ -37,9 +37,10 @@ from .._workerinfo import draw_seed
 from ._control import DONE, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas, interpreter_exiting
 from ._feeder import Feeder
+from ._replace import Replacer
 from ._skip import Budget, budget_for, keep_budget
 from ._stage import Stage, WorkerStage, worker_stage
-from ._worker import PLAIN, POOLED, WorkerSpec, shared_memory_pool
+from ._worker import INIT, PLAIN, POOLED, WorkerSpec, shared_memory_pool
 from ._workerset import WorkerSet, default_start_method
 
 __all__ = ["GRACE_PERIOD", "ProcessCore", "process_stage"]
@@ -137,7 +138,10 @@ class ProcessCore(FailureHandling):
             chunksize=node.chunksize,
             send=self.pool.send,
             post=self._post,
+            keep=node.timeout is not None or node.restart,
         )
+        self.replacer = Replacer(self)
+        self.pool.restart = node.restart
         self._feeder_done = False
         #: An error raised upstream: raised once every chunk sent before it is back.
         self._upstream_error: BaseException | None = None
@@ -176,7 +180,7 @@ class ProcessCore(FailureHandling):
         _shm.cleanup_orphans()
         _shm.trim_cache()
         try:
-            self.pool.start(method, spec)  # undoes its own steps when it fails
+            self.pool.start(method, spec, watch=self.feeder.keep)  # undone if it fails
         except BaseException:
             self.close_all()
             raise
@@ -247,14 +251,20 @@ class ProcessCore(FailureHandling):
         pool = self.pool
         sentinels = pool.sentinels()
         # An empty answer returns to refill's loop, where a pending Ctrl-C is raised.
-        for ready in wait([pool.wake_r, *pool.results, *sentinels], SIGNAL_CHECK):
+        wake = SIGNAL_CHECK if self.node.timeout is None else min(SIGNAL_CHECK, self.node.timeout)
+        for ready in wait([pool.wake_r, *pool.results, *sentinels], wake):
             if ready == pool.wake_r:
                 pool.clear_wake()
             elif ready in sentinels:
-                self.error = pool.died(sentinels[ready])
-                self.fail()
+                if not self.node.restart:
+                    self.error = pool.died(sentinels[ready])
+                    self.fail()
+                self.replacer.died(sentinels[ready])
+                return  # the pipes and sentinels changed
             else:
                 self._receive(ready)
+        if self.node.timeout is not None:
+            self.replacer.check_timeouts(self.node.timeout)
 
     def _take_control(self) -> None:
         control = self._control
@@ -272,8 +282,21 @@ class ProcessCore(FailureHandling):
         try:
             data = connection.recv_bytes()
         except (EOFError, OSError):
+            if self.node.restart:
+                return  # its sentinel comes next: the worker is replaced then
             self.error = self.pool.died(index)
             self.fail()
+        self.handle(index, data)
+
+    def handle(self, index: int, data: bytes) -> None:
+        """Take in one result message of worker ``index``."""
+        if data[:1] == PLAIN and self.pool.progress is not None:
+            message = pickle.loads(data[1:])
+            if message[0] == INIT:  # a replacement's init report
+                if message[1] == "error":
+                    self.error = _rebuild_error(self.stage_name, message[2])
+                    self.fail()
+                return
         self.feeder.received(index)
         try:
             message = _load(data)

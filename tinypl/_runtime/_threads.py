@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from queue import Empty, SimpleQueue
@@ -29,6 +30,7 @@ from ._control import DONE, END, FAILED, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas, interpreter_exiting
 from ._registry import build
 from ._stage import Stage, WorkerStage, signal_stop, worker_stage
+from ._watchdog import Watchdog
 
 __all__ = ["JOIN_TIMEOUT", "ThreadStage", "ThreadWorkerError"]
 
@@ -50,7 +52,9 @@ class ThreadCore(FailureHandling):
         workers: int,
         maxsize: int,
         on_worker_error: str,
+        *,
         init: Callable[[], Any] | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.upstream = upstream
         self.init = init
@@ -80,6 +84,12 @@ class ThreadCore(FailureHandling):
         self._replicas: Replicas | None = None
         self._fail_lock = self._lock
         self._shut = False
+        #: With a timeout: watches items; the threads it gave up on are not joined.
+        self._watchdog: Watchdog | None = None
+        if timeout is not None:
+            stage = f"thread({workers}) {self.name}"
+            self._watchdog = Watchdog(stage, self.name, workers, timeout, self._expired)
+        self._abandoned: set[threading.Thread] = set()
 
     # -- workers -------------------------------------------------------------------------
 
@@ -94,6 +104,8 @@ class ThreadCore(FailureHandling):
                     )
                     self._threads.append(thread)
                     thread.start()
+                if self._watchdog is not None:
+                    self._watchdog.start(list(self._threads))
             self.get = functools.partial(self.out.get, True, SIGNAL_CHECK)
         if self.init is not None:
             self._wait_for_inits()
@@ -113,7 +125,11 @@ class ThreadCore(FailureHandling):
             self.init()
         except BaseException as error:
             init_note(error, f"thread({self.workers}) {self.name}", info)
-            self._init_failed = True
+            with self._lock:  # recorded before the reader can wake to raise it
+                if self.error is None:
+                    self.error = error
+                self._init_failed = True
+            self._stopping = True
             raise
         finally:
             with self._lock:
@@ -137,6 +153,9 @@ class ThreadCore(FailureHandling):
         try:
             if self.init is not None:
                 self._run_init(info)
+            if self._watchdog is not None:
+                self._work_watched(info.id)
+                return
             while not self._stopping:
                 try:
                     x = pull()
@@ -156,6 +175,34 @@ class ThreadCore(FailureHandling):
                 signal_stop(self.upstream)
         finally:
             put(DONE)
+
+    def _work_watched(self, index: int) -> None:
+        """The worker loop with a timeout: each pull is timed by the watchdog."""
+        assert self._watchdog is not None
+        started = self._watchdog.started
+        pull, put, take, clock = self._pull, self.out.put, self._take_slot, time.monotonic
+        while not self._stopping:
+            started[index] = clock()
+            try:
+                x = pull()
+            except StopIteration:
+                break
+            finally:
+                started[index] = 0.0
+            take()
+            put(x)
+
+    def _expired(self, error: BaseException, thread: threading.Thread) -> None:
+        """The watchdog gave up on ``thread``: fail the stage now, without it."""
+        with self._lock:
+            self._abandoned.add(thread)
+            first = self.error is None
+            if first:
+                self.error = error
+        self._stopping = True
+        if first:
+            signal_stop(self.upstream)
+            self.out.put(FAILED)  # the reader fails at once, not when every worker is done
 
     # -- reader side ---------------------------------------------------------------------
 
@@ -203,7 +250,9 @@ class ThreadCore(FailureHandling):
             if self._shut:
                 return
             self._shut = True
-            threads = list(self._threads)
+            threads = [t for t in self._threads if t not in self._abandoned]
+        if self._watchdog is not None:
+            self._watchdog.stop()
         current = threading.current_thread()
         if interpreter_exiting():
             # Daemon threads end with the interpreter: waiting for a stuck one would
@@ -269,6 +318,11 @@ class ThreadStage(WorkerStage[Any]):
 @build.register
 def _thread(node: plan.Thread, upstream: Stage[Any]) -> Stage[Any]:
     core = ThreadCore(
-        upstream, node.workers, node.queue_size, node.on_worker_error, init=node.init
+        upstream,
+        node.workers,
+        node.queue_size,
+        node.on_worker_error,
+        init=node.init,
+        timeout=node.timeout,
     )
     return worker_stage(ThreadStage, QueueReader(core), node, upstream, core)

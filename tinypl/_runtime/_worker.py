@@ -135,12 +135,14 @@ def run_worker(
     inherited: list[int],
     *,
     index: int = 0,
+    progress: Any = None,
 ) -> None:
     """The main loop of a worker process (the ``Process`` target).
 
     ``stop`` is the read end of a pipe the parent writes to when it closes the stage:
     chunks still queued for this worker are then dropped unprocessed. ``index`` is the
-    worker's id in ``pl.worker_info()``.
+    worker's id in ``pl.worker_info()``. ``progress`` (shared memory, with a timeout or
+    restart): where the worker notes the item it runs and since when.
     """
     # The parent decides when workers stop; a Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -156,6 +158,7 @@ def run_worker(
         drops: list[Any] | None = [] if spec.skip else None
         drop = None if drops is None else functools.partial(_record_drop, drops)
         apply = chunk_function(ops, spec.tagged, drop=drop)
+        watch = None if progress is None else (progress, 3 * index)
         recv = tasks.recv_bytes
         send = results.send_bytes
         if not _enter(spec, index, send):
@@ -167,7 +170,7 @@ def run_worker(
                 break  # the parent is gone or closed the pipe
             if message == STOP or stop.poll():
                 break
-            data = _answer(message, apply, serializer, spec.stage, drops)
+            data = _answer(message, apply, serializer, spec.stage, drops, watch=watch)
             try:
                 send(data)
             except OSError:
@@ -176,6 +179,22 @@ def run_worker(
         serializer.close()
         if limits is not None:
             limits.unregister()
+
+
+def _watched(apply: Any, progress: Any, slot: int, items: list[Any], chunk_id: int) -> list[Any]:
+    """``apply`` item by item, noting in ``progress[slot:slot + 3]`` which item runs
+    since when, so the parent can tell a stuck item (timeout) or a fatal one (restart)."""
+    out: list[Any] = []
+    progress[slot] = chunk_id
+    try:
+        for position, item in enumerate(items):
+            progress[slot + 2] = 0.0  # no torn read: the start time is written last
+            progress[slot + 1] = position
+            progress[slot + 2] = time.monotonic()
+            out += apply([item])
+    finally:
+        progress[slot + 2] = 0.0
+    return out
 
 
 def _record_drop(
@@ -188,7 +207,13 @@ def _record_drop(
 
 
 def _answer(
-    message: bytes, apply: Any, serializer: Any, stage: str, drops: list[Any] | None = None
+    message: bytes,
+    apply: Any,
+    serializer: Any,
+    stage: str,
+    drops: list[Any] | None = None,
+    *,
+    watch: tuple[Any, int] | None = None,
 ) -> bytes:
     """The result message for one task message (an error report if it failed). The
     items ``apply`` dropped (``drops``) travel with the results, in one message."""
@@ -202,7 +227,7 @@ def _answer(
         return _error_message(-1, failure)
     start = time.perf_counter()
     try:
-        out = apply(items)
+        out = apply(items) if watch is None else _watched(apply, *watch, items, chunk_id)
     except BaseException as error:
         if drops:
             drops.clear()

@@ -130,14 +130,27 @@ class WorkerSet:
         self.wake_r, self.wake_w = -1, -1
         self._stop_reader: Any = None
         self._stop_writer: Any = None
+        self._context: Any = None
+        self._spec: WorkerSpec | None = None
+        #: With ``watch``: per worker, the chunk id, index in the chunk and start time
+        #: (``time.monotonic()``, 0 when idle) of the item it is running.
+        self.progress: Any = None
+        #: Workers being replaced: a send that fails on them is not a death.
+        self.replacing: set[int] = set()
+        #: Dead workers are replaced (``restart=True``): no send failure is a death.
+        self.restart = False
 
     # -- starting ------------------------------------------------------------------------
 
-    def start(self, method: str, spec: WorkerSpec) -> None:
-        """Start the workers; on any failure release what was made, then raise."""
+    def start(self, method: str, spec: WorkerSpec, *, watch: bool = False) -> None:
+        """Start the workers; on any failure release what was made, then raise.
+        ``watch``: workers report the item they run in ``progress``."""
         _check_fd_budget(self.stage, self.count)
         try:
             context: Any = multiprocessing.get_context(method)
+            self._context, self._spec = context, spec
+            if watch:
+                self.progress = context.RawArray("d", 3 * self.count)
             if method == "forkserver":
                 # The server imports tinypl and numpy once, so each worker starts warm
                 # (this has no effect once the server runs).
@@ -156,7 +169,8 @@ class WorkerSet:
                 raise
             raise raised from error
 
-    def _spawn(self, context: Any, spec: WorkerSpec, index: int) -> None:
+    def _spawn(self, context: Any, spec: WorkerSpec, index: int, *, at: bool = False) -> None:
+        """Start worker ``index`` (``at``: in the place of the one it replaces)."""
         task_reader, task_writer = context.Pipe(duplex=False)
         try:
             result_reader, result_writer = context.Pipe(duplex=False)
@@ -169,12 +183,12 @@ class WorkerSet:
         inherited = []
         if context.get_start_method() == "fork":
             inherited = [self.wake_r, self.wake_w, self._stop_writer.fileno()]
-            inherited += [c.fileno() for c in (*self.tasks, *self.results)]
+            inherited += [c.fileno() for c in (*self.tasks, *self.results) if not c.closed]
             inherited += [task_writer.fileno(), result_reader.fileno()]
         process = context.Process(
             target=run_worker,
             args=(spec, task_reader, result_writer, self._stop_reader, inherited),
-            kwargs={"index": index},
+            kwargs={"index": index, "progress": self.progress},
             name=f"{self.name}-{index}",
             daemon=True,
         )
@@ -187,9 +201,36 @@ class WorkerSet:
         finally:
             task_reader.close()
             result_writer.close()
+        if at:
+            self.processes[index] = process
+            self.tasks[index] = task_writer
+            self.results[index] = result_reader
+            return
         self.processes.append(process)
         self.tasks.append(task_writer)
         self.results.append(result_reader)
+
+    def kill(self, index: int) -> None:
+        """Kill worker ``index`` (stuck, or about to be replaced) and wait for it."""
+        self.replacing.add(index)
+        process = self.processes[index]
+        if process.exitcode is None:
+            process.kill()
+        process.join()
+
+    def respawn(self, index: int) -> None:
+        """Start a new worker ``index`` in place of the killed or dead one."""
+        assert self._spec is not None
+        old = self.processes[index]
+        for connection in (self.tasks[index], self.results[index]):
+            connection.close()
+        if self.progress is not None:
+            self.progress[3 * index + 2] = 0.0
+        with _without_main_reimport(self._context.get_start_method()):
+            self._spawn(self._context, self._spec, index, at=True)
+        cleanup_orphans(pids=[old.pid])
+        old.close()
+        self.replacing.discard(index)
 
     # -- while running -------------------------------------------------------------------
 
@@ -208,6 +249,10 @@ class WorkerSet:
         try:
             self.tasks[index].send_bytes(data)
         except OSError as error:
+            if index in self.replacing or self.restart:
+                # The chunk is held: it goes to the replacement (with ``restart``, once
+                # the reader has seen the death through the worker's sentinel).
+                return
             raise self.died(index) from error
 
     def wake(self) -> None:
