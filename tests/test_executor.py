@@ -76,6 +76,38 @@ def submit_still_works(executor: Any) -> None:
     assert executor.submit(abs, -5).result(timeout=5) == 5
 
 
+def bad_at_multiples_of_7(x: int) -> int:
+    if x % 7 == 3:
+        raise KeyError(f"no {x}")
+    return x
+
+
+# -- ignore_errors: items are dropped where they fail, on the executor's workers ----------
+
+
+@pytest.mark.timeout(60)
+def test_ignore_errors_drops_the_items_that_fail_on_the_engine(
+    engine: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    pipe = Pipe(range(50)).map(bad_at_multiples_of_7).executor(engine).order()
+    with caplog.at_level("WARNING", logger="tinypl"):
+        out = list(pipe.ignore_errors())
+    assert out == [x for x in range(50) if x % 7 != 3]
+    logged = [r.getMessage() for r in caplog.records if "bad_at_multiples_of_7" in r.getMessage()]
+    assert len(logged) == 7 and any("no 10" in text for text in logged)
+    submit_still_works(engine)
+
+
+@pytest.mark.timeout(60)
+def test_an_executor_stage_past_its_failure_budget_raises_too_many_errors(engine: Any) -> None:
+    pipe = Pipe(range(50)).map(bad_at_multiples_of_7).executor(engine, chunksize=5)
+    with pytest.raises(pl.TooManyErrors) as caught:
+        list(pipe.ignore_errors(max_failures=2, log=False))
+    assert caught.value.failures == 3
+    assert isinstance(caught.value.__cause__, KeyError)
+    submit_still_works(engine)
+
+
 # -- results, order and markers on every engine --------------------------------------------
 
 
@@ -459,9 +491,9 @@ def test_a_chunk_without_its_program_asks_for_it() -> None:
 
     payload = cloudpickle_dumps((MapOp(triple),))
     digest = os.urandom(16)
-    assert _remote.run_chunk((digest, None, False), [1]) == _remote.MISSING
-    assert _remote.run_chunk((digest, payload, False), [1, 2])[2:] == (2, [3, 6])
-    assert _remote.run_chunk((digest, None, False), [4])[2:] == (1, [12])  # cached now
+    assert _remote.run_chunk((digest, None, False, False), [1]) == _remote.MISSING
+    assert _remote.run_chunk((digest, payload, False, False), [1, 2])[2:] == (2, [3, 6])
+    assert _remote.run_chunk((digest, None, False, False), [4])[2:] == (1, [12])  # cached now
 
 
 def cloudpickle_dumps(value: Any) -> bytes:

@@ -371,6 +371,8 @@ class RunOnExecutor(ExecutorOptions):
     """An executor stage with the per-item ``ops`` it submits (planned ``Executor``)."""
 
     ops: tuple[Op, ...] = attrs.field(kw_only=True)
+    #: In the scope of an ``ignore_errors``: items whose ops raise are dropped.
+    skip: ErrorScope | None = attrs.field(default=None, kw_only=True)
 
 
 @attrs.frozen(slots=True, repr=False)

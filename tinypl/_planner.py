@@ -329,7 +329,7 @@ def _refuse_unawaited(nodes: list[Node]) -> None:
 
 # -- control (issue 13) ------------------------------------------------------------------
 
-_SKIPPABLE = (Fused, RunInProcesses, RunOnLoop)
+_SKIPPABLE = (Fused, RunInProcesses, RunOnExecutor, RunOnLoop)
 
 
 def _scope_errors(nodes: list[Node]) -> list[Node]:

@@ -22,14 +22,15 @@ from typing import Any, NoReturn
 import cloudpickle
 
 from .. import _plan as plan
-from .._errors import WorkerError, describe_item
+from .._errors import TooManyErrors, WorkerError, describe_item
 from .._planner import EXECUTOR_MAXSIZE
 from ._compile import chunk_function
 from ._control import DONE, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas
 from ._feeder import Feeder, _Stopped
 from ._processes import _rebuild_error
-from ._remote import MISSING, Program, run_chunk
+from ._remote import MISSING, Program, record_drop, run_chunk
+from ._skip import Budget, budget_for, keep_budget
 from ._stage import Stage, WorkerStage, worker_stage
 
 __all__ = ["CHUNK_SECONDS", "JOIN_SECONDS", "ExecutorCore", "executor_stage", "worker_count"]
@@ -131,7 +132,7 @@ class ExecutorCore(FailureHandling):
         #: What each chunk carries first: the program, or only its digest when large.
         self._light = program
         if not callable(program) and len(program[1] or b"") > INLINE_BYTES:
-            self._light = (program[0], None, program[2])
+            self._light = (program[0], None, program[2], program[3])
         self._executor: Any = node.executor
         #: A ClientExecutor made here for a ``distributed.Client``: tinypl's to shut down.
         self._own: Any = None
@@ -156,6 +157,8 @@ class ExecutorCore(FailureHandling):
         self._raised = False
         self._replicas: Replicas | None = None
         self._fail_lock = self._state
+        #: The budget of the ignore_errors scope the stage is in (set by the builder).
+        self.budget: Budget | None = None
 
     def _start(self) -> None:
         with self._state:
@@ -295,9 +298,25 @@ class ExecutorCore(FailureHandling):
         if answer[0] == "error":
             self.error = _rebuild_error(self.stage_name, answer[1])
             self.fail()
-        _, elapsed, count, out = answer
+        _, elapsed, count, out = answer[:4]
         self.feeder.measured(count, elapsed)
+        if self.budget is not None:
+            self._record(count, answer[4] if len(answer) > 4 else ())
         self.ready.extend(out)
+
+    def _record(self, count: int, drops: Any) -> None:
+        """Count a chunk's items as seen (first stage of its scope) and record its drops,
+        raising past the budget."""
+        budget, scope = self.budget, self.node.skip
+        assert budget is not None and scope is not None
+        if scope.first:
+            budget.add_seen(count)
+        for label, item, position, packed in drops:
+            try:
+                budget.dropped(_rebuild_error(self.stage_name, packed), label, item, position)
+            except TooManyErrors as too_many:
+                self.error = too_many
+                self.fail()
 
     def fail(self) -> NoReturn:
         """Raise the stage's error to a reader, stopping everything the first time."""
@@ -362,17 +381,18 @@ class ExecutorReader:
 
 
 def _program(node: plan.RunOnExecutor, tagged: bool) -> Program:
+    skip = node.skip is not None
     if isinstance(node.executor, ThreadPoolExecutor):
         # Threads share this process: the functions are not copied, so closures over
         # local state behave as they do in a thread stage.
-        return chunk_function(node.ops, tagged)
+        return chunk_function(node.ops, tagged, drop=record_drop if skip else None)
     try:
         payload: bytes = cloudpickle.dumps(node.ops)
     except Exception as error:
         raise TypeError(
             f"executor: the stage functions cannot be pickled for the executor: {error}"
         ) from error
-    return (hashlib.blake2b(payload, digest_size=16).digest(), payload, tagged)
+    return (hashlib.blake2b(payload, digest_size=16).digest(), payload, tagged, skip)
 
 
 def executor_stage(
@@ -380,4 +400,5 @@ def executor_stage(
 ) -> Stage[Any]:
     """A live executor stage of class ``cls`` running ``node`` on ``upstream``."""
     core = ExecutorCore(upstream, node, _program(node, upstream._tagger is not None))
-    return worker_stage(cls, ExecutorReader(core), node, upstream, core)
+    core.budget = budget_for(node.skip, upstream)  # in an ignore_errors scope
+    return keep_budget(worker_stage(cls, ExecutorReader(core), node, upstream, core), core.budget)

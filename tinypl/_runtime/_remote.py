@@ -18,23 +18,49 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from .._errors import describe_item
 from ._compile import chunk_function
 from ._worker import pack_error
 
-__all__ = ["CACHE_SIZE", "MISSING", "Program", "compiled_count", "received_count", "run_chunk"]
+__all__ = [
+    "CACHE_SIZE",
+    "MISSING",
+    "Program",
+    "compiled_count",
+    "received_count",
+    "record_drop",
+    "run_chunk",
+]
 
 #: Compiled runs kept per worker process (one per pipeline run that used it lately).
 CACHE_SIZE = 64
 
 Apply = Callable[[list[Any]], list[Any]]
-#: What a chunk carries: ``(digest, cloudpickled ops, tagged)``, or, for an executor
+#: What a chunk carries: ``(digest, cloudpickled ops, tagged, skip)``, or, for an executor
 #: running in this very process (a thread pool), the compiled function itself. Large
 #: ops travel as ``(digest, None, tagged)``: a worker that has not compiled them yet
 #: answers ``MISSING`` and the chunk is submitted again with the bytes.
-Program = tuple[bytes, bytes | None, bool] | Apply
+Program = tuple[bytes, bytes | None, bool, bool] | Apply
 MISSING = ("missing",)
 
-_cache: OrderedDict[tuple[bytes, bool], Apply] = OrderedDict()
+_cache: OrderedDict[tuple[bytes, bool, bool], Apply] = OrderedDict()
+#: The items dropped by the chunk this thread runs (the drop form, in ignore_errors).
+_dropped = threading.local()
+
+
+def record_drop(error: BaseException, label: str, item: Any, position: int | None) -> None:
+    """The ``drop`` of a compiled run in an ignore_errors scope: the item is reported with
+    the chunk's results, as the parent's budget records it (``Budget.dropped``).
+
+    Examples:
+        >>> from tinypl._ops import MapOp
+        >>> from tinypl._runtime._compile import chunk_function
+        >>> apply = chunk_function((MapOp(lambda x: 1 // x),), False, drop=record_drop)
+        >>> answer = run_chunk(apply, [1, 0, 2])
+        >>> answer[3], [(label, item) for label, item, _, _ in answer[4]]
+        ([1, 0], [('map(<lambda>)', '0')])
+    """
+    _dropped.items.append((label, describe_item(item), position, pack_error(error)))
 _lock = threading.Lock()
 _compiles = 0
 _received = 0
@@ -63,11 +89,11 @@ def received_count() -> int:
 def _compiled(program: Program) -> Apply | None:
     if callable(program):
         return program
-    digest, payload, tagged = program
+    digest, payload, tagged, skip = program
     if payload is not None:
         global _received
         _received += 1  # a test's figure: a lost increment under threads does no harm
-    key = (digest, tagged)
+    key = (digest, tagged, skip)
     with _lock:
         apply = _cache.get(key)
         if apply is not None:
@@ -84,7 +110,7 @@ def _compiled(program: Program) -> Apply | None:
             "executor: the stage functions cannot be unpickled on the executor's worker"
             f" (is every module they need importable there?): {type(error).__name__}: {error}"
         ) from error
-    apply = chunk_function(ops, tagged)
+    apply = chunk_function(ops, tagged, drop=record_drop if skip else None)
     global _compiles
     with _lock:
         _compiles += 1
@@ -95,7 +121,8 @@ def _compiled(program: Program) -> Apply | None:
 
 
 def run_chunk(program: Program, chunk: list[Any]) -> tuple[Any, ...]:
-    """``("ok", seconds, count, results)`` for one chunk, ``("error", packed)``, or
+    """``("ok", seconds, count, results)`` for one chunk (and the items it dropped, when
+    there are any, in an ignore_errors scope), ``("error", packed)``, or
     ``MISSING`` (the program came without its bytes and is not compiled here).
 
     Examples:
@@ -104,6 +131,8 @@ def run_chunk(program: Program, chunk: list[Any]) -> tuple[Any, ...]:
         >>> run_chunk(chunk_function((MapOp(abs),), False), [-1, 2])[2:]
         (2, [1, 2])
     """
+    dropped: list[Any] = []
+    _dropped.items = dropped
     try:
         apply = _compiled(program)
         if apply is None:
@@ -112,4 +141,9 @@ def run_chunk(program: Program, chunk: list[Any]) -> tuple[Any, ...]:
         out = apply(chunk)
     except BaseException as error:
         return ("error", pack_error(error))
-    return ("ok", time.perf_counter() - start, len(chunk), out)
+    finally:
+        _dropped.items = None
+    elapsed = time.perf_counter() - start
+    if dropped:
+        return ("ok", elapsed, len(chunk), out, dropped)
+    return ("ok", elapsed, len(chunk), out)
