@@ -22,13 +22,13 @@ from typing import Any, NoReturn
 import cloudpickle
 
 from .. import _plan as plan
-from .._errors import TooManyErrors, WorkerError, describe_item
+from .._errors import WorkerError, describe_item
 from .._planner import EXECUTOR_MAXSIZE
 from ._compile import chunk_function
 from ._control import DONE, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas
 from ._feeder import Feeder, _Stopped
-from ._processes import _rebuild_error
+from ._processes import ProcessReader, _rebuild_error, record_drops
 from ._remote import MISSING, Program, record_drop, run_chunk
 from ._skip import Budget, budget_for, keep_budget
 from ._stage import Stage, WorkerStage, worker_stage
@@ -305,18 +305,7 @@ class ExecutorCore(FailureHandling):
         self.ready.extend(out)
 
     def _record(self, count: int, drops: Any) -> None:
-        """Count a chunk's items as seen (first stage of its scope) and record its drops,
-        raising past the budget."""
-        budget, scope = self.budget, self.node.skip
-        assert budget is not None and scope is not None
-        if scope.first:
-            budget.add_seen(count)
-        for label, item, position, packed in drops:
-            try:
-                budget.dropped(_rebuild_error(self.stage_name, packed), label, item, position)
-            except TooManyErrors as too_many:
-                self.error = too_many
-                self.fail()
+        record_drops(self, count, drops)
 
     def fail(self) -> NoReturn:
         """Raise the stage's error to a reader, stopping everything the first time."""
@@ -355,31 +344,6 @@ class ExecutorCore(FailureHandling):
         self.ready.clear()
 
 
-class ExecutorReader:
-    """The raw iterator of an executor stage."""
-
-    __slots__ = ("_core", "_ready")
-
-    def __init__(self, core: ExecutorCore) -> None:
-        self._core = core
-        self._ready = core.ready
-
-    def __iter__(self) -> ExecutorReader:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            return self._ready.popleft()
-        except IndexError:
-            pass
-        core = self._core
-        try:
-            return core.refill()
-        except KeyboardInterrupt:
-            core.close_in_background()
-            raise
-
-
 def _program(node: plan.RunOnExecutor, tagged: bool) -> Program:
     skip = node.skip is not None
     if isinstance(node.executor, ThreadPoolExecutor):
@@ -401,4 +365,4 @@ def executor_stage(
     """A live executor stage of class ``cls`` running ``node`` on ``upstream``."""
     core = ExecutorCore(upstream, node, _program(node, upstream._tagger is not None))
     core.budget = budget_for(node.skip, upstream)  # in an ignore_errors scope
-    return keep_budget(worker_stage(cls, ExecutorReader(core), node, upstream, core), core.budget)
+    return keep_budget(worker_stage(cls, ProcessReader(core), node, upstream, core), core.budget)

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from multiprocessing.connection import wait
 from queue import SimpleQueue
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import cloudpickle
 
@@ -43,7 +43,7 @@ from ._stage import Stage, WorkerStage, worker_stage
 from ._worker import INIT, PLAIN, POOLED, WorkerSpec, shared_memory_pool
 from ._workerset import WorkerSet, default_start_method
 
-__all__ = ["GRACE_PERIOD", "ProcessCore", "process_stage"]
+__all__ = ["GRACE_PERIOD", "ProcessCore", "ProcessReader", "process_stage", "record_drops"]
 
 #: Seconds a closing process stage waits for workers to finish their current chunk
 #: before it terminates them (and, half a second later, kills them).
@@ -319,19 +319,7 @@ class ProcessCore(FailureHandling):
         self.ready.extend(out)
 
     def _record(self, count: int, drops: Any) -> None:
-        """Count a chunk's items as seen (first stage of its scope) and record its drops,
-        raising past the budget."""
-        budget = self.budget
-        assert budget is not None and self.node.skip is not None
-        if self.node.skip.first:
-            budget.add_seen(count)
-        for label, item, position, packed in drops:
-            error = _rebuild_error(self.stage_name, packed)
-            try:
-                budget.dropped(error, label, item, position)
-            except TooManyErrors as too_many:
-                self.error = too_many
-                self.fail()
+        record_drops(self, count, drops)
 
     def fail(self) -> NoReturn:
         """Raise the stage's error to a reader, stopping everything the first time."""
@@ -371,12 +359,38 @@ class ProcessCore(FailureHandling):
             _shm.trim_cache()
 
 
+def record_drops(core: Any, count: int, drops: Any) -> None:
+    """Count a chunk's items as seen (first stage of its scope) and record the drops its
+    worker reported, failing the stage past the budget (process and executor stages)."""
+    budget, scope = core.budget, core.node.skip
+    assert budget is not None and scope is not None
+    if scope.first:
+        budget.add_seen(count)
+    for label, item, position, packed in drops:
+        error = _rebuild_error(core.stage_name, packed)
+        try:
+            budget.dropped(error, label, item, position)
+        except TooManyErrors as too_many:
+            core.error = too_many
+            core.fail()
+
+
+class Refilling(Protocol):
+    """What a chunk reader needs of its core (process and executor stages)."""
+
+    ready: deque[Any]
+
+    def refill(self) -> Any: ...
+
+    def close_in_background(self) -> None: ...
+
+
 class ProcessReader:
-    """The raw iterator of a process stage."""
+    """The raw iterator of a process or executor stage."""
 
     __slots__ = ("_core", "_ready")
 
-    def __init__(self, core: ProcessCore) -> None:
+    def __init__(self, core: Refilling) -> None:
         self._core = core
         self._ready = core.ready
 
