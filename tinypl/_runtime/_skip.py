@@ -40,6 +40,7 @@ class Budget:
         self._added = 0  # items counted in bulk (process stages, per chunk)
         self._lock = threading.Lock()
         self.first: tuple[str, str] | None = None  # the first error's type and message
+        self._broken: tuple[int, int] | None = None  # (failures, seen) when it broke
 
     @property
     def seen(self) -> int:
@@ -60,8 +61,15 @@ class Budget:
     ) -> None:
         """Record a drop whose item is already described; raise past the budget."""
         with self._lock:
-            self.failures += 1
-            failures, seen = self.failures, self.seen
+            if self._broken is None:
+                self.failures += 1
+                failures, seen = self.failures, self.seen
+                if self._over(failures, seen):
+                    self._broken = (failures, seen)
+            else:
+                # Past the budget, other workers may still fail items: whichever error
+                # reaches the consumer tells the counts at which the budget broke.
+                failures, seen = self._broken
             if self.first is None:
                 self.first = (type(error).__name__, str(error))
             first = self.first
@@ -73,7 +81,7 @@ class Budget:
                 "an item" if position is None else f"item {position}", item, label,
                 type(error).__name__, error,
             )  # fmt: skip
-        if self._over(failures, seen):
+        if self._broken is not None:
             raise TooManyErrors(
                 f"ignore_errors: {failures} items failed out of {seen} seen, more than"
                 f" max_failures={self.limit!r} allows; the first error: {first[0]}:"
