@@ -55,10 +55,12 @@ def record_drop(error: BaseException, label: str, item: Any, position: int | Non
     Examples:
         >>> from tinypl._ops import MapOp
         >>> from tinypl._runtime._compile import chunk_function
-        >>> apply = chunk_function((MapOp(lambda x: 1 // x),), False, drop=record_drop)
+        >>> def inverse(x):
+        ...     return 1 // x
+        >>> apply = chunk_function((MapOp(inverse),), False, drop=record_drop)
         >>> answer = run_chunk(apply, [1, 0, 2])
         >>> answer[3], [(label, item) for label, item, _, _ in answer[4]]
-        ([1, 0], [('map(<lambda>)', '0')])
+        ([1, 0], [('map(inverse)', '0')])
     """
     _dropped.items.append((label, describe_item(item), position, pack_error(error)))
 _lock = threading.Lock()
