@@ -122,9 +122,14 @@ def _(node: plan.ProcessOptions) -> list[str]:
         args.append(f"start_method={node.start_method!r}")
     args += _control_args(node)
     if isinstance(node, plan.RunInProcesses):
-        args.append("runs=" + " -> ".join(op.label for op in node.ops))
-        args += _skip_args(node.skip)
+        args += _shipped(node)
     return args
+
+
+def _shipped(node: plan.RunInProcesses | plan.RunOnExecutor | plan.RunOnLoop) -> list[str]:
+    """The run of per-item ops a process, executor or asyncio stage took over, and the
+    ignore_errors scope it is in."""
+    return ["runs=" + " -> ".join(op.label for op in node.ops), *_skip_args(node.skip)]
 
 
 @_args.register
@@ -135,7 +140,7 @@ def _(node: plan.ExecutorOptions) -> list[str]:
     if node.chunksize is not None:
         args.append(f"chunksize={node.chunksize}")
     if isinstance(node, plan.RunOnExecutor):
-        args.append("runs=" + " -> ".join(op.label for op in node.ops))
+        args += _shipped(node)
     return args
 
 
@@ -144,8 +149,10 @@ def _(node: plan.AsyncioOptions) -> list[str]:
     args = [str(node.concurrency)]
     if node.maxsize is not None:
         args.append(f"maxsize={node.maxsize}")
+    if node.timeout is not None:
+        args.append(f"timeout={node.timeout:g}")
     if isinstance(node, plan.RunOnLoop):
-        args.append("runs=" + " -> ".join(op.label for op in node.ops))
+        args += _shipped(node)
     return args
 
 
