@@ -19,6 +19,7 @@ from queue import SimpleQueue
 from typing import Any
 
 from .._plan import Node
+from ._asource import Failed, wake
 from ._registry import materialize
 from ._stage import Stage, signal_stop
 
@@ -29,18 +30,6 @@ BUFFER = 16
 
 _ids = itertools.count()
 _END = object()
-
-
-class _Failed:
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class _Pump:
@@ -87,7 +76,7 @@ class _Pump:
                 if self._waiter is not None:
                     self._wake_consumer()
         except BaseException as error:  # raised in the consumer
-            buffer.append(_Failed(error))
+            buffer.append(Failed(error))
         finally:
             try:
                 stage.close()
@@ -104,7 +93,7 @@ class _Pump:
             if loop is not None and targets:
                 try:
                     for future in targets:
-                        loop.call_soon_threadsafe(_wake, future)
+                        loop.call_soon_threadsafe(wake, future)
                 except RuntimeError:
                     pass  # the consumer's loop is closed: nobody waits any more
 
@@ -119,7 +108,7 @@ class _Pump:
                 x = buffer[0]
                 if x is _END:
                     raise StopAsyncIteration
-                if x.__class__ is _Failed:
+                if x.__class__ is Failed:
                     buffer[0] = _END  # raised once; the run is over
                     raise x.error
                 buffer.popleft()

@@ -21,10 +21,34 @@ from ._failure import interpreter_exiting
 from ._stage import SourceStage, Stage
 from ._threads import JOIN_TIMEOUT
 
-__all__ = ["AsyncSourceDriver", "AsyncSourceStage", "async_source", "finish_loop", "join_threads"]
+__all__ = [
+    "AsyncSourceDriver",
+    "AsyncSourceStage",
+    "Failed",
+    "async_source",
+    "finish_loop",
+    "join_threads",
+    "wake",
+]
 
 _ids = itertools.count()
 _END = object()  # the source has ended
+
+
+class Failed:
+    """Upstream raised ``error``: what a buffer holds in place of an element, so every
+    reader that looks sees it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def wake(future: asyncio.Future[None]) -> None:
+    """Resolve ``future`` unless it is already done (a waiter may have been cancelled)."""
+    if not future.done():
+        future.set_result(None)
 
 
 def join_threads(threads: list[threading.Thread], what: str) -> None:

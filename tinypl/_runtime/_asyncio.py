@@ -39,7 +39,7 @@ from typing import Any, NoReturn
 
 from .. import _plan as plan
 from .._marker import Marker
-from ._asource import AsyncSourceStage, finish_loop, join_threads
+from ._asource import AsyncSourceStage, Failed, finish_loop, join_threads, wake
 from ._compile import coroutine_function
 from ._control import DONE, END, FAILED, SIGNAL_CHECK, Control
 from ._failure import FailureHandling
@@ -80,20 +80,6 @@ def _compiled(node: plan.RunOnLoop, budget: Budget | None) -> Callable[[Any, int
 
 _WAIT = object()  # no element is ready: await one
 _END = object()  # upstream has ended
-
-
-class _Failed:
-    """Upstream raised ``error``; every worker that looks sees it."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 # -- inputs: where the workers' elements come from ----------------------------------------
@@ -185,14 +171,14 @@ class _Feeder:
                 if x is _END:
                     return
         except BaseException as error:
-            inbox.append(_Failed(error))
+            inbox.append(Failed(error))
             self._feed()
 
     def _feed(self) -> None:
         with self._lock:
             waiter, self._hungry = self._hungry, None
             if waiter is not None and not self.closed:
-                self._loop.call_soon_threadsafe(_wake, waiter)
+                self._loop.call_soon_threadsafe(wake, waiter)
 
     def close(self) -> None:
         """The loop is closing: nobody is left to wake."""
@@ -206,7 +192,7 @@ class _Feeder:
         x = inbox[0]
         if x is _END:
             return x  # left in place: every worker sees the end
-        if x.__class__ is _Failed:
+        if x.__class__ is Failed:
             raise x.error
         inbox.popleft()
         self._tokens.put(None)
@@ -420,7 +406,7 @@ class LoopCore(FailureHandling):
                 segments.popleft()
                 turn = segments[0].turn
                 if turn is not None:
-                    _wake(turn)
+                    wake(turn)
         finally:
             self._advancing = False
 
@@ -466,7 +452,7 @@ class LoopCore(FailureHandling):
             self._queued -= 1
             if self._space and not self._closed:
                 assert self._loop is not None
-                self._loop.call_soon_threadsafe(_wake, self._space.popleft())
+                self._loop.call_soon_threadsafe(wake, self._space.popleft())
 
     def fill(self) -> float:
         return min(max(self._queued, 0), self.maxsize) / self.maxsize
