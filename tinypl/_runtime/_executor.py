@@ -26,9 +26,9 @@ from .._errors import WorkerError, describe_item
 from .._planner import EXECUTOR_MAXSIZE
 from ._compile import chunk_function
 from ._control import DONE, SIGNAL_CHECK, Control
-from ._failure import FailureHandling, Replicas
+from ._failure import Replicas
 from ._feeder import Feeder, _Stopped
-from ._processes import ProcessReader, _rebuild_error, record_drops
+from ._processes import ChunkReading, ProcessReader, _rebuild_error, record_drops
 from ._remote import MISSING, Program, record_drop, run_chunk
 from ._skip import Budget, budget_for, keep_budget
 from ._stage import Stage, WorkerStage, worker_stage
@@ -117,7 +117,7 @@ def _unused(index: int, data: bytes) -> None:  # pragma: no cover - _send is ove
     raise AssertionError(index)
 
 
-class ExecutorCore(FailureHandling):
+class ExecutorCore(ChunkReading):
     """The feeder, the futures in flight and the reader side of one executor stage
     (holds no reference to the stage)."""
 
@@ -209,16 +209,6 @@ class ExecutorCore(FailureHandling):
         return failure
 
     # -- reader side ---------------------------------------------------------------------
-
-    def fill(self) -> float:
-        return min(self.feeder.in_flight(), self.maxsize) / self.maxsize
-
-    def refill(self) -> Any:
-        """Block until something is ready, then return the first ready element."""
-        with self._lock:
-            while not self.ready:
-                self._step()
-            return self.ready.popleft()
 
     def _step(self) -> None:
         if self.error is not None:

@@ -43,7 +43,14 @@ from ._stage import Stage, WorkerStage, worker_stage
 from ._worker import INIT, PLAIN, POOLED, WorkerSpec, shared_memory_pool
 from ._workerset import WorkerSet, default_start_method
 
-__all__ = ["GRACE_PERIOD", "ProcessCore", "ProcessReader", "process_stage", "record_drops"]
+__all__ = [
+    "GRACE_PERIOD",
+    "ChunkReading",
+    "ProcessCore",
+    "ProcessReader",
+    "process_stage",
+    "record_drops",
+]
 
 #: Seconds a closing process stage waits for workers to finish their current chunk
 #: before it terminates them (and, half a second later, kills them).
@@ -102,7 +109,30 @@ def _discard(data: bytes) -> None:
         _shm.discard(memoryview(data)[1:])
 
 
-class ProcessCore(FailureHandling):
+class ChunkReading(FailureHandling):
+    """The reader side shared by process and executor stages, whose feeder sends chunks:
+    ``_step`` takes in what came back until something is ready."""
+
+    feeder: Feeder
+    maxsize: int
+    ready: deque[Any]
+    _lock: threading.RLock
+
+    def _step(self) -> None:
+        raise NotImplementedError
+
+    def fill(self) -> float:
+        return min(self.feeder.in_flight(), self.maxsize) / self.maxsize
+
+    def refill(self) -> Any:
+        """Block until something is ready, then return the first ready element."""
+        with self._lock:
+            while not self.ready:
+                self._step()
+            return self.ready.popleft()
+
+
+class ProcessCore(ChunkReading):
     """Wires the feeder, the worker set and the reader side of one process stage (holds
     no reference to the stage)."""
 
@@ -216,16 +246,6 @@ class ProcessCore(FailureHandling):
                 waiting.discard(index)
 
     # -- reader side ---------------------------------------------------------------------
-
-    def fill(self) -> float:
-        return min(self.feeder.in_flight(), self.maxsize) / self.maxsize
-
-    def refill(self) -> Any:
-        """Block until something is ready, then return the first ready element."""
-        with self._lock:
-            while not self.ready:
-                self._step()
-            return self.ready.popleft()
 
     def _step(self) -> None:
         if self.error is not None:
