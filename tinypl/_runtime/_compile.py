@@ -20,12 +20,15 @@ this module: keep it light (no numpy, cloudpickle or multiprocessing).
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._errors import add_item_note
 from .._marker import Marker
 from .._ops import EachOp, FilterOp, FlattenOp, MapOp, OnOp, Op, is_async
+from . import _tally
+from ._tally import Tally
 
 __all__ = [
     "Cursor",
@@ -50,6 +53,8 @@ class _Code:
         self.params: list[Any] = []
         #: Line number (in the generated text) -> (op label, name of the op's input).
         self.where: dict[int, tuple[str, str]] = {}
+        #: Line number -> index of the op the line belongs to (counts errors).
+        self.indexes: dict[int, int] = {}
         self.op: Op | None = None
         self._vars = 0
         self._ops = ops
@@ -60,6 +65,10 @@ class _Code:
         self.seen: Callable[[], int] | None = None
         #: Depths of the ``try:`` lines the drop form opens inside flatten loops.
         self.inner_trys: list[int] = []
+        #: The counters of ``stage.stats()``, when the form keeps them (``_c`` in the code).
+        self.tally: Tally | None = None
+        #: The index of ``op`` in the run.
+        self.op_index = 0
 
     def param(self, value: Any) -> str:
         self.params.append(value)
@@ -74,6 +83,7 @@ class _Code:
         self.lines.append("    " * self.depth + text)
         if self.op is not None:
             self.where[len(self.lines)] = (self.op.label, self.var)
+            self.indexes[len(self.lines)] = self.op_index
 
 
 @functools.singledispatch
@@ -89,7 +99,11 @@ def _(op: MapOp, code: _Code) -> None:
 
 @emit.register
 def _(op: FilterOp, code: _Code) -> None:
-    code.line(f"if {code.param(op.fn)}({code.var}):")
+    call = f"{code.param(op.fn)}({code.var})"
+    if code.tally is not None:
+        _tally.filter_lines(code, call, code.op_index)
+        return
+    code.line(f"if {call}:")
     code.depth += 1
 
 
@@ -127,22 +141,32 @@ def _(op: OnOp, code: _Code) -> bool:
     fn = code.param(op.fn)
     if op.marker is None:
         code.line(f"{fn}()")
+        if op.consume and code.tally is not None:
+            code.line(_tally.consumed_line(code.op_index))
         return not op.consume
     code.line(f"if x0 is {code.param(op.marker)}:")
     code.line(f"    {fn}()")
     if op.consume:
+        if code.tally is not None:
+            code.line("    " + _tally.consumed_line(code.op_index))
         code.line("    continue")
     return True
 
 
 def _body(code: _Code, sink: str, *, markers: bool) -> None:
     """Every op on ``x0`` (inside a loop over items), then ``sink`` of the result."""
+    tally = code.tally
+    timed = tally is not None and tally.timed
+    if timed:
+        code.line(f"_u = _pc(); _c[{_tally.WAIT}] += _u - _t; _t = _u")
     if markers:
         code.line("if x0.__class__ is _Marker:")
         code.depth += 1
+        if tally is not None:
+            code.line(f"_c[{_tally.MARKERS}] += 1")
         passes = True
-        for op in code._ops:
-            code.op = op
+        for index, op in enumerate(code._ops):
+            code.op, code.op_index = op, index
             passes = emit_marker(op, code) and passes
         code.op = None
         if passes:
@@ -150,16 +174,24 @@ def _body(code: _Code, sink: str, *, markers: bool) -> None:
         code.line("continue")
         code.depth -= 1
     depth = code.depth
+    if tally is not None and tally.count_in:
+        code.line(f"_c[{_tally.IN}] += 1")
     if code.seen is not None:
         code.line(f"_k = {code.param(code.seen)}()")
-    for op in code._ops:
-        code.op = op
+    for index, op in enumerate(code._ops):
+        code.op, code.op_index = op, index
         emit(op, code)
+        if tally is not None:
+            _tally.count_line(code, op, code.op_index)
+            if timed and isinstance(op, (MapOp, EachOp)):
+                _tally.time_line(code, code.op_index)
     last = code.lines[-1].strip()
-    if isinstance(code.op, MapOp) and last.startswith(f"{code.var} = "):
+    if isinstance(code.op, MapOp) and last.startswith(f"{code.var} = ") and not timed:
         code.lines[-1] = "    " * code.depth + sink.format(last.partition(" = ")[2])
     else:
         code.line(sink.format(code.var))
+    if timed and sink.startswith("yield"):
+        code.line("_t = _pc()")  # the consumer's time between items is not the run's
     code.op = None
     for inner in reversed(code.inner_trys):  # closes the trys of the drop form's flattens
         code.depth = inner
@@ -195,7 +227,24 @@ def _finish(code: _Code, header: list[str]) -> Callable[..., Any]:
     fail: Callable[..., None] = functools.partial(_note, where)
     if code.drop is not None:
         fail = functools.partial(_note_and_drop, where, code.drop)
+    if code.tally is not None:
+        index = {number + offset: i for number, i in code.indexes.items()}
+        fail = functools.partial(_count_error, code.tally, index, fail)
     return _build(text)(fail, *code.params)  # type: ignore[no-any-return]
+
+
+def _count_error(
+    tally: Tally,
+    index: dict[int, int],
+    fail: Callable[[BaseException, dict[str, Any]], None],
+    error: BaseException,
+    scope: dict[str, Any],
+) -> None:
+    traceback = error.__traceback__
+    found = None if traceback is None else index.get(traceback.tb_lineno)
+    if found is not None:
+        tally.error(found)
+    fail(error, scope)
 
 
 def _note(where: dict[int, tuple[str, str]], error: BaseException, scope: dict[str, Any]) -> None:
@@ -223,10 +272,36 @@ def _note_and_drop(
     drop(error, label, item, position)
 
 
-def _drop_form(code: _Code, drop: Drop | None, seen: Callable[[], int] | None) -> _Code:
+def _drop_form(
+    code: _Code, drop: Drop | None, seen: Callable[[], int] | None, tally: Tally | None = None
+) -> _Code:
     code.drop = drop
     code.seen = seen if drop is not None else None
+    code.tally = tally
     return code
+
+
+def _tally_head(code: _Code, indent: int, *, shared: bool) -> list[str]:
+    """The lines binding ``_c`` (the counters; ``shared``: this thread's) and, when
+    timed, the clock ``_pc`` and the time ``_t`` the item's work starts from."""
+    tally = code.tally
+    if tally is None:
+        return []
+    pad = "    " * indent
+    if shared:
+        local, new = code.param(tally.local), code.param(tally.thread_list)
+        lines = [f"try: _c = {local}.c", f"except AttributeError: _c = {new}()"]
+    else:
+        lines = [f"_c = {code.param(tally.new_list())}"]
+    if tally.timed:
+        lines.append(f"_pc = {code.param(time.perf_counter)}; _t = _pc()")
+    return [pad + line for line in lines]
+
+
+def _ended(code: _Code) -> None:
+    """In a counting run, notes when the run's source ended."""
+    if code.tally is not None:
+        code.line(f"_c[{_tally.END}] = {code.param(time.perf_counter)}()")
 
 
 class Cursor:
@@ -246,21 +321,32 @@ _GENERATOR_HEADER = (
 
 
 def _generator(
-    ops: Ops, *, markers: bool, drop: Drop | None = None, seen: Callable[[], int] | None = None
+    ops: Ops,
+    *,
+    markers: bool,
+    drop: Drop | None = None,
+    seen: Callable[[], int] | None = None,
+    tally: Tally | None = None,
 ) -> Callable[..., Iterator[Any]]:
-    code = _drop_form(_Code(ops), drop, seen)
+    code = _drop_form(_Code(ops), drop, seen, tally)
     code.depth = 4
     _body(code, "yield {}", markers=markers)
     code.depth = 3
     code.line("except StopIteration:  # a user function's: the stream ends, as for map")
-    code.line("    _cursor.done = True")
-    code.line("    return")
+    code.depth = 4
+    code.line("_cursor.done = True")
+    _ended(code)
+    code.line("return")
+    code.depth = 3
     _except(code)
     code.depth = 2
     code.line("_cursor.done = True")
+    _ended(code)
     code.depth = 1
     code.line("return _run")
-    return _finish(code, list(_GENERATOR_HEADER))
+    header = list(_GENERATOR_HEADER)
+    header[1:1] = _tally_head(code, 2, shared=False)
+    return _finish(code, header)
 
 
 def restarting(
@@ -270,6 +356,7 @@ def restarting(
     markers: bool,
     drop: Drop | None = None,
     seen: Callable[[], int] | None = None,
+    tally: Tally | None = None,
 ) -> Iterator[Iterator[Any]]:
     """Generators applying ``ops`` to ``source``, for ``itertools.chain.from_iterable``:
     after an error a fresh one goes on with the next item.
@@ -277,8 +364,9 @@ def restarting(
     Notes name the item but not its position: counting items would cost this, the
     fastest path, about 15% (positions come from the numbering of ordered regions).
     With ``drop`` (the drop form) an item whose ops raise an ``Exception`` is passed to
-    ``drop`` instead and the run goes on; ``seen`` is called once per data item."""
-    run = _generator(ops, markers=markers, drop=drop, seen=seen)
+    ``drop`` instead and the run goes on; ``seen`` is called once per data item.
+    ``tally``: where the run counts for ``stage.stats()`` (one list for every generator)."""
+    run = _generator(ops, markers=markers, drop=drop, seen=seen, tally=tally)
     cursor = Cursor()
     while not cursor.done:
         yield run(source, cursor)
@@ -291,13 +379,17 @@ def stepper(
     markers: bool,
     drop: Drop | None = None,
     seen: Callable[[], int] | None = None,
+    tally: Tally | None = None,
 ) -> Callable[[], Any]:
     """A function returning the next result of ``ops`` over ``pull()`` (map, filter and
-    each only), safe to call from several threads at once (``drop``: as ``restarting``)."""
+    each only), safe to call from several threads at once (``drop``, ``tally``: as
+    ``restarting``; each thread counts in a list of its own)."""
     head = ["def _make(_pull):", "    def _step(_self=None):", "        while True:"]
     head += ["            x0 = _pull()", "            try:"]
     tail = ["    return _step", "return _make"]
-    make = _function(ops, head, "return {}", markers=markers, tail=tail, drop=drop, seen=seen)
+    make = _function(
+        ops, head, "return {}", markers=markers, tail=tail, drop=drop, seen=seen, tally=tally
+    )
     step: Callable[[], Any] = make(pull)
     return step
 
@@ -311,11 +403,15 @@ def _function(
     tail: list[str],
     drop: Drop | None = None,
     seen: Callable[[], int] | None = None,
+    tally: Tally | None = None,
 ) -> Callable[..., Any]:
     """The factory of a function whose ``head`` ends in a ``try:`` inside a loop over
-    items ``x0``: the ops and ``sink`` go inside the try, ``tail`` after the loop."""
-    code = _drop_form(_Code(ops), drop, seen)
+    items ``x0``: the ops and ``sink`` go inside the try, ``tail`` after the loop; the
+    counters are bound right after the line opening the innermost ``def``."""
+    code = _drop_form(_Code(ops), drop, seen, tally)
     code.lines = ["    " + line for line in head]
+    inner = max(i for i, line in enumerate(head) if line.lstrip().startswith("def "))
+    code.lines[inner + 1 : inner + 1] = _tally_head(code, inner + 2, shared=True)
     code.depth = head[-1].count("    ") + 2
     _body(code, sink, markers=markers)
     code.depth -= 1
@@ -339,23 +435,32 @@ def stepping(step: Callable[..., Any]) -> Iterator[Any]:
 
 
 def _list_function(
-    ops: Ops, *, markers: bool, drop: Drop | None = None, seen: Callable[[], int] | None = None
+    ops: Ops,
+    *,
+    markers: bool,
+    drop: Drop | None = None,
+    seen: Callable[[], int] | None = None,
+    tally: Tally | None = None,
 ) -> Callable[..., list[Any]]:
     head = ["def _apply(_items, _n=None):", "    _out = []", "    _append = _out.append"]
     head += ["    for x0 in _items:", "        try:"]
     tail = ["    return _out", "return _apply"]
     return _function(
-        ops, head, "_append({})", markers=markers, tail=tail, drop=drop, seen=seen
+        ops, head, "_append({})", markers=markers, tail=tail, drop=drop, seen=seen, tally=tally
     )
 
 
 def group_function(
-    ops: Ops, *, drop: Drop | None = None, seen: Callable[[], int] | None = None
+    ops: Ops,
+    *,
+    drop: Drop | None = None,
+    seen: Callable[[], int] | None = None,
+    tally: Tally | None = None,
 ) -> Callable[[list[Any], int | None], list[Any]]:
     """``apply(items, n)``: ``ops`` applied to the items of one record of an ordered
     region (markers among them); ``n`` is the record's source position, if known
-    (``drop``: as ``restarting``)."""
-    return _list_function(ops, markers=True, drop=drop, seen=seen)
+    (``drop``, ``tally``: as ``stepper``)."""
+    return _list_function(ops, markers=True, drop=drop, seen=seen, tally=tally)
 
 
 def chunk_function(

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import itertools
 import threading
+import time
 from collections import deque
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from queue import Empty, SimpleQueue
@@ -32,6 +33,7 @@ from ._processes import ChunkReading, ProcessReader, _rebuild_error, record_drop
 from ._remote import MISSING, Program, record_drop, run_chunk
 from ._skip import Budget, budget_for, keep_budget
 from ._stage import Stage, WorkerStage, worker_stage
+from ._stats import ChunkFigures, ChunkProbe, chunk_done
 
 __all__ = ["CHUNK_SECONDS", "JOIN_SECONDS", "ExecutorCore", "executor_stage", "worker_count"]
 
@@ -128,6 +130,7 @@ class ExecutorCore(ChunkReading):
         self.stage_name = f"executor({', '.join(op.label for op in node.ops)})"
         self.queue: SimpleQueue[Any] = SimpleQueue()
         self.ready: deque[Any] = deque()
+        self.insight = ChunkFigures()
         self._program = program
         #: What each chunk carries first: the program, or only its digest when large.
         self._light = program
@@ -165,6 +168,7 @@ class ExecutorCore(ChunkReading):
             if self._started:
                 return
             self._started = True
+        self.insight.started = time.perf_counter()
         self.feeder.start(f"{self.name}-feeder")
 
     # -- feeder side ---------------------------------------------------------------------
@@ -226,6 +230,7 @@ class ExecutorCore(ChunkReading):
                 self.fail()
             if self._feeder_done:
                 self._finished = True
+                self.insight.ended = time.perf_counter()
                 self.shutdown()
                 raise StopIteration
             # Nothing in flight while the feeder waits on a slow source: submit what it
@@ -286,12 +291,14 @@ class ExecutorCore(ChunkReading):
             return
         self.feeder.received(0)
         if answer[0] == "error":
+            self.insight.failed = True
             self.error = _rebuild_error(self.stage_name, answer[1])
             self.fail()
         _, elapsed, count, out = answer[:4]
-        self.feeder.measured(count, elapsed)
+        drops = answer[4] if len(answer) > 4 else ()
+        chunk_done(self, count, elapsed, out, len(drops))
         if self.budget is not None:
-            self._record(count, answer[4] if len(answer) > 4 else ())
+            self._record(count, drops)
         self.ready.extend(out)
 
     def _record(self, count: int, drops: Any) -> None:
@@ -355,4 +362,7 @@ def executor_stage(
     """A live executor stage of class ``cls`` running ``node`` on ``upstream``."""
     core = ExecutorCore(upstream, node, _program(node, upstream._tagger is not None))
     core.budget = budget_for(node.skip, upstream)  # in an ignore_errors scope
-    return keep_budget(worker_stage(cls, ProcessReader(core), node, upstream, core), core.budget)
+    stage = worker_stage(cls, ProcessReader(core), node, upstream, core)
+    labels = " -> ".join(op.label for op in node.ops)
+    stage._probe = ChunkProbe(core, f"{labels} on executor({core.workers})")
+    return keep_budget(stage, core.budget)

@@ -40,6 +40,7 @@ from ._feeder import Feeder
 from ._replace import Replacer
 from ._skip import Budget, budget_for, keep_budget
 from ._stage import Stage, WorkerStage, worker_stage
+from ._stats import ChunkFigures, ChunkProbe, chunk_done
 from ._worker import INIT, PLAIN, POOLED, WorkerSpec, shared_memory_pool
 from ._workerset import WorkerSet, default_start_method
 
@@ -117,6 +118,8 @@ class ChunkReading(FailureHandling):
     maxsize: int
     ready: deque[Any]
     _lock: threading.RLock
+    #: The figures of ``stage.stats()``.
+    insight: ChunkFigures
 
     def _step(self) -> None:
         raise NotImplementedError
@@ -126,10 +129,14 @@ class ChunkReading(FailureHandling):
 
     def refill(self) -> Any:
         """Block until something is ready, then return the first ready element."""
-        with self._lock:
-            while not self.ready:
-                self._step()
-            return self.ready.popleft()
+        start = time.perf_counter()
+        try:
+            with self._lock:
+                while not self.ready:
+                    self._step()
+                return self.ready.popleft()
+        finally:
+            self.insight.wait_s += time.perf_counter() - start
 
 
 class ProcessCore(ChunkReading):
@@ -152,6 +159,7 @@ class ProcessCore(ChunkReading):
         self.name = f"tinypl-process-{next(_ids)}"
         self.stage_name = f"process({', '.join(op.kind for op in node.ops)})"
         self.ready: deque[Any] = deque()
+        self.insight = ChunkFigures()
         self._ops_payload = ops_payload
         self._init_payload = init_payload
         #: The budget of the ignore_errors scope the stage is in (set by the builder).
@@ -190,6 +198,7 @@ class ProcessCore(ChunkReading):
             if self._started:
                 return
             self._started = True
+        self.insight.started = time.perf_counter()
         method = self.node.start_method or default_start_method()
         pool = functools.partial(shared_memory_pool, SHM_CAPACITY, SHM_MIN_BUFFER, os.getpid())
         tagged = self.upstream._tagger is not None
@@ -263,6 +272,7 @@ class ProcessCore(ChunkReading):
                 self.fail()
             if self._feeder_done:
                 self._finished = True
+                self.insight.ended = time.perf_counter()
                 self.shutdown()
                 raise StopIteration
             # Nothing in flight while the feeder waits on a slow source: send what it has
@@ -330,12 +340,14 @@ class ProcessCore(ChunkReading):
             self.error = failure
             self.fail()
         if message[1] == "error":
+            self.insight.failed = True
             self.error = _rebuild_error(self.stage_name, message[2])
             self.fail()
         elapsed, count, out = message[2:5]
-        self.feeder.measured(count, elapsed)
+        drops = message[5] if len(message) > 5 else ()
+        chunk_done(self, count, elapsed, out, len(drops))
         if self.budget is not None:
-            self._record(count, message[5] if len(message) > 5 else ())
+            self._record(count, drops)
         self.ready.extend(out)
 
     def _record(self, count: int, drops: Any) -> None:
@@ -444,4 +456,6 @@ def process_stage(
     core = ProcessCore(upstream, node, payload, init)
     core.budget = budget_for(node.skip, upstream)
     stage = worker_stage(cls, ProcessReader(core), node, upstream, core)
+    labels = " -> ".join(op.label for op in node.ops)
+    stage._probe = ChunkProbe(core, f"{labels} in process({node.workers})")
     return keep_budget(stage, core.budget)

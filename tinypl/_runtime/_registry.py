@@ -29,8 +29,11 @@ def build_source(node: Node) -> Stage[Any]:
 
 def materialize(plan: Node) -> Stage[Any]:
     """A fresh run of ``plan``: optimize it, then build each node on the one below."""
+    from ._collect import attach  # the probes of stage.stats()
+
     nodes = chain(optimize(plan))
     stage = build_source(nodes[0])
-    for node in nodes[1:]:
-        stage = build(node, stage)
+    for index, node in enumerate(nodes[1:], 2):
+        following = nodes[index] if index < len(nodes) else None
+        stage = attach(build(node, stage), stage, following)
     return stage

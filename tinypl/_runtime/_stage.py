@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from .._plan import Node
+    from .._stats import Stats
     from ._order import Tagger
 
 __all__ = [
@@ -79,6 +80,8 @@ class Stage(Generic[T_co]):
     _closed: bool
     #: The object holding a stateful stage's state, where length hints read it.
     _step: Any = None
+    #: What reads this stage's figures for ``stats()`` (``_runtime._stats``).
+    _probe: Any = None
 
     def _attach(
         self,
@@ -135,6 +138,8 @@ class Stage(Generic[T_co]):
         if self._closed:
             return
         self._closed = True
+        if self._probe is not None:
+            self._probe.closed()  # the end of the run's elapsed time
         # Wake every blocked worker up the chain before joining any of them, so a worker
         # blocked on an upstream queue is not waited for while nobody feeds that queue.
         self._signal_stop()
@@ -153,6 +158,47 @@ class Stage(Generic[T_co]):
                     ResourceWarning,
                     stacklevel=2,
                 )
+
+    def stats(self) -> Stats:
+        """A snapshot of the figures of this run, from its source up to this stage: one
+        row per stage (per step of a fused run), totals and the bottleneck. It may be
+        taken at any time, from any thread, during or after the run.
+
+        Counts are exact from the start. ``busy_s`` of synchronous steps counts from the
+        first ``stats()`` call made in the thread that built the run (from the start with
+        ``.progress()``, ``.report()`` or ``pipe.iter(stats=True)``); thread and process
+        stages always time their workers.
+
+        Examples:
+            >>> import tinypl as pl
+            >>> run = iter(pl.Pipe(range(10)).map(abs).filter(lambda x: x % 2))
+            >>> _ = list(run)
+            >>> stats = run.stats()
+            >>> [(row.name, row.items_in, row.items_out) for row in stats.rows]
+            [('source', 0, 10), ('map(abs)', 10, 10), ('filter(<lambda>)', 10, 5)]
+        """
+        from ._collect import collect
+
+        return collect(self)
+
+    def explain(self) -> str:
+        """The physical plan of this run with each stage's live figures beside it.
+
+        Examples:
+            >>> import tinypl as pl
+            >>> run = iter(pl.Pipe(range(3)).map(abs))
+            >>> _ = list(run)
+            >>> print(run.explain())  # doctest: +ELLIPSIS
+            live run (3 items in ... s)
+              0  source
+                   source: in 0, out 3, busy ... s
+              1  fused(map(abs))
+                   map(abs): in 3, out 3, busy ... s
+            bottleneck: ...
+        """
+        from ._collect import explain_live
+
+        return explain_live(self)
 
     def _stop_own(self) -> None:
         """Make this stage's own iterator yield nothing more (see ChainStage)."""

@@ -20,6 +20,7 @@ from typing import Any
 from .. import _plan as plan
 from .._marker import is_marker
 from .._ops import Op
+from ._collect import knows_out, name_of
 from ._compile import Drop, group_function, restarting, stepper, stepping
 from ._order import GroupApply, LoadRaw, SaveRaw, Tagger
 from ._registry import build, build_source
@@ -35,6 +36,7 @@ from ._stage import (
     guarded_view,
     make_view,
 )
+from ._stats import CountingParts, FlattenProbe, FusedProbe, SourceProbe
 from ._steps import (
     Batches,
     FlattenStep,
@@ -46,6 +48,7 @@ from ._steps import (
     TraceStep,
     UntilStep,
 )
+from ._tally import Tally
 
 __all__: list[str] = []
 
@@ -95,8 +98,16 @@ def _group(
     tagger = upstream._tagger
     assert tagger is not None
     drop, seen = _dropping(node, budget)
-    raw = GroupApply(upstream.raw, group_function(ops, drop=drop, seen=seen), tagger)
-    return _follow(raw, node, upstream)
+    tally = _tally_for(ops, upstream, timed=True)
+    apply = group_function(ops, drop=drop, seen=seen, tally=tally)
+    stage = _follow(GroupApply(upstream.raw, apply, tagger), node, upstream)
+    stage._probe = FusedProbe(tally)
+    return stage
+
+
+def _tally_for(ops: tuple[Op, ...], upstream: Stage[Any], *, timed: bool) -> Tally:
+    """The counters of a fused run; it counts its items in when ``upstream`` cannot."""
+    return Tally(ops, count_in=not knows_out(upstream), timed=timed)
 
 
 def _dropping(node: plan.Node, budget: Budget | None) -> tuple[Drop | None, Any]:
@@ -145,6 +156,7 @@ def _source(node: plan.Source) -> Stage[Any]:
         safe = False  # now a generator
     stage: SourceStage[Any] = SourceStage(iterator, None)
     stage._attach(raw=iterator, node=None, upstream=stop, may_mark=False, thread_safe=safe)
+    stage._probe = SourceProbe(iterator)
     return stage
 
 
@@ -154,7 +166,7 @@ class _Runs(Parts):
     which any number of threads may call, when its upstream can be shared and no generator
     has started yet (a started one may hold an item; the automatic lock then guards it)."""
 
-    __slots__ = ("_drop", "_markers", "_ops", "_shared", "_upstream")
+    __slots__ = ("_drop", "_markers", "_ops", "_shared", "_tally", "_upstream")
 
     def __init__(
         self,
@@ -162,14 +174,38 @@ class _Runs(Parts):
         upstream: Stage[Any],
         markers: bool,
         drop: tuple[Drop | None, Any] = (None, None),
+        tally: Tally | None = None,
     ) -> None:
         dropped, seen = drop
-        super().__init__(restarting(ops, upstream.raw, markers=markers, drop=dropped, seen=seen))
+        runs = restarting(ops, upstream.raw, markers=markers, drop=dropped, seen=seen, tally=tally)
+        super().__init__(runs)
         self._ops = ops
         self._upstream = upstream
         self._markers = markers
         self._shared = False
         self._drop = drop
+        self._tally = tally
+
+    def time_it(self, may_close: bool) -> None:
+        """Go on in the timed form (``stage.stats()``): at once when no generator has
+        started; else, with ``may_close``, by closing the suspended one (it holds no item
+        between two yields); otherwise not yet."""
+        tally = self._tally
+        if tally is None or tally.timed or self._shared:
+            return
+        current = self._current
+        if current is not None:
+            if not may_close or getattr(current, "gi_running", True):
+                return
+            try:
+                current.close()  # type: ignore[attr-defined]
+            except ValueError:  # it started running meanwhile: not this time
+                return
+        tally.timed = True
+        drop, seen = self._drop
+        self._iterables = restarting(
+            self._ops, self._upstream.raw, markers=self._markers, drop=drop, seen=seen, tally=tally
+        )
 
     def share(self) -> bool:
         if self._shared:
@@ -178,8 +214,15 @@ class _Runs(Parts):
             return False
         upstream = self._upstream
         drop, seen = self._drop
+        if self._tally is not None:
+            self._tally.timed = True  # worker threads run it: timed always
         step = stepper(
-            self._ops, upstream.raw.__next__, markers=self._markers, drop=drop, seen=seen
+            self._ops,
+            upstream.raw.__next__,
+            markers=self._markers,
+            drop=drop,
+            seen=seen,
+            tally=self._tally,
         )
         self._iterables = iter((stepping(step),))
         self._shared = True
@@ -197,19 +240,26 @@ def _fused_stage(node: plan.Fused, upstream: Stage[Any], budget: Budget | None) 
         return _group(node, upstream, node.ops, budget)
     markers = upstream._may_mark
     drop, seen = dropping = _dropping(node, budget)
+    tally = _tally_for(node.ops, upstream, timed=node.shared)
     if node.shared:  # worker threads pull it at once
-        step = stepper(node.ops, upstream.raw.__next__, markers=markers, drop=drop, seen=seen)
-        return _view(
+        step = stepper(
+            node.ops, upstream.raw.__next__, markers=markers, drop=drop, seen=seen, tally=tally
+        )
+        shared = _view(
             stepping(step), node, upstream, may_mark=markers, thread_safe=upstream._can_share
         )
-    runs = _Runs(node.ops, upstream, markers, dropping)
+        shared._probe = FusedProbe(tally)
+        return shared
+    runs = _Runs(node.ops, upstream, markers, dropping, tally)
     if markers:
         raw = itertools.chain.from_iterable(runs)
-        return _view(raw, node, upstream, may_mark=True, thread_safe=runs.share)
-    stage = ChainStage.over(runs)
-    stage._attach(
-        raw=None, node=node, upstream=upstream, may_mark=False, thread_safe=runs.share
-    )
+        stage = _view(raw, node, upstream, may_mark=True, thread_safe=runs.share)
+    else:
+        stage = ChainStage.over(runs)
+        stage._attach(
+            raw=None, node=node, upstream=upstream, may_mark=False, thread_safe=runs.share
+        )
+    stage._probe = FusedProbe(tally, runs)
     return stage
 
 
@@ -221,8 +271,10 @@ def _flatten(node: plan.Flatten, upstream: Stage[Any]) -> Stage[Any]:
         raw = FlattenStep(upstream.raw, node.eager)
         return _view(raw, node, upstream, may_mark=True, thread_safe=False)
     inner = map(list, upstream.raw) if node.eager else upstream.raw
-    stage = ChainStage.over(Parts(inner))
+    parts = CountingParts(inner)
+    stage = ChainStage.over(parts)
     stage._attach(raw=None, node=node, upstream=upstream, may_mark=False, thread_safe=False)
+    stage._probe = FlattenProbe(name_of(node), parts)
     return stage
 
 

@@ -25,11 +25,13 @@ from typing import Any, NoReturn
 
 from .. import _plan as plan
 from .._errors import ThreadWorkerError, TooManyErrors
+from .._marker import Marker
 from .._workerinfo import WorkerInfo, draw_seed, entered, init_note
 from ._control import DONE, END, FAILED, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas, interpreter_exiting
 from ._registry import build
 from ._stage import Stage, WorkerStage, signal_stop, worker_stage
+from ._stats import ThreadProbe, WorkerFigures
 from ._watchdog import Watchdog
 
 __all__ = ["JOIN_TIMEOUT", "ThreadStage", "ThreadWorkerError"]
@@ -90,11 +92,16 @@ class ThreadCore(FailureHandling):
             stage = f"thread({workers}) {self.name}"
             self._watchdog = Watchdog(stage, self.name, workers, timeout, self._expired)
         self._abandoned: set[threading.Thread] = set()
+        #: The figures of ``stage.stats()``.
+        self.insight = WorkerFigures()
+        self.poll = self.out.get_nowait
 
     # -- workers -------------------------------------------------------------------------
 
     def _start_and_get(self) -> Any:
         with self._lock:
+            if self.insight.started is None:
+                self.insight.started = time.perf_counter()
             if not self._threads and not self._stopping:
                 seed = draw_seed()
                 for index in range(self.workers):
@@ -150,6 +157,7 @@ class ThreadCore(FailureHandling):
         pull = self._pull
         put = self.out.put
         take = self._take_slot
+        item, marker = self.insight.pulled.__next__, self.insight.pulled_markers.__next__
         try:
             if self.init is not None:
                 self._run_init(info)
@@ -161,6 +169,7 @@ class ThreadCore(FailureHandling):
                     x = pull()
                 except StopIteration:
                     break
+                (marker if x.__class__ is Marker else item)()
                 take()
                 put(x)  # even when stopping: an item pulled is delivered or dropped later
         except BaseException as error:
@@ -181,6 +190,7 @@ class ThreadCore(FailureHandling):
         assert self._watchdog is not None
         started = self._watchdog.started
         pull, put, take, clock = self._pull, self.out.put, self._take_slot, time.monotonic
+        figures = self.insight
         while not self._stopping:
             started[index] = clock()
             try:
@@ -189,6 +199,7 @@ class ThreadCore(FailureHandling):
                 break
             finally:
                 started[index] = 0.0
+            next(figures.pulled_markers if x.__class__ is Marker else figures.pulled)
             take()
             put(x)
 
@@ -224,6 +235,8 @@ class ThreadCore(FailureHandling):
             raise StopIteration
         if self.error is not None:
             self.fail()  # the last worker is done, or a failed run was shut down
+        if self.insight.ended is None:
+            self.insight.ended = time.perf_counter()
         self.out.put(END)
         raise StopIteration
 
@@ -300,13 +313,23 @@ class QueueReader:
 
 
 def _read(core: ThreadCore) -> Any:
+    figures = core.insight
     while True:
         try:
-            x = core.get()
+            x = core.poll()
         except Empty:
-            continue  # back in Python code: a pending Ctrl-C is raised here
+            # Only a reader that has to wait reads the clock: the wait on this stage.
+            start = time.perf_counter()
+            try:
+                x = core.get()
+            except Empty:
+                continue  # back in Python code: a pending Ctrl-C is raised here
+            finally:
+                figures.wait_s += time.perf_counter() - start
         if x.__class__ is not Control:
             core.free(None)
+            figures.fill_sum += core.out.qsize()
+            next(figures.markers if x.__class__ is Marker else figures.delivered)
             return x
         core.control(x)
 
@@ -325,4 +348,6 @@ def _thread(node: plan.Thread, upstream: Stage[Any]) -> Stage[Any]:
         init=node.init,
         timeout=node.timeout,
     )
-    return worker_stage(ThreadStage, QueueReader(core), node, upstream, core)
+    stage = worker_stage(ThreadStage, QueueReader(core), node, upstream, core)
+    stage._probe = ThreadProbe(core, f"thread({node.workers})")
+    return stage

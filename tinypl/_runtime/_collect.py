@@ -1,0 +1,298 @@
+"""``stage.stats()`` and ``stage.explain()`` on a live run (issue 12): the probes of
+``_stats`` read along the run, rows assembled, the bottleneck named.
+
+The bottleneck is the stage with the highest score: a thread or process stage scores its
+utilization (its workers' busy time over ``workers x elapsed``), any other stage the
+share of the elapsed time spent in it (``busy_s / elapsed``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .. import _plan as plan
+from .._stats import Bottleneck, StageStats, Stats
+from ._stage import Stage
+from ._stats import (
+    ChunkProbe,
+    CountProbe,
+    FinalView,
+    Flow,
+    FusedProbe,
+    Probe,
+    Row,
+    SourceProbe,
+    ThreadProbe,
+    clock,
+    counted_raw,
+    final_view,
+)
+
+__all__ = ["attach", "collect", "explain_live", "knows_out", "start_timing"]
+
+#: Stages that pass every item on: their figures are those of the stage below.
+_PASSING: tuple[type[plan.Node], ...] = (plan.Mutex, plan.Save)
+#: Stages that count what they take in, so the stage below them need not count.
+_COUNTING_IN: tuple[type[plan.Node], ...] = (
+    plan.Fused,
+    plan.Thread,
+    plan.RunInProcesses,
+    plan.RunOnExecutor,
+)
+_WORKERS = (ThreadProbe, ChunkProbe)
+_lock = threading.Lock()
+
+
+def name_of(node: plan.Node | None) -> str:
+    from .._explain import describe  # a rendering, as Stage.__repr__ uses it
+
+    return "source" if node is None else describe(node)
+
+
+def knows_out(stage: Stage[Any]) -> bool:
+    """Whether ``stage`` can tell how many items left it, so that the stage built on it
+    does not have to count them."""
+    probe = stage._probe
+    if probe is None:
+        return False
+    if isinstance(probe, SourceProbe):
+        return probe.sized
+    if isinstance(probe, CountProbe):
+        return probe.counter is not None
+    if type(probe) is Probe:  # passes on what the stage below it gives
+        return isinstance(stage._upstream, Stage) and knows_out(stage._upstream)
+    return True
+
+
+def attach(stage: Stage[Any], upstream: Stage[Any], following: plan.Node | None) -> Stage[Any]:
+    """Gives a freshly built ``stage`` a probe if its builder gave it none; ``following``
+    is the node to be built on it (``None``: it is the run's last stage)."""
+    if stage is upstream or stage._probe is not None:
+        return stage
+    node = stage._node
+    name = name_of(node)
+    if isinstance(node, _PASSING):
+        stage._probe = Probe(name)
+        return stage
+    if following is None:
+        if _plain_view(stage):
+            return final_view(stage, name)
+        stage._probe = CountProbe(name)
+        return stage
+    counter = None if isinstance(following, _COUNTING_IN) else counted_raw(stage)
+    stage._probe = CountProbe(name, counter)
+    return stage
+
+
+def _plain_view(stage: Stage[Any]) -> bool:
+    """A stage whose class adds nothing a ``FinalView`` would hide (workers, fill)."""
+    from ._stage import ChainStage, SourceStage, ViewStage, WorkerStage
+
+    if isinstance(stage, WorkerStage):
+        return False
+    return isinstance(stage, (ViewStage, ChainStage, SourceStage))
+
+
+def _stages(stage: Stage[Any]) -> list[Stage[Any]]:
+    chain: list[Stage[Any]] = []
+    current: Any = stage
+    while isinstance(current, Stage):
+        if not isinstance(current, FinalView):
+            chain.append(current)
+        current = current._upstream
+    return chain[::-1]
+
+
+def start_timing(stage: Stage[Any]) -> None:
+    """Switch the fused runs of ``stage`` and upstream of it to their timed form, where
+    that is safe: a run not started, or suspended and asked from the thread that built it
+    (a run is never closed under a consumer in another thread)."""
+    for current in _stages(stage):
+        probe = current._probe
+        if isinstance(probe, FusedProbe) and probe.runs is not None:
+            probe.runs.time_it(threading.get_ident() == probe.thread)
+
+
+def _assemble(stage: Stage[Any]) -> list[tuple[Stage[Any], Probe, list[Row]]]:
+    below = Flow(0, 0)
+    done: list[tuple[Stage[Any], Probe, list[Row]]] = []
+    last: Row | None = None
+    for current in _stages(stage):
+        probe = current._probe or Probe(name_of(current._node))
+        counted = probe.counted_in()
+        if counted is not None and last is not None and last.fields["items_out"] is None:
+            last.fields["items_out"] = below.items = counted
+            if last.fields["name"] == "source":
+                last.fields["items_in"] = counted
+        rows, below = probe.rows(below)
+        if rows and rows[0].wait and last is not None and not _is_worker(done[-1][1]):
+            _sync_below(done).fields["busy_s"] += rows[0].wait
+        done.append((current, probe, rows))
+        if rows:
+            last = rows[-1]
+    if last is not None and last.fields["items_out"] is None:
+        last.fields["items_out"] = below.items or 0
+    for _, _, rows in done:
+        for row in rows:
+            for key in ("items_in", "items_out"):
+                if row.fields[key] is None:
+                    row.fields[key] = 0
+    _group(done)
+    return done
+
+
+def _is_worker(probe: Probe) -> bool:
+    return isinstance(probe, _WORKERS)
+
+
+def _sync_below(done: list[tuple[Stage[Any], Probe, list[Row]]]) -> Row:
+    """The row whose pulls a timed run's waits were spent in: the nearest stage below
+    that is not a pass-through (a source behind a mutex)."""
+    for _, probe, rows in reversed(done):
+        if type(probe) is not Probe and rows:
+            return rows[-1]
+    return done[-1][2][-1]
+
+
+def _group(done: list[tuple[Stage[Any], Probe, list[Row]]]) -> None:
+    """Marks the rows the threads of a thread stage run (those down to the stage below
+    that has workers of its own) with that stage's row."""
+    for index, (_, probe, rows) in enumerate(done):
+        if not isinstance(probe, ThreadProbe):
+            continue
+        for _, below, below_rows in reversed(done[:index]):
+            if _is_worker(below):
+                break
+            for row in below_rows:
+                row.group = rows[0]
+
+
+def _span(probe: Probe, start: float, end: float) -> float:
+    begin = probe.started if probe.started is not None else start
+    finish = probe.ended if probe.ended is not None else end
+    return max(finish - begin, 1e-9)
+
+
+def collect(stage: Stage[Any]) -> Stats:
+    """A snapshot of the run ``stage`` belongs to, up to ``stage``."""
+    start_timing(stage)
+    done = _assemble(stage)
+    start = min(probe.built for _, probe, _ in done)
+    final = done[-1][1]
+    end = final.ended or final.closed_at or clock()
+    elapsed = max(end - start, 1e-9)
+    for _, probe, rows in done:
+        if _is_worker(probe):
+            _utilization(probe, rows, done, _span(probe, start, end))
+    rows = [row for _, _, rows in done for row in rows]
+    values = _monotone(stage, [StageStats(**row.fields) for row in rows], elapsed)
+    delivered = values[-1].items_out if values else 0
+    neck = _bottleneck(rows, values, elapsed)
+    return Stats(rows=values, elapsed_s=_monotone_elapsed(stage, elapsed), delivered=delivered,
+                 bottleneck=neck)  # fmt: skip
+
+
+def _utilization(
+    probe: Probe, rows: list[Row], done: list[tuple[Stage[Any], Probe, list[Row]]], span: float
+) -> None:
+    row = rows[0]
+    if isinstance(probe, ThreadProbe):
+        row.fields["busy_s"] = sum(
+            r.fields["busy_s"] for _, p, rs in done for r in rs if r.group is row
+            and isinstance(p, FusedProbe)
+        )  # fmt: skip
+    workers = row.fields["workers"] or 1
+    row.fields["utilization"] = min(1.0, row.fields["busy_s"] / (workers * span))
+
+
+_CUMULATIVE = ("items_in", "items_out", "markers", "errors", "busy_s", "wait_s")
+
+
+def _monotone(stage: Stage[Any], values: list[StageStats], elapsed: float) -> list[StageStats]:
+    """Each cumulative figure at least what an earlier snapshot of ``stage`` showed
+    (racy reads may see a stage's counters a moment apart)."""
+    import attrs
+
+    with _lock:
+        previous: list[StageStats] | None = stage.__dict__.get("_insight_last")
+        if previous is not None and len(previous) == len(values):
+            values = [
+                attrs.evolve(new, **_larger(new, old))
+                for new, old in zip(values, previous, strict=True)
+            ]
+        stage.__dict__["_insight_last"] = values
+    return values
+
+
+def _larger(new: StageStats, old: StageStats) -> dict[str, Any]:
+    both = [
+        key
+        for key in _CUMULATIVE
+        if getattr(new, key) is not None and getattr(old, key) is not None
+    ]
+    return {key: max(getattr(new, key), getattr(old, key)) for key in both}
+
+
+def _monotone_elapsed(stage: Stage[Any], elapsed: float) -> float:
+    with _lock:
+        elapsed = max(elapsed, stage.__dict__.get("_insight_elapsed", 0.0))
+        stage.__dict__["_insight_elapsed"] = elapsed
+    return elapsed
+
+
+def _bottleneck(rows: list[Row], values: list[StageStats], elapsed: float) -> Bottleneck | None:
+    best: tuple[float, Bottleneck] | None = None
+    for row, value in zip(rows, values, strict=True):
+        if value.utilization is not None:
+            score = value.utilization
+            name = _busiest(rows, values, row) or value.name
+            reason = (f"workers busy {score:.0%} of the time; more workers or processes"
+                      " would help")  # fmt: skip
+        elif row.group is None or value.name == "source":
+            score = min(1.0, value.busy_s / elapsed)
+            name = value.name
+            pulled = "consumer waits" if row.group is None else "its threads wait"
+            reason = f"{pulled} {score:.0%} on it"
+        else:
+            continue
+        if score > 0 and (best is None or score > best[0]):
+            best = (score, Bottleneck(name, reason))
+    return None if best is None else best[1]
+
+
+def _busiest(rows: list[Row], values: list[StageStats], group: Row) -> str | None:
+    """``"map(f) in thread(4)"``: the step of a thread stage's run that took the most."""
+    members = [(v.busy_s, v.name) for r, v in zip(rows, values, strict=True) if r.group is group]
+    members = [m for m in members if m[0] > 0 and m[1] != "source"]
+    if not members:
+        return None
+    name = next(v.name for r, v in zip(rows, values, strict=True) if r is group)
+    return f"{max(members)[1]} in {name}"
+
+
+def explain_live(stage: Stage[Any]) -> str:
+    """The physical plan of the run, each stage with its live figures beside it."""
+    stats = collect(stage)
+    values = iter(stats.rows)
+    lines = [f"live run ({stats.delivered} items in {stats.elapsed_s:.3f} s)"]
+    for index, (current, _, rows) in enumerate(_assemble(stage)):
+        lines.append(f"{index:>3}  {name_of(current._node)}")
+        for _ in rows:
+            lines.append("       " + _figures(next(values)))
+    lines.append(f"bottleneck: {stats.bottleneck or 'not known yet'}")
+    return "\n".join(lines)
+
+
+def _figures(row: StageStats) -> str:
+    text = f"{row.name}: in {row.items_in}, out {row.items_out}"
+    if row.markers:
+        text += f", markers {row.markers}"
+    if row.errors:
+        text += f", errors {row.errors}"
+    text += f", busy {row.busy_s:.3f} s"
+    if row.utilization is not None:
+        text += f", {row.workers} workers {row.utilization:.0%} busy"
+        text += f", queue {row.mean_fill or 0:.1f}/{row.capacity}"
+        text += f", consumer waited {row.wait_s or 0:.3f} s"
+    return text

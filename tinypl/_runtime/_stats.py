@@ -1,0 +1,427 @@
+"""Collecting the figures of a live run for ``stage.stats()`` (issue 12).
+
+Every stage a run builds carries a *probe* (``stage._probe``) that knows how to read the
+counters its stage keeps; ``collect`` walks the run from its source to the stage asked
+and turns them into ``tinypl.Stats`` rows. What a probe cannot count it derives from its
+neighbours: a stage's items in are the items out of the stage below it, a map's items out
+its items in minus its errors. Nothing here runs per item; reads are racy (plain numbers)
+and ``collect`` keeps the figures of successive snapshots monotone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from .._marker import Marker
+from .._ops import EachOp, FilterOp, FlattenOp, MapOp, OnOp
+from . import _tally
+from ._stage import EXHAUSTIBLE, Parts, Stage, ViewStage, make_view
+from ._tally import Tally
+
+__all__ = [
+    "ChunkFigures",
+    "ChunkProbe",
+    "CountProbe",
+    "Counted",
+    "CountingParts",
+    "FlattenProbe",
+    "FinalView",
+    "FusedProbe",
+    "Probe",
+    "SourceProbe",
+    "ThreadProbe",
+    "WorkerFigures",
+    "chunk_done",
+    "count_of",
+    "counted_raw",
+    "final_view",
+]
+
+clock = time.perf_counter
+
+
+def count_of(counter: itertools.count[int]) -> int:
+    """The next value of ``counter``, read without advancing it.
+
+    Examples:
+        >>> counter = itertools.count()
+        >>> next(counter), next(counter), count_of(counter)
+        (0, 1, 2)
+    """
+    return int(repr(counter)[6:-1])
+
+
+class Flow:
+    """What leaves a stage: items and markers (``items`` ``None``: not known here)."""
+
+    __slots__ = ("items", "markers")
+
+    def __init__(self, items: int | None, markers: int) -> None:
+        self.items = items
+        self.markers = markers
+
+
+_DEFAULTS: dict[str, Any] = {"markers": 0, "errors": 0, "busy_s": 0.0, "workers": None,
+                             "utilization": None, "capacity": None, "mean_fill": None,
+                             "wait_s": None}  # fmt: skip
+
+
+class Row:
+    """A row being assembled; ``group``: the worker stage whose threads run it."""
+
+    __slots__ = ("fields", "group", "wait")
+
+    def __init__(self, **fields: Any) -> None:
+        self.fields = {**_DEFAULTS, **fields}
+        self.group: Row | None = None
+        #: Seconds spent pulling the stage below (a timed fused run).
+        self.wait = 0.0
+
+
+class Probe:
+    """Reads one stage's counters; the base is a stage that passes everything on."""
+
+    started: float | None = None
+    ended: float | None = None
+    closed_at: float | None = None
+    #: Whether the stage's threads pull the stages below it.
+    pulls_below = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.built = clock()
+
+    def counted_in(self) -> int | None:
+        """The items this stage took in, where it counts them itself."""
+        return None
+
+    def rows(self, below: Flow) -> tuple[list[Row], Flow]:
+        items = below.items or 0
+        return [Row(name=self.name, items_in=items, items_out=items, markers=below.markers)], below
+
+    def closed(self) -> None:
+        if self.closed_at is None:
+            self.closed_at = clock()
+
+
+class SourceProbe(Probe):
+    """A source: exact at no cost where ``operator.length_hint`` tells its position."""
+
+    def __init__(self, iterator: Iterator[Any]) -> None:
+        super().__init__("source")
+        self._iterator = iterator
+        sized = type(iterator) in EXHAUSTIBLE
+        self._total = operator.length_hint(iterator) if sized else None
+
+    def rows(self, below: Flow) -> tuple[list[Row], Flow]:
+        out = None
+        if self._total is not None:
+            out = self._total - operator.length_hint(self._iterator)
+        return [Row(name="source", items_in=out, items_out=out)], Flow(out, 0)
+
+    @property
+    def sized(self) -> bool:
+        return self._total is not None
+
+
+class FusedProbe(Probe):
+    """A fused run: one row per op, from its ``Tally``; ``runs`` can switch it to the
+    timed form (``_sync._Runs``)."""
+
+    def __init__(self, tally: Tally, runs: Any = None) -> None:
+        super().__init__("fused")
+        self.tally = tally
+        self.runs = runs
+        self.thread = threading.get_ident()
+
+    def counted_in(self) -> int | None:
+        return self.tally.figures()[_tally.IN] if self.tally.count_in else None
+
+    @property
+    def ended(self) -> float | None:  # type: ignore[override]
+        end = self.tally.figures()[_tally.END]
+        return float(end) if end else None
+
+    def rows(self, below: Flow) -> tuple[list[Row], Flow]:
+        tally = self.tally
+        figures = tally.figures()
+        items = figures[_tally.IN] if tally.count_in else (below.items or 0)
+        markers = figures[_tally.MARKERS]
+        rows: list[Row] = []
+        for index, op in enumerate(tally.ops):
+            errors = tally.errors[index]
+            count = figures[_tally.slot(index, 0)]
+            if isinstance(op, FlattenOp):
+                out = count
+            elif isinstance(op, FilterOp):
+                out = items - errors - count
+            elif isinstance(op, (MapOp, EachOp, OnOp)):
+                out = items - errors
+            else:
+                out = items
+            row = Row(name=op.label, items_in=items, items_out=max(out, 0), markers=markers,
+                      errors=errors, busy_s=figures[_tally.slot(index, 1)])  # fmt: skip
+            rows.append(row)
+            items = max(out, 0)
+            markers -= figures[_tally.slot(index, 2)]
+        if rows:
+            rows[0].wait = figures[_tally.WAIT]
+        return rows, Flow(items, markers)
+
+
+class WorkerFigures:
+    """The counters of a thread stage: written by its workers and readers, racily."""
+
+    def __init__(self) -> None:
+        self.pulled = itertools.count()
+        self.pulled_markers = itertools.count()
+        self.delivered = itertools.count()
+        self.markers = itertools.count()
+        self.wait_s = 0.0
+        self.fill_sum = 0
+        self.started: float | None = None
+        self.ended: float | None = None
+
+    def seen(self, x: Any) -> None:
+        """A worker pulled ``x``."""
+        if x.__class__ is Marker:
+            next(self.pulled_markers)
+        else:
+            next(self.pulled)
+
+
+class ThreadProbe(Probe):
+    """A thread stage: its workers' pulls, its readers' items and waits."""
+
+    pulls_below = True
+
+    def __init__(self, core: Any, name: str) -> None:
+        super().__init__(name)
+        self.core = core
+
+    @property
+    def figures(self) -> WorkerFigures:
+        figures: WorkerFigures = self.core.insight
+        return figures
+
+    @property
+    def started(self) -> float | None:  # type: ignore[override]
+        return self.figures.started
+
+    @property
+    def ended(self) -> float | None:  # type: ignore[override]
+        return self.figures.ended
+
+    def counted_in(self) -> int | None:
+        return count_of(self.figures.pulled)
+
+    def rows(self, below: Flow) -> tuple[list[Row], Flow]:
+        f = self.figures
+        out = count_of(f.delivered)
+        markers = count_of(f.markers)
+        row = Row(name=self.name, items_in=count_of(f.pulled), items_out=out,
+                  markers=count_of(f.pulled_markers), errors=0, busy_s=0.0,
+                  workers=self.core.workers, capacity=self.core.maxsize,
+                  mean_fill=f.fill_sum / (out + markers) if out + markers else 0.0,
+                  wait_s=f.wait_s)  # fmt: skip
+        return [row], Flow(out, markers)
+
+
+class ChunkProbe(Probe):
+    """A process or executor stage: what came back with each chunk."""
+
+    def __init__(self, core: Any, name: str) -> None:
+        super().__init__(name)
+        self.core = core
+
+    @property
+    def started(self) -> float | None:  # type: ignore[override]
+        return self.core.insight.started
+
+    @property
+    def ended(self) -> float | None:  # type: ignore[override]
+        return self.core.insight.ended
+
+    def rows(self, below: Flow) -> tuple[list[Row], Flow]:
+        f: ChunkFigures = self.core.insight
+        failed = 1 if f.failed else 0
+        row = Row(name=self.name, items_in=f.items_in, items_out=f.items_out,
+                  markers=below.markers, errors=f.errors + failed, busy_s=f.busy_s,
+                  workers=self.core.workers, capacity=self.core.maxsize,
+                  mean_fill=f.fill_sum / f.chunks if f.chunks else 0.0,
+                  wait_s=f.wait_s)  # fmt: skip
+        return [row], Flow(f.items_out, below.markers)
+
+
+class ChunkFigures:
+    """The counters of a process or executor stage, written by its reader."""
+
+    def __init__(self) -> None:
+        self.items_in = self.items_out = self.errors = self.chunks = self.fill_sum = 0
+        self.busy_s = self.wait_s = 0.0
+        self.failed = False
+        self.started: float | None = None
+        self.ended: float | None = None
+
+
+def chunk_done(core: Any, count: int, elapsed: float, out: list[Any], dropped: int) -> None:
+    """A chunk of ``count`` items came back after ``elapsed`` seconds of work with
+    ``out`` (in an ordered region, ``(n, items)`` records) and ``dropped`` errors."""
+    core.feeder.measured(count, elapsed)
+    f: ChunkFigures = core.insight
+    f.fill_sum += core.feeder.in_flight()
+    f.chunks += 1
+    f.items_in += count
+    f.busy_s += elapsed
+    f.errors += dropped
+    if core.upstream._tagger is not None:
+        f.items_out += sum(len(items) for _, items in out)
+    else:
+        f.items_out += len(out)
+
+
+class CountProbe(Probe):
+    """Any other stage, counted where its items leave it (``counter``): one C-level
+    counter when no marker can occur and one thread pulls it (``zip`` with
+    ``itertools.count``), a ``Counted`` otherwise; with no counter, the stage above it
+    counts what it takes in."""
+
+    def __init__(self, name: str, counter: Any = None) -> None:
+        super().__init__(name)
+        self.counter = counter
+
+    @property
+    def ended(self) -> float | None:  # type: ignore[override]
+        return getattr(self.counter, "ended", None)
+
+    def rows(self, below: Flow) -> tuple[list[Row], Flow]:
+        counter = self.counter
+        markers = below.markers
+        out: int | None = None
+        if isinstance(counter, Counted):
+            out, markers = count_of(counter.items), count_of(counter.markers)
+        elif counter is not None:
+            out = count_of(counter)
+        row = Row(name=self.name, items_in=below.items or 0, items_out=out, markers=below.markers)
+        return [row], Flow(out, markers)
+
+
+class Counted(Iterator[Any]):
+    """Counts the items and markers passing through (C-level counters: several threads
+    may pull it); notes when the stream ended."""
+
+    __slots__ = ("_item", "_marker", "_pull", "_stage", "ended", "items", "markers")
+
+    def __init__(self, upstream: Iterator[Any], stage: Any = None) -> None:
+        self._pull = upstream.__next__
+        # A weak reference: the stage's probe holds this, and a cycle would keep a dropped
+        # run (and its threads) alive until the next garbage collection.
+        self._stage = None if stage is None else weakref.ref(stage)
+        self.items = itertools.count()
+        self.markers = itertools.count()
+        self._item = self.items.__next__
+        self._marker = self.markers.__next__
+        self.ended: float | None = None
+
+    def __next__(self) -> Any:
+        try:
+            x = self._pull()
+        except StopIteration:
+            if self.ended is None:
+                self.ended = clock()
+            raise
+        if x.__class__ is Marker:
+            self._marker()
+        else:
+            self._item()
+        return x
+
+    def __length_hint__(self) -> int:
+        stage = None if self._stage is None else self._stage()
+        hint = -1 if stage is None else operator.length_hint(stage, -1)
+        return NotImplemented if hint < 0 else hint
+
+
+def counted_raw(stage: Stage[Any]) -> Any:
+    """Counts what leaves ``stage`` for the stages built on it (its ``raw``); the counter."""
+    raw = stage.raw
+    if not stage._may_mark and stage._thread_safe is False:
+        counter = itertools.count()
+        stage._raw = map(operator.itemgetter(0), zip(raw, counter, strict=False))
+        return counter
+    counted = Counted(raw)
+    stage._raw = counted
+    return counted
+
+
+class FinalView(ViewStage[Any]):
+    """What a run hands out when its last stage counts nothing itself: the same items,
+    counted on their way to the consumer (its figures are the last stage's row)."""
+
+    def __repr__(self) -> str:
+        return repr(self._upstream)
+
+
+def final_view(stage: Stage[Any], name: str) -> Stage[Any]:
+    """``stage`` as the last stage of a run, its items counted."""
+    counted = Counted(stage.raw, stage)
+    stage._probe = CountProbe(name, counted)
+    view: FinalView = make_view(counted, stage._tagger, FinalView)
+    view._attach(raw=counted, node=None, upstream=stage, may_mark=stage._may_mark,
+                 thread_safe=False, tagger=stage._tagger)  # fmt: skip
+    return view
+
+
+class CountingParts(Parts):
+    """The parts of a flatten stage, counting the elements handed out at no cost per
+    element: a part that is a builtin sequence's iterator tells its position
+    (``length_hint``), any other is counted by a C-level ``zip`` with a counter."""
+
+    __slots__ = ("_counter", "_done", "_start")
+
+    def __init__(self, iterables: Iterator[Any]) -> None:
+        super().__init__(iterables)
+        self._counter = itertools.count()
+        self._done = 0
+        self._start: int | None = None
+
+    def __next__(self) -> Iterator[Any]:
+        self._done += self._current_count()
+        self._start = None
+        part = super().__next__()
+        if type(part) in EXHAUSTIBLE:
+            self._start = operator.length_hint(part)
+            return part
+        return map(_FIRST, zip(part, self._counter, strict=False))
+
+    def _current_count(self) -> int:
+        start, current = self._start, self._current
+        if start is None or current is None:
+            return 0
+        return start - operator.length_hint(current)
+
+    def count(self) -> int:
+        """The elements handed out so far."""
+        return self._done + self._current_count() + count_of(self._counter)
+
+
+_FIRST = operator.itemgetter(0)
+
+
+class FlattenProbe(Probe):
+    """A flatten stage outside a fused run (``CountingParts``)."""
+
+    def __init__(self, name: str, parts: CountingParts) -> None:
+        super().__init__(name)
+        self.parts = parts
+
+    def rows(self, below: Flow) -> tuple[list[Row], Flow]:
+        out = self.parts.count()
+        row = Row(name=self.name, items_in=below.items or 0, items_out=out, markers=below.markers)
+        return [row], Flow(out, below.markers)

@@ -1,0 +1,123 @@
+"""The counters a compiled fused run keeps for ``stage.stats()`` (issue 12).
+
+A run's generated code adds to a plain ``list`` of numbers, ``_c``: only what cannot be
+derived is counted, so the common path pays next to nothing. A map's items out are its
+items in minus its errors; errors are counted on the exception path; a filter counts the
+items it drops, a flatten the elements it yields. With ``timed``, the code also adds the
+seconds each op's function took and the seconds spent pulling the upstream stage.
+
+The generator form (one consumer) writes one list; the other forms may run in several
+threads at once, so each thread writes a list of its own (no lost updates, no lock) and a
+reader sums them. Reads are racy by design: each element is read atomically, and the
+snapshot code keeps figures monotone.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .._ops import FlattenOp, Op
+
+__all__ = ["Tally"]
+
+#: Slots before the per-op ones: items in (when counted), markers in, seconds pulling
+#: upstream, time the run ended (0.0 while it goes on).
+IN, MARKERS, WAIT, END = range(4)
+_GLOBAL = 4
+#: Per-op slots: a count (filter: dropped, flatten: yielded), seconds busy, markers
+#: consumed (``on(..., consume=True)``).
+_COUNT, _BUSY, _CONSUMED = range(3)
+_PER_OP = 3
+
+
+def slot(index: int, kind: int) -> int:
+    """The list index of ``kind`` (``_COUNT``, ``_BUSY``, ``_CONSUMED``) of op ``index``."""
+    return _GLOBAL + _PER_OP * index + kind
+
+
+class Tally:
+    """The counts of one fused run: ``figures()`` sums what every thread counted.
+
+    Examples:
+        >>> from tinypl._ops import FilterOp, MapOp
+        >>> tally = Tally((MapOp(abs), FilterOp(bool)), count_in=True)
+        >>> counts = tally.new_list()
+        >>> counts[slot(1, 0)] += 2  # the filter dropped two items
+        >>> tally.figures()[slot(1, 0)]
+        2
+    """
+
+    def __init__(self, ops: tuple[Op, ...], *, count_in: bool = False, timed: bool = False) -> None:
+        self.ops = ops
+        #: Whether the run counts the items it takes in (its upstream cannot tell).
+        self.count_in = count_in
+        #: Whether the generated code times each op (set before compiling).
+        self.timed = timed
+        self.size = _GLOBAL + _PER_OP * len(ops)
+        self.lists: list[list[Any]] = []
+        self.errors = [0] * len(ops)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def new_list(self) -> list[Any]:
+        """A fresh list of counters, registered for ``figures()``."""
+        counts: list[Any] = [0] * self.size
+        for index in range(len(self.ops)):
+            counts[slot(index, _BUSY)] = 0.0
+        counts[WAIT] = counts[END] = 0.0
+        self.lists.append(counts)  # list.append is atomic: no lock needed
+        return counts
+
+    def thread_list(self) -> list[Any]:
+        """This thread's list (made on its first call)."""
+        counts = self.new_list()
+        self._local.c = counts
+        return counts
+
+    @property
+    def local(self) -> Any:
+        """Where the per-thread forms find their list: ``local.c``."""
+        return self._local
+
+    def error(self, index: int) -> None:
+        """An exception raised by op ``index`` (the exception path: a lock is fine)."""
+        with self._lock:
+            self.errors[index] += 1
+
+    def figures(self) -> list[Any]:
+        """The sum of every thread's counters (``END``: the latest end seen)."""
+        total: list[Any] = [0] * self.size
+        for counts in list(self.lists):
+            for index, value in enumerate(list(counts)):
+                total[index] = max(total[index], value) if index == END else total[index] + value
+        return total
+
+
+def count_line(code: Any, op: Op, index: int) -> None:
+    """The counting line ``op`` needs right after its own lines (flatten: one per
+    element); a filter in a counting run is written by ``filter_lines``."""
+    if isinstance(op, FlattenOp):
+        code.line(f"_c[{slot(index, _COUNT)}] += 1")
+
+
+def filter_lines(code: Any, call: str, index: int) -> None:
+    """A counting filter: a dropped item is counted and the loop goes on with the next
+    (in a flatten, the next element), so the ops after it stay at the same depth."""
+    if code.tally.timed:
+        code.line(f"_v = {call}")
+        time_line(code, index)
+        call = "_v"
+    code.line(f"if not {call}:")
+    code.line(f"    _c[{slot(index, _COUNT)}] += 1")
+    code.line("    continue")
+
+
+def time_line(code: Any, index: int) -> None:
+    """Adds the seconds since ``_t`` to op ``index``'s busy time; ``_t`` moves on."""
+    code.line(f"_u = _pc(); _c[{slot(index, _BUSY)}] += _u - _t; _t = _u")
+
+
+def consumed_line(index: int) -> str:
+    """Counts a marker that ``on(..., consume=True)`` op ``index`` consumed."""
+    return f"_c[{slot(index, _CONSUMED)}] += 1"
