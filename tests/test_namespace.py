@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import io
 import pkgutil
 import types
 from concurrent.futures import ThreadPoolExecutor
@@ -94,7 +95,7 @@ def _pipe_builder_methods() -> set[str]:
     return {
         name
         for name, member in _pipe_members().items()
-        if not name.startswith("_") and inspect.isfunction(member) and name != "explain"
+        if not name.startswith("_") and inspect.isfunction(member) and name not in ("explain", "iter")
     }
 
 
@@ -300,6 +301,9 @@ _M = tinypl.Marker("m")
 _POOL = ThreadPoolExecutor(1)
 #: Each module-level function called on a source, and the fluent pipe it stands for: the
 #: live stage must run the very plan (as objects, not names) that the pipe optimizes to.
+#: Where the progress bars of the plan comparisons go.
+_SINK = io.StringIO()
+
 PLAN_PAIRS = {
     "map": (lambda: tinypl.map(range(4), _double), lambda: tinypl.Pipe(range(4)).map(_double)),
     "filter": (lambda: tinypl.filter(range(4), bool), lambda: tinypl.Pipe(range(4)).filter(bool)),
@@ -366,6 +370,14 @@ PLAN_PAIRS = {
     "executor.each": (
         lambda: tinypl.executor.each(range(4), print, _POOL),
         lambda: tinypl.Pipe(range(4)).each(print).executor(_POOL),
+    ),
+    "progress": (
+        lambda: tinypl.progress(range(4), "n", 4, file=_SINK, leave=False),
+        lambda: tinypl.Pipe(range(4)).progress("n", 4, file=_SINK, leave=False),
+    ),
+    "report": (
+        lambda: tinypl.report(range(4), 5.0, print),
+        lambda: tinypl.Pipe(range(4)).report(5.0, print),
     ),
 }
 

@@ -23,6 +23,8 @@ from ._compat import map_ as map
 from ._compat import partition_ as partition
 from ._compat import ratelimit_ as ratelimit
 from ._compat import unpack
+from ._compat_insight import progress_ as progress
+from ._compat_insight import report_ as report
 from ._compat_streams import concat_ as concat
 from ._compat_streams import mix_ as mix
 from ._compat_streams import prefetch_ as prefetch
@@ -36,6 +38,7 @@ from ._errors import MarkerNotAllowedError, TooManyErrors, WorkerError
 from ._marker import Marker
 from ._pipe import Pipe
 from ._runtime import Stage, WorkerDied
+from ._stats import Bottleneck, StageStats, Stats
 from ._workerinfo import WorkerInfo, worker_info
 
 flatten_lazy = flatten
@@ -53,10 +56,13 @@ __all__ = [
     "skip",
     "take",
     "zip",
+    "Bottleneck",
     "Marker",
     "MarkerNotAllowedError",
     "Pipe",
     "Stage",
+    "StageStats",
+    "Stats",
     "TooManyErrors",
     "WorkerDied",
     "WorkerError",
@@ -76,7 +82,9 @@ __all__ = [
     "order",
     "partition",
     "process",
+    "progress",
     "ratelimit",
+    "report",
     "thread",
     "unpack",
     "worker_info",

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from . import _plan as plan
 from ._compat_engines import COUNTERPARTS as ENGINE_COUNTERPARTS
+from ._compat_insight import COUNTERPARTS as INSIGHT_COUNTERPARTS
 from ._compat_streams import COUNTERPARTS as STREAM_COUNTERPARTS
 from ._marker import Marker
 from ._pipe import MarkerMode, Pipe, StartMethod, WorkerErrorMode
@@ -78,6 +79,7 @@ COUNTERPARTS: dict[str, str] = {
     "process.each": "process",
     **STREAM_COUNTERPARTS,
     **ENGINE_COUNTERPARTS,
+    **INSIGHT_COUNTERPARTS,
     "ignore_errors": "ignore_errors",
 }
 
@@ -92,6 +94,9 @@ HELPERS = (
     "unpack",
     "WorkerInfo",
     "TooManyErrors",
+    "Stats",
+    "StageStats",
+    "Bottleneck",
 )
 
 #: Module-level functions that are tools, not stages (no ``Pipe`` counterpart).

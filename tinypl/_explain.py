@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 
 from . import _plan as plan
+from . import _plan_insight as insight
 from . import _plan_streams as streams
 from ._ops import name_of, short_repr
 from ._planner import optimize
@@ -234,6 +235,17 @@ def _(node: streams.Repeat | streams.Repeated) -> list[str]:
 @_args.register
 def _(node: streams.ReadAhead) -> list[str]:
     return [str(node.maxsize)]
+
+
+@_args.register
+def _(node: insight.Progress) -> list[str]:
+    args = [] if node.desc is None else [repr(node.desc)]
+    return args + ([] if node.total is None else [f"total={node.total}"])
+
+
+@_args.register
+def _(node: insight.Report) -> list[str]:
+    return [f"every={node.every:g}"] + ([] if node.to is None else [f"to={name_of(node.to)}"])
 
 
 _LABELS: dict[type[plan.Node], str] = {

@@ -19,9 +19,11 @@ from . import _plan_streams as streams
 from ._explain import explain, short
 from ._length import length
 from ._marker import Marker
+from ._pipe_insight import InsightMethods
 from ._pipe_streams import StreamMethods
 from ._planner import validate
 from ._runtime import Stage, materialize
+from ._runtime._collect import start_timing
 
 __all__ = ["Pipe"]
 
@@ -45,7 +47,7 @@ def _to_plan(source: Any) -> _plan.Node:
 
 
 @attrs.frozen(repr=False, init=False)
-class Pipe(StreamMethods, Generic[T_co]):
+class Pipe(StreamMethods, InsightMethods, Generic[T_co]):
     """An immutable description of a pipeline; iterating it runs the pipeline.
 
     ``source`` is any iterable (each iteration of the pipe starts it afresh), an iterator
@@ -84,6 +86,20 @@ class Pipe(StreamMethods, Generic[T_co]):
     def __iter__(self) -> Stage[T_co]:
         """A fresh run of the pipeline: a live, closeable ``Stage``."""
         return materialize(self.plan)
+
+    def iter(self, *, stats: bool = False) -> Stage[T_co]:
+        """A fresh run, as ``iter(pipe)``; with ``stats=True`` its synchronous steps are
+        timed from the start, so ``stage.stats()`` gives their ``busy_s`` in full.
+
+        Examples:
+            >>> run = Pipe(range(3)).map(abs).iter(stats=True)
+            >>> list(run), run.stats().rows[-1].items_out
+            ([0, 1, 2], 3)
+        """
+        run = materialize(self.plan)
+        if stats:
+            start_timing(run)
+        return run
 
     def __len__(self) -> int:
         """The number of items a run yields, where it follows from the source's ``len()``

@@ -7,7 +7,7 @@ cloudpickle and numpy are imported when the first process stage is built.
 from __future__ import annotations
 
 from .._errors import ProcessWorkerError, RemoteTraceback, ThreadWorkerError, WorkerDied
-from . import _execstage, _loopstage, _procstage, _streams, _sync, _threads  # noqa: F401
+from . import _execstage, _insight, _loopstage, _procstage, _streams, _sync, _threads  # noqa: F401
 from ._procstage import ProcessStage
 from ._registry import build, materialize
 from ._stage import Stage

@@ -40,11 +40,13 @@ from typing import Any, NoReturn
 from .. import _plan as plan
 from .._marker import Marker
 from ._asource import AsyncSourceStage, Failed, finish_loop, join_threads, wake
+from ._collect import name_of
 from ._compile import coroutine_function
 from ._control import DONE, END, FAILED, SIGNAL_CHECK, Control
 from ._failure import FailureHandling
 from ._skip import Budget, budget_for, keep_budget
 from ._stage import SourceStage, Stage, WorkerStage, signal_stop, worker_stage
+from ._stats import LoopProbe, WorkerFigures
 from ._threads import QueueReader
 
 __all__ = ["LoopCore", "LoopStage", "loop_stage"]
@@ -247,6 +249,9 @@ class LoopCore(FailureHandling):
         self.name = f"tinypl-asyncio-{next(_ids)}"
         self.out: SimpleQueue[Any] = SimpleQueue()
         self.get: Callable[[], Any] = self._start_and_get
+        self.poll = self.out.get_nowait
+        #: The figures of ``stage.stats()`` (written by the thread stage's reader).
+        self.insight = WorkerFigures()
         self._apply = _compiled(node, budget)
         self._tagger = upstream._tagger
         self._positions = self._tagger is not None and self._tagger.positions
@@ -276,6 +281,7 @@ class LoopCore(FailureHandling):
     def _start_and_get(self) -> Any:
         with self._lock:
             if not self._threads and not self._stopping:
+                self.insight.started = time.perf_counter()
                 self._start()
             self.get = functools.partial(self.out.get, True, SIGNAL_CHECK)
         return self.get()
@@ -505,4 +511,6 @@ def loop_stage(node: plan.RunOnLoop, upstream: Stage[Any]) -> Stage[Any]:
     core = LoopCore(upstream, node, budget)
     # The thread stage's reader: it needs only get/free/control/close_in_background.
     reader = QueueReader(core)  # type: ignore[arg-type]
-    return keep_budget(worker_stage(LoopStage, reader, node, upstream, core), budget)
+    stage = worker_stage(LoopStage, reader, node, upstream, core)
+    stage._probe = LoopProbe(core, name_of(node))
+    return keep_budget(stage, budget)

@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import _plan as plan
 from .._stats import Bottleneck, StageStats, Stats
+from . import _stage
 from ._stage import Stage
 from ._stats import (
     ChunkProbe,
@@ -20,6 +21,7 @@ from ._stats import (
     FinalView,
     Flow,
     FusedProbe,
+    LoopProbe,
     Probe,
     Row,
     SourceProbe,
@@ -151,15 +153,17 @@ def _sync_below(done: list[tuple[Stage[Any], Probe, list[Row]]]) -> Row:
     that is not a pass-through (a source behind a mutex)."""
     for _, probe, rows in reversed(done):
         if type(probe) is not Probe and rows:
-            return rows[-1]
-    return done[-1][2][-1]
+            found: Row = rows[-1]
+            return found
+    last: Row = done[-1][2][-1]
+    return last
 
 
 def _group(done: list[tuple[Stage[Any], Probe, list[Row]]]) -> None:
     """Marks the rows the threads of a thread stage run (those down to the stage below
     that has workers of its own) with that stage's row."""
     for index, (_, probe, rows) in enumerate(done):
-        if not isinstance(probe, ThreadProbe):
+        if not isinstance(probe, ThreadProbe) or isinstance(probe, LoopProbe):
             continue
         for _, below, below_rows in reversed(done[:index]):
             if _is_worker(below):
@@ -179,8 +183,7 @@ def collect(stage: Stage[Any]) -> Stats:
     start_timing(stage)
     done = _assemble(stage)
     start = min(probe.built for _, probe, _ in done)
-    final = done[-1][1]
-    end = final.ended or final.closed_at or clock()
+    end = _end(done)
     elapsed = max(end - start, 1e-9)
     for _, probe, rows in done:
         if _is_worker(probe):
@@ -193,10 +196,25 @@ def collect(stage: Stage[Any]) -> Stats:
                  bottleneck=neck)  # fmt: skip
 
 
+def _end(done: list[tuple[Stage[Any], Probe, list[Row]]]) -> float:
+    """When the run ended: its last stage's end (a stage that passes items on ends with
+    the one below it), else when it was closed; else now."""
+    final = done[-1][1]
+    for _, probe, _ in reversed(done):
+        ended: float | None = probe.ended
+        if ended is not None:
+            return ended
+        if type(probe) is not Probe:
+            break
+    return final.closed_at or clock()
+
+
 def _utilization(
     probe: Probe, rows: list[Row], done: list[tuple[Stage[Any], Probe, list[Row]]], span: float
 ) -> None:
     row = rows[0]
+    if isinstance(probe, LoopProbe):
+        return
     if isinstance(probe, ThreadProbe):
         row.fields["busy_s"] = sum(
             r.fields["busy_s"] for _, p, rs in done for r in rs if r.group is row
@@ -296,3 +314,13 @@ def _figures(row: StageStats) -> str:
         text += f", queue {row.mean_fill or 0:.1f}/{row.capacity}"
         text += f", consumer waited {row.wait_s or 0:.3f} s"
     return text
+
+
+class _Insight:
+    """``Stage.stats()`` and ``Stage.explain()`` (see ``_stage.insight``)."""
+
+    collect = staticmethod(collect)
+    explain_live = staticmethod(explain_live)
+
+
+_stage.insight = _Insight()

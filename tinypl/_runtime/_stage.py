@@ -15,7 +15,7 @@ import sys
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from .._marker import is_marker
 
@@ -41,6 +41,19 @@ __all__ = [
 ]
 
 T_co = TypeVar("T_co", covariant=True)
+
+
+class Insight(Protocol):
+    """What ``stats()`` and ``explain()`` delegate to (``_runtime._collect``)."""
+
+    def collect(self, stage: Stage[Any]) -> Stats: ...
+
+    def explain_live(self, stage: Stage[Any]) -> str: ...
+
+
+#: Set by ``_runtime._collect`` when it is imported (it imports this module, so this
+#: module cannot import it); the runtime package imports it.
+insight: Insight = cast(Insight, None)
 
 
 class Core(Protocol):
@@ -175,11 +188,9 @@ class Stage(Generic[T_co]):
             >>> _ = list(run)
             >>> stats = run.stats()
             >>> [(row.name, row.items_in, row.items_out) for row in stats.rows]
-            [('source', 0, 10), ('map(abs)', 10, 10), ('filter(<lambda>)', 10, 5)]
+            [('source', 10, 10), ('map(abs)', 10, 10), ('filter(<lambda>)', 10, 5)]
         """
-        from ._collect import collect
-
-        return collect(self)
+        return insight.collect(self)
 
     def explain(self) -> str:
         """The physical plan of this run with each stage's live figures beside it.
@@ -191,14 +202,12 @@ class Stage(Generic[T_co]):
             >>> print(run.explain())  # doctest: +ELLIPSIS
             live run (3 items in ... s)
               0  source
-                   source: in 0, out 3, busy ... s
+                   source: in 3, out 3, busy ... s
               1  fused(map(abs))
                    map(abs): in 3, out 3, busy ... s
             bottleneck: ...
         """
-        from ._collect import explain_live
-
-        return explain_live(self)
+        return insight.explain_live(self)
 
     def _stop_own(self) -> None:
         """Make this stage's own iterator yield nothing more (see ChainStage)."""
@@ -381,7 +390,10 @@ def signal_stop(stage: Stage[Any]) -> None:
 
 def node_of(stage: Stage[Any]) -> Node | None:
     """The plan node a live stage runs (``None`` for a source)."""
-    return stage._node
+    node = stage._node
+    if node is None and isinstance(stage._upstream, Stage):
+        return stage._upstream._node  # a view counting the items of the stage below
+    return node
 
 
 def make_view(raw: Iterator[Any], tagger: Tagger | None, cls: type[V] | None = None) -> V:

@@ -33,6 +33,7 @@ __all__ = [
     "FlattenProbe",
     "FinalView",
     "FusedProbe",
+    "LoopProbe",
     "Probe",
     "SourceProbe",
     "ThreadProbe",
@@ -233,6 +234,19 @@ class ThreadProbe(Probe):
         return [row], Flow(out, markers)
 
 
+class LoopProbe(ThreadProbe):
+    """An asyncio stage: read as a thread stage, but its coroutines are not timed (they
+    wait more than they work), so it gives no busy time nor utilization."""
+
+    def counted_in(self) -> int | None:
+        return None
+
+    def rows(self, below: Flow) -> tuple[list[Row], Flow]:
+        rows, flow = super().rows(below)
+        rows[0].fields.update(items_in=below.items or 0, markers=below.markers)
+        return rows, flow
+
+
 class ChunkProbe(Probe):
     """A process or executor stage: what came back with each chunk."""
 
@@ -242,11 +256,13 @@ class ChunkProbe(Probe):
 
     @property
     def started(self) -> float | None:  # type: ignore[override]
-        return self.core.insight.started
+        figures: ChunkFigures = self.core.insight
+        return figures.started
 
     @property
     def ended(self) -> float | None:  # type: ignore[override]
-        return self.core.insight.ended
+        figures: ChunkFigures = self.core.insight
+        return figures.ended
 
     def rows(self, below: Flow) -> tuple[list[Row], Flow]:
         f: ChunkFigures = self.core.insight
