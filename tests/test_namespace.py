@@ -95,7 +95,9 @@ def _pipe_builder_methods() -> set[str]:
     return {
         name
         for name, member in _pipe_members().items()
-        if not name.startswith("_") and inspect.isfunction(member) and name not in ("explain", "iter")
+        if not name.startswith("_")
+        and inspect.isfunction(member)
+        and name not in ("explain", "iter")
     }
 
 

@@ -43,6 +43,8 @@ _COUNTING_IN: tuple[type[plan.Node], ...] = (
     plan.RunOnExecutor,
 )
 _WORKERS = (ThreadProbe, ChunkProbe)
+#: Below this score no stage limits the run: the consumer does.
+IDLE = 0.05
 _lock = threading.Lock()
 
 
@@ -67,10 +69,18 @@ def knows_out(stage: Stage[Any]) -> bool:
     return True
 
 
-def attach(stage: Stage[Any], upstream: Stage[Any], following: plan.Node | None) -> Stage[Any]:
+def attach(
+    stage: Stage[Any], upstream: Stage[Any] | None, following: plan.Node | None
+) -> Stage[Any]:
     """Gives a freshly built ``stage`` a probe if its builder gave it none; ``following``
-    is the node to be built on it (``None``: it is the run's last stage)."""
-    if stage is upstream or stage._probe is not None:
+    is the node to be built on it (``None``: it is the run's last stage; ``upstream``
+    ``None``: the run is its source alone)."""
+    probe = stage._probe
+    if upstream is None:
+        if isinstance(probe, SourceProbe) and not probe.sized:
+            return final_view(stage, "source")  # nobody else would count its items
+        return stage
+    if stage is upstream or probe is not None:
         return stage
     node = stage._node
     name = name_of(node)
@@ -123,10 +133,9 @@ def _assemble(stage: Stage[Any]) -> list[tuple[Stage[Any], Probe, list[Row]]]:
     for current in _stages(stage):
         probe = current._probe or Probe(name_of(current._node))
         counted = probe.counted_in()
-        if counted is not None and last is not None and last.fields["items_out"] is None:
-            last.fields["items_out"] = below.items = counted
-            if last.fields["name"] == "source":
-                last.fields["items_in"] = counted
+        if counted is not None and below.items is None:
+            below.items = counted
+            _fill(done, counted)
         rows, below = probe.rows(below)
         if rows and rows[0].wait and last is not None and not _is_worker(done[-1][1]):
             _sync_below(done).fields["busy_s"] += rows[0].wait
@@ -142,6 +151,18 @@ def _assemble(stage: Stage[Any]) -> list[tuple[Stage[Any], Probe, list[Row]]]:
                     row.fields[key] = 0
     _group(done)
     return done
+
+
+def _fill(done: list[tuple[Stage[Any], Probe, list[Row]]], counted: int) -> None:
+    """The stages below that could not tell their items out, down to the one that made
+    the count unknown: they gave out what the stage above them counted coming in."""
+    for _, probe, rows in reversed(done):
+        for row in reversed(rows):
+            if row.fields["items_out"] is not None:
+                return
+            row.fields["items_out"] = counted
+            if type(probe) is Probe or row.fields["name"] == "source":
+                row.fields["items_in"] = counted  # it passes everything on
 
 
 def _is_worker(probe: Probe) -> bool:
@@ -276,6 +297,8 @@ def _bottleneck(rows: list[Row], values: list[StageStats], elapsed: float) -> Bo
             continue
         if score > 0 and (best is None or score > best[0]):
             best = (score, Bottleneck(name, reason))
+    if best is not None and best[0] < IDLE:
+        return Bottleneck("consumer", f"no stage is busy more than {best[0]:.0%} of the time")
     return None if best is None else best[1]
 
 

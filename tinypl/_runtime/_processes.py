@@ -198,7 +198,6 @@ class ProcessCore(ChunkReading):
             if self._started:
                 return
             self._started = True
-        self.insight.started = time.perf_counter()
         method = self.node.start_method or default_start_method()
         pool = functools.partial(shared_memory_pool, SHM_CAPACITY, SHM_MIN_BUFFER, os.getpid())
         tagged = self.upstream._tagger is not None
@@ -225,6 +224,7 @@ class ProcessCore(ChunkReading):
             raise
         if self._init_payload is not None:
             self._await_inits()
+        self.insight.started = time.perf_counter()  # utilization counts once workers run
         self.feeder.start(f"{self.name}-feeder")
 
     def _await_inits(self) -> None:

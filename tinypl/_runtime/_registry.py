@@ -36,4 +36,6 @@ def materialize(plan: Node) -> Stage[Any]:
     for index, node in enumerate(nodes[1:], 2):
         following = nodes[index] if index < len(nodes) else None
         stage = attach(build(node, stage), stage, following)
+    if len(nodes) == 1:
+        stage = attach(stage, None, None)
     return stage

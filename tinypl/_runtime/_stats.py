@@ -103,7 +103,7 @@ class Probe:
         return None
 
     def rows(self, below: Flow) -> tuple[list[Row], Flow]:
-        items = below.items or 0
+        items = below.items  # None: the stage above counts it (see ``_collect``)
         return [Row(name=self.name, items_in=items, items_out=items, markers=below.markers)], below
 
     def closed(self) -> None:
@@ -324,7 +324,8 @@ class CountProbe(Probe):
             out, markers = count_of(counter.items), count_of(counter.markers)
         elif counter is not None:
             out = count_of(counter)
-        row = Row(name=self.name, items_in=below.items or 0, items_out=out, markers=below.markers)
+        items = out if self.name == "source" else below.items  # a source counted as it ends
+        row = Row(name=self.name, items_in=items, items_out=out, markers=below.markers)
         return [row], Flow(out, markers)
 
 
@@ -399,18 +400,21 @@ class CountingParts(Parts):
     element: a part that is a builtin sequence's iterator tells its position
     (``length_hint``), any other is counted by a C-level ``zip`` with a counter."""
 
-    __slots__ = ("_counter", "_done", "_start")
+    __slots__ = ("_counter", "_done", "_start", "taken")
 
     def __init__(self, iterables: Iterator[Any]) -> None:
         super().__init__(iterables)
         self._counter = itertools.count()
         self._done = 0
         self._start: int | None = None
+        #: The items flattened so far (each one a part).
+        self.taken = 0
 
     def __next__(self) -> Iterator[Any]:
         self._done += self._current_count()
         self._start = None
         part = super().__next__()
+        self.taken += 1
         if type(part) in EXHAUSTIBLE:
             self._start = operator.length_hint(part)
             return part
@@ -436,6 +440,9 @@ class FlattenProbe(Probe):
     def __init__(self, name: str, parts: CountingParts) -> None:
         super().__init__(name)
         self.parts = parts
+
+    def counted_in(self) -> int | None:
+        return self.parts.taken
 
     def rows(self, below: Flow) -> tuple[list[Row], Flow]:
         out = self.parts.count()
