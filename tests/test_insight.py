@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import threading
@@ -249,7 +250,7 @@ def test_stats_taken_from_another_thread_never_raise_and_are_monotone() -> None:
     taken.append(run.stats())
     assert not errors
     assert len(out) == 1500 and len(taken) > 1
-    for before, after in zip(taken, taken[1:], strict=False):
+    for before, after in itertools.pairwise(taken):
         assert after.elapsed_s >= before.elapsed_s
         for old, new in zip(before.rows, after.rows, strict=True):
             assert new.items_in >= old.items_in and new.items_out >= old.items_out
@@ -357,10 +358,10 @@ def test_report_logs_to_the_tinypl_stats_logger(caplog: pytest.LogCaptureFixture
     handler = Signal()
     logger.addHandler(handler)
     try:
-        with caplog.at_level(logging.INFO, logger="tinypl.stats"):
-            with iter(Pipe(range(5)).report(every=0.01)) as run:
-                next(run)
-                assert logged.wait(10)
+        level = caplog.at_level(logging.INFO, logger="tinypl.stats")
+        with level, iter(Pipe(range(5)).report(every=0.01)) as run:
+            next(run)
+            assert logged.wait(10)
     finally:
         logger.removeHandler(handler)
     assert any("bottleneck:" in record.getMessage() for record in caplog.records)
