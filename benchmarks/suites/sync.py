@@ -1,9 +1,12 @@
 """Suite ``sync``: single-threaded map -> filter -> map chain over 1,000,000 ints.
 
 Peers: (a) builtins ``map``/``filter``, (b) ``toolz.pipe`` with curried map/filter,
-(c) new tinypl fluent ``Pipe``, (d) new tinypl module-level functions, (e) tinypl 0.1.0
-module-level functions (subprocess).  Targets (informational): fluent <= 1.1x builtins,
-module-level <= 2x builtins.
+(c) new tinypl fluent ``Pipe``, (d) the same with ``stage.stats()`` taken at the start and
+at the end (issue 12: counting and timing switched on), (e) new tinypl module-level
+functions, (f) tinypl 0.1.0 module-level functions (subprocess), and (g) an SPDL pipeline
+of the same chain (it collects stats always; it runs each call through its event loop,
+so it gets ``--spdl-items`` items and is compared per item).  Targets (informational):
+fluent <= 1.1x builtins, with stats taken <= 1.3x, module-level <= 2x builtins.
 """
 
 from __future__ import annotations
@@ -19,14 +22,22 @@ from benchmarks.report import Section, SuiteReport, Table
 from benchmarks.suites.base import Suite
 
 FLUENT_TARGET = 1.1
+STATS_TARGET = 1.3
 MODULE_LEVEL_TARGET = 2.0
-TARGETS = {"fluent": FLUENT_TARGET, "module": MODULE_LEVEL_TARGET}
+TARGETS = {"fluent": FLUENT_TARGET, "stats": STATS_TARGET, "module": MODULE_LEVEL_TARGET}
+SPDL_ITEMS = 2_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Suite-specific options."""
     parser.add_argument(
         "--items", type=int, default=w.SYNC_ITEMS, help="input size (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--spdl-items",
+        type=int,
+        default=SPDL_ITEMS,
+        help="input size of the SPDL pipeline (default: %(default)s)",
     )
 
 
@@ -63,6 +74,36 @@ def _tinypl_fluent(n: int) -> tuple[Run, Check]:
     return run, w.make_sync_check(n)
 
 
+def _tinypl_stats_taken(n: int) -> tuple[Run, Check]:
+    pl = new_tinypl()
+
+    def run() -> list[int]:
+        stage = iter(pl.Pipe(range(n)).map(w.double).filter(w.not_multiple_of_3).map(w.inc))
+        stage.stats()  # switches the run to its timed form
+        out = list(stage)
+        stage.stats()
+        return out
+
+    return run, w.make_sync_check(n)
+
+
+def _spdl_keep(x: int) -> Any:
+    if w.not_multiple_of_3(x):
+        yield x
+
+
+def _spdl(n: int) -> tuple[Run, Check]:
+    from spdl.pipeline import PipelineBuilder  # type: ignore[import-not-found,unused-ignore]
+
+    def run() -> list[int]:
+        builder = PipelineBuilder().add_source(range(n)).pipe(w.double).pipe(_spdl_keep)
+        pipeline = builder.pipe(w.inc).add_sink(1000).build(num_threads=1)
+        with pipeline.auto_stop():
+            return list(pipeline)
+
+    return run, w.make_sync_check(n)
+
+
 def _tinypl_module_level(n: int) -> tuple[Run, Check]:
     return w.tinypl_sync_module_level(new_tinypl(), n), w.make_sync_check(n)
 
@@ -73,6 +114,7 @@ def _measure(ctx: SuiteContext, n: int) -> dict[str, PeerResult]:
             "builtins": ("builtins map/filter", lambda: _builtins(n)),
             "toolz": ("toolz.pipe (curried)", lambda: _toolz(n)),
             "fluent": ("tinypl Pipe (fluent)", lambda: _tinypl_fluent(n)),
+            "stats": ("tinypl with stats taken", lambda: _tinypl_stats_taken(n)),
             "module": ("tinypl module-level", lambda: _tinypl_module_level(n)),
             "t010": ("tinypl 0.1.0 module-level", "sync.module_level"),
         },
@@ -141,9 +183,13 @@ def _ratios(results: dict[str, PeerResult], stat: str) -> Section:
         return r.ratio(results[a].value(stat), results[b].value(stat))
 
     fluent, module = rel_of("fluent", "builtins"), rel_of("module", "builtins")
+    stats = rel_of("stats", "builtins")
     return Section(
         title=f"Ratios ({stat}; < 1 means faster than the reference)",
         lines=[
+            f"tinypl stats taken  / builtins      = {r.fmt_ratio(stats)}"
+            f"   (target {r.target_max(stats, STATS_TARGET)})",
+            f"tinypl stats taken  / fluent        = {r.fmt_ratio(rel_of('stats', 'fluent'))}",
             f"toolz               / builtins      = {r.fmt_ratio(rel_of('toolz', 'builtins'))}",
             f"tinypl fluent       / builtins      = {r.fmt_ratio(fluent)}"
             f"   (target {r.target_max(fluent, FLUENT_TARGET)})",
@@ -157,17 +203,40 @@ def _ratios(results: dict[str, PeerResult], stat: str) -> Section:
     )
 
 
+def _spdl_section(
+    ctx: SuiteContext, results: dict[str, PeerResult], n: int
+) -> tuple[Section, dict[str, Any]]:
+    """SPDL on ``--spdl-items`` items, compared per item with the 1M-item runs."""
+    small: int = ctx.options.spdl_items
+    spdl = ctx.run_in_process(
+        "SPDL PipelineBuilder (same chain)", lambda: _spdl(small), repeat=3, params={"n": small}
+    )
+    value = spdl.value(ctx.stat)
+    per_item = None if value is None else value / small * 1e9
+    lines = [f"SPDL pipeline: {r.fmt_float(per_item)} ns/item over {small:,} items ({spdl.status})"]
+    for key in ("builtins", "fluent", "stats"):
+        ours = results[key].value(ctx.stat)
+        mine = None if ours is None else ours / n * 1e9
+        lines.append(
+            f"SPDL / {results[key].label:<24} per item = {r.fmt_ratio(r.ratio(per_item, mine))}"
+        )
+    section = Section(title=f"SPDL per item ({ctx.stat})", lines=lines)
+    return section, {**spdl.to_dict(), "items": small, "ns_per_item": per_item}
+
+
 def run(ctx: SuiteContext) -> SuiteReport:
     """Measure all peers and build the report."""
     n: int = ctx.options.items
     results = _measure(ctx, n)
     table, rows = _table(results, n, ctx.stat)
+    spdl, spdl_data = _spdl_section(ctx, results, n)
     return SuiteReport(
         suite="sync",
         title="sync: single-threaded 3-stage chain",
-        blocks=[table, _ratios(results, ctx.stat)],
-        data={"items": n, "stages": w.SYNC_STAGES, "stat": ctx.stat, "rows": rows},
-    )
+        blocks=[table, _ratios(results, ctx.stat), spdl],
+        data={"items": n, "stages": w.SYNC_STAGES, "stat": ctx.stat, "rows": rows,
+              "spdl": spdl_data},
+    )  # fmt: skip
 
 
 SUITE = Suite(

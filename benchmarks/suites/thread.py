@@ -11,6 +11,10 @@ is ``ideal / actual`` with two ideals, both reported:
 Part 2 (overhead): a trivial function (``lambda x: x``) over many items with 1 and 4
 workers: microseconds per item of each peer, plus an unthreaded ``map`` as a reference.
 
+Both parts also run tinypl with ``stage.stats()`` taken at the start and at the end
+(issue 12), and part 2 an SPDL pipeline (which collects stats always) on
+``--spdl-items`` items, compared per item.
+
 Every measured run includes creating and shutting down the peer's threads.
 """
 
@@ -68,6 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--overhead-items", type=int, default=w.THREAD_OVERHEAD_ITEMS)
     parser.add_argument(
+        "--spdl-items",
+        type=int,
+        default=2000,
+        help="items of the SPDL pipeline in part 2 (default: %(default)s)",
+    )
+    parser.add_argument(
         "--overhead-workers",
         type=_workers_list,
         default=list(w.THREAD_OVERHEAD_WORKERS),
@@ -83,6 +93,31 @@ def _tinypl_fluent(n: int, fn: Fn, workers: int) -> tuple[Run, Check]:
 
     def run() -> list[Any]:
         return list(pl.Pipe(range(n)).map(fn).thread(workers))
+
+    return run, w.make_multiset_check(n)
+
+
+def _tinypl_stats_taken(n: int, fn: Fn, workers: int) -> tuple[Run, Check]:
+    pl = new_tinypl()
+
+    def run() -> list[Any]:
+        stage = iter(pl.Pipe(range(n)).map(fn).thread(workers))
+        stage.stats()
+        out = list(stage)
+        stage.stats()
+        return out
+
+    return run, w.make_multiset_check(n)
+
+
+def _spdl(n: int, fn: Fn, workers: int) -> tuple[Run, Check]:
+    from spdl.pipeline import PipelineBuilder  # type: ignore[import-not-found,unused-ignore]
+
+    def run() -> list[Any]:
+        builder = PipelineBuilder().add_source(range(n)).pipe(fn, concurrency=workers)
+        pipeline = builder.add_sink(1000).build(num_threads=workers)
+        with pipeline.auto_stop():
+            return list(pipeline)
 
     return run, w.make_multiset_check(n)
 
@@ -133,6 +168,7 @@ def _measure_peers(
 
     peers: Peers = {
         "fluent": ("tinypl Pipe.map.thread (fluent)", case(_tinypl_fluent)),
+        "stats": ("tinypl with stats taken", case(_tinypl_stats_taken)),
         "module": ("tinypl pl.thread.map", case(_tinypl_module_level)),
         "tpe": ("ThreadPoolExecutor.map", case(_thread_pool_executor)),
         "pypeln": ("pypeln.thread.map", case(_pypeln)),
@@ -301,6 +337,8 @@ def _overhead_ratios(per_workers: dict[int, dict[str, PeerResult]], stat: str) -
             return fmt_ratio(ratio(results[a].value(stat), results[b].value(stat)))
 
         ratios.lines += [
+            f"workers={workers}: tinypl stats taken / fluent = {rel('stats', 'fluent')} "
+            "(target <= 1.2x)",
             f"workers={workers}: tinypl fluent / ThreadPoolExecutor = {rel('fluent', 'tpe')}, "
             f"/ pypeln = {rel('fluent', 'pypeln')}, / tinypl 0.1.0 = {rel('fluent', 't010')}",
             f"workers={workers}: tinypl module / ThreadPoolExecutor = {rel('module', 'tpe')}, "
@@ -335,8 +373,35 @@ def _overhead(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], di
         "modes): single runs can differ by 2-3x; compare best and median, and do not read "
         "fluent vs module-level differences of tinypl as real (same code path)",
     ]
-    data = {"items": n, "stat": ctx.stat, "rows": table.rows}
-    return [table.table, _overhead_ratios(per_workers, ctx.stat)], data
+    spdl, spdl_rows = _spdl_overhead(ctx, per_workers, n, repeat)
+    data = {"items": n, "stat": ctx.stat, "rows": table.rows, "spdl": spdl_rows}
+    return [table.table, _overhead_ratios(per_workers, ctx.stat), spdl], data
+
+
+def _spdl_overhead(
+    ctx: SuiteContext, per_workers: dict[int, dict[str, PeerResult]], n: int, repeat: int
+) -> tuple[Section, list[dict[str, Any]]]:
+    """SPDL on ``--spdl-items`` items (its per-item cost is far higher), per item."""
+    small: int = ctx.options.spdl_items
+    section = Section(title=f"SPDL per item ({ctx.stat}; {small:,} items)")
+    rows: list[dict[str, Any]] = []
+    for workers, results in per_workers.items():
+        spdl = ctx.run_in_process(
+            f"SPDL pipe(concurrency={workers})",
+            functools.partial(_spdl, small, w.identity, workers),
+            repeat=min(repeat, 3),
+            params={"n": small, "workers": workers},
+        )
+        value = spdl.value(ctx.stat)
+        per_item = None if value is None else value / small * 1e6
+        ours = results["fluent"].value(ctx.stat)
+        mine = None if ours is None else ours / n * 1e6
+        section.lines.append(
+            f"workers={workers}: SPDL {fmt_float(per_item, 2)} us/item ({spdl.status}); "
+            f"SPDL / tinypl fluent per item = {fmt_ratio(ratio(per_item, mine))}"
+        )
+        rows.append({**spdl.to_dict(), "workers": workers, "us_per_item": per_item})
+    return section, rows
 
 
 # --------------------------------------------------------------------------- suite

@@ -31,7 +31,7 @@ from ._stats import (
     final_view,
 )
 
-__all__ = ["attach", "collect", "explain_live", "knows_out", "start_timing"]
+__all__ = ["attach", "collect", "explain_live", "knows_out", "prepare", "start_timing"]
 
 #: Stages that pass every item on: their figures are those of the stage below.
 _PASSING: tuple[type[plan.Node], ...] = (plan.Mutex, plan.Save)
@@ -58,10 +58,12 @@ def knows_out(stage: Stage[Any]) -> bool:
     """Whether ``stage`` can tell how many items left it, so that the stage built on it
     does not have to count them."""
     probe = stage._probe
+    if isinstance(stage, FinalView):
+        return True  # it counts what reaches the consumer
     if probe is None:
         return False
     if isinstance(probe, SourceProbe):
-        return probe.sized
+        return probe.sized or probe.counter is not None
     if isinstance(probe, CountProbe):
         return probe.counter is not None
     if type(probe) is Probe:  # passes on what the stage below it gives
@@ -95,6 +97,19 @@ def attach(
     counter = None if isinstance(following, _COUNTING_IN) else counted_raw(stage)
     stage._probe = CountProbe(name, counter)
     return stage
+
+
+def prepare(stage: Stage[Any], node: plan.Node) -> None:
+    """Before ``node`` is built on ``stage``: when ``node`` does not count what it takes
+    in and ``stage`` cannot tell what it gives out, count it on the way."""
+    if isinstance(node, _COUNTING_IN) or knows_out(stage):
+        return
+    probe = stage._probe
+    counter = counted_raw(stage)
+    if isinstance(probe, SourceProbe):
+        probe.counter = counter
+    else:
+        stage._probe = CountProbe(name_of(stage._node), counter)
 
 
 def _plain_view(stage: Stage[Any]) -> bool:

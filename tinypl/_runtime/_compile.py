@@ -20,6 +20,7 @@ this module: keep it light (no numpy, cloudpickle or multiprocessing).
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -69,6 +70,8 @@ class _Code:
         self.tally: Tally | None = None
         #: The index of ``op`` in the run.
         self.op_index = 0
+        #: Whether the lines being written time their ops.
+        self.timing = False
 
     def param(self, value: Any) -> str:
         self.params.append(value)
@@ -153,12 +156,14 @@ def _(op: OnOp, code: _Code) -> bool:
     return True
 
 
-def _body(code: _Code, sink: str, *, markers: bool) -> None:
-    """Every op on ``x0`` (inside a loop over items), then ``sink`` of the result."""
+def _body(code: _Code, sink: str, *, markers: bool, timed: bool | None = None) -> None:
+    """Every op on ``x0`` (inside a loop over items), then ``sink`` of the result;
+    ``timed`` (default: the tally's): with the lines timing each op and each pull."""
     tally = code.tally
-    timed = tally is not None and tally.timed
+    if tally is None or timed is None:
+        timed = tally is not None and tally.timed
     if timed:
-        code.line(f"_u = _pc(); _c[{_tally.WAIT}] += _u - _t; _t = _u")
+        code.line(f"_u = _pc(); _c[{_tally.WAIT}] += _u - _t; _c[{_tally.WAITS}] += 1; _t = _u")
     if markers:
         code.line("if x0.__class__ is _Marker:")
         code.depth += 1
@@ -173,6 +178,14 @@ def _body(code: _Code, sink: str, *, markers: bool) -> None:
             code.line(sink.format("x0"))
         code.line("continue")
         code.depth -= 1
+    _data(code, sink, timed=timed)
+
+
+def _data(code: _Code, sink: str, *, timed: bool) -> None:
+    """The ops on the data item ``x0``, then ``sink``; ``timed``: with time lines."""
+    tally = code.tally
+    code.timing = timed
+    code.var = "x0"
     depth = code.depth
     if tally is not None and tally.count_in:
         code.line(f"_c[{_tally.IN}] += 1")
@@ -200,6 +213,7 @@ def _body(code: _Code, sink: str, *, markers: bool) -> None:
         code.line("    continue")
     code.inner_trys.clear()
     code.depth = depth
+    code.timing = False
 
 
 def _except(code: _Code, *, extra: tuple[str, ...] = ()) -> None:
@@ -281,9 +295,17 @@ def _drop_form(
     return code
 
 
-def _tally_head(code: _Code, indent: int, *, shared: bool) -> list[str]:
-    """The lines binding ``_c`` (the counters; ``shared``: this thread's) and, when
-    timed, the clock ``_pc`` and the time ``_t`` the item's work starts from."""
+def _tally_head(
+    code: _Code,
+    indent: int,
+    *,
+    shared: bool,
+    counts: list[Any] | None = None,
+    timed: bool | None = None,
+) -> list[str]:
+    """The lines binding ``_c`` (the counters: ``counts``, a new list, or with
+    ``shared`` this thread's) and, when timed, the clock ``_pc`` and the time ``_t``
+    the item's work starts from."""
     tally = code.tally
     if tally is None:
         return []
@@ -292,8 +314,8 @@ def _tally_head(code: _Code, indent: int, *, shared: bool) -> list[str]:
         local, new = code.param(tally.local), code.param(tally.thread_list)
         lines = [f"try: _c = {local}.c", f"except AttributeError: _c = {new}()"]
     else:
-        lines = [f"_c = {code.param(tally.new_list())}"]
-    if tally.timed:
+        lines = [f"_c = {code.param(tally.new_list() if counts is None else counts)}"]
+    if tally.timed if timed is None else timed:
         lines.append(f"_pc = {code.param(time.perf_counter)}; _t = _pc()")
     return [pad + line for line in lines]
 
@@ -327,10 +349,14 @@ def _generator(
     drop: Drop | None = None,
     seen: Callable[[], int] | None = None,
     tally: Tally | None = None,
+    counts: list[Any] | None = None,
+    timed: bool = False,
 ) -> Callable[..., Iterator[Any]]:
+    """The generator form; with ``counts`` (a list of ``tally``), a *slice* form: the end
+    of its loop is the end of a slice of the source, not of the stream."""
     code = _drop_form(_Code(ops), drop, seen, tally)
     code.depth = 4
-    _body(code, "yield {}", markers=markers)
+    _body(code, "yield {}", markers=markers, timed=timed)
     code.depth = 3
     code.line("except StopIteration:  # a user function's: the stream ends, as for map")
     code.depth = 4
@@ -339,13 +365,14 @@ def _generator(
     code.line("return")
     code.depth = 3
     _except(code)
-    code.depth = 2
-    code.line("_cursor.done = True")
-    _ended(code)
+    if counts is None:
+        code.depth = 2
+        code.line("_cursor.done = True")
+        _ended(code)
     code.depth = 1
     code.line("return _run")
     header = list(_GENERATOR_HEADER)
-    header[1:1] = _tally_head(code, 2, shared=False)
+    header[1:1] = _tally_head(code, 2, shared=False, counts=counts, timed=timed)
     return _finish(code, header)
 
 
@@ -365,11 +392,50 @@ def restarting(
     fastest path, about 15% (positions come from the numbering of ordered regions).
     With ``drop`` (the drop form) an item whose ops raise an ``Exception`` is passed to
     ``drop`` instead and the run goes on; ``seen`` is called once per data item.
-    ``tally``: where the run counts for ``stage.stats()`` (one list for every generator)."""
+    ``tally``: where the run counts for ``stage.stats()``; a timed tally is served by
+    ``_sampling``."""
+    if tally is not None and tally.timed:
+        yield from _sampling(ops, source, markers=markers, drop=drop, seen=seen, tally=tally)
+        return
     run = _generator(ops, markers=markers, drop=drop, seen=seen, tally=tally)
     cursor = Cursor()
     while not cursor.done:
         yield run(source, cursor)
+
+
+def _sampling(
+    ops: Ops,
+    source: Iterator[Any],
+    *,
+    markers: bool,
+    drop: Drop | None,
+    seen: Callable[[], int] | None,
+    tally: Tally,
+) -> Iterator[Iterator[Any]]:
+    """The timed generator form: untimed generators over slices of the source
+    (``islice``: no Python code per item for the slicing), each followed by a timed
+    generator of one item. Timing every item would cost the fastest path several times
+    what its ops cost; the slices are as long as about a millisecond of items (at most
+    ``_tally.SLICE``), so slow steps are timed often and fast ones cost next to nothing.
+    """
+    counts = tally.new_list()
+    form = functools.partial(
+        _generator, ops, markers=markers, drop=drop, seen=seen, tally=tally, counts=counts
+    )
+    plain, timed = form(timed=False), form(timed=True)
+    cursor = Cursor()
+    size = 0  # the first item is timed
+    while not cursor.done:
+        if size:
+            yield plain(itertools.islice(source, size), cursor)
+            if cursor.done:
+                return
+        pulls, spent = counts[_tally.WAITS], _tally.spent(counts)
+        yield timed(itertools.islice(source, 1), cursor)
+        if counts[_tally.WAITS] == pulls and not cursor.done:  # the source has ended
+            cursor.done = True
+            counts[_tally.END] = time.perf_counter()
+        size = _tally.slice_after(_tally.spent(counts) - spent)
 
 
 def stepper(

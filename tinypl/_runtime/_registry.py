@@ -29,12 +29,13 @@ def build_source(node: Node) -> Stage[Any]:
 
 def materialize(plan: Node) -> Stage[Any]:
     """A fresh run of ``plan``: optimize it, then build each node on the one below."""
-    from ._collect import attach  # the probes of stage.stats()
+    from ._collect import attach, prepare  # the probes of stage.stats()
 
     nodes = chain(optimize(plan))
     stage = build_source(nodes[0])
     for index, node in enumerate(nodes[1:], 2):
         following = nodes[index] if index < len(nodes) else None
+        prepare(stage, node)
         stage = attach(build(node, stage), stage, following)
     if len(nodes) == 1:
         stage = attach(stage, None, None)

@@ -119,11 +119,17 @@ class SourceProbe(Probe):
         self._iterator = iterator
         sized = type(iterator) in EXHAUSTIBLE
         self._total = operator.length_hint(iterator) if sized else None
+        #: Counts what leaves an unsized source, where the stage above does not.
+        self.counter: Any = None
 
     def rows(self, below: Flow) -> tuple[list[Row], Flow]:
         out = None
         if self._total is not None:
             out = self._total - operator.length_hint(self._iterator)
+        elif isinstance(self.counter, Counted):
+            out = count_of(self.counter.items)
+        elif self.counter is not None:
+            out = count_of(self.counter)
         return [Row(name="source", items_in=out, items_out=out)], Flow(out, 0)
 
     @property
@@ -166,14 +172,21 @@ class FusedProbe(Probe):
                 out = items - errors
             else:
                 out = items
+            busy = _scaled(figures[_tally.slot(index, 1)], figures[_tally.slot(index, 3)], items)
             row = Row(name=op.label, items_in=items, items_out=max(out, 0), markers=markers,
-                      errors=errors, busy_s=figures[_tally.slot(index, 1)])  # fmt: skip
+                      errors=errors, busy_s=busy)  # fmt: skip
             rows.append(row)
             items = max(out, 0)
             markers -= figures[_tally.slot(index, 2)]
         if rows:
-            rows[0].wait = figures[_tally.WAIT]
+            pulls = rows[0].fields["items_in"] + figures[_tally.MARKERS]
+            rows[0].wait = _scaled(figures[_tally.WAIT], figures[_tally.WAITS], pulls)
         return rows, Flow(items, markers)
+
+
+def _scaled(seconds: float, timed: int, count: int) -> float:
+    """``seconds`` spent on ``timed`` items, scaled to ``count`` (a sampled form)."""
+    return seconds * count / timed if timed else 0.0
 
 
 class WorkerFigures:

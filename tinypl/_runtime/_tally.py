@@ -22,13 +22,17 @@ from .._ops import FlattenOp, Op
 __all__ = ["Tally"]
 
 #: Slots before the per-op ones: items in (when counted), markers in, seconds pulling
-#: upstream, time the run ended (0.0 while it goes on).
-IN, MARKERS, WAIT, END = range(4)
-_GLOBAL = 4
+#: upstream, time the run ended (0.0 while it goes on), pulls timed.
+IN, MARKERS, WAIT, END, WAITS = range(5)
+_GLOBAL = 5
 #: Per-op slots: a count (filter: dropped, flatten: yielded), seconds busy, markers
-#: consumed (``on(..., consume=True)``).
-_COUNT, _BUSY, _CONSUMED = range(3)
-_PER_OP = 3
+#: consumed (``on(..., consume=True)``), items timed.
+_COUNT, _BUSY, _CONSUMED, _TIMED = range(4)
+_PER_OP = 4
+#: The longest untimed slice of the timed generator form (``_compile._sampling``), and
+#: the seconds of work a slice aims at.
+SLICE = 1024
+SLICE_SECONDS = 0.001
 
 
 def slot(index: int, kind: int) -> int:
@@ -65,7 +69,7 @@ class Tally:
         counts: list[Any] = [0] * self.size
         for index in range(len(self.ops)):
             counts[slot(index, _BUSY)] = 0.0
-        counts[WAIT] = counts[END] = 0.0
+        counts[WAIT] = counts[END] = 0.0  # WAITS stays an int
         self.lists.append(counts)  # list.append is atomic: no lock needed
         return counts
 
@@ -94,6 +98,24 @@ class Tally:
         return total
 
 
+def spent(counts: list[Any]) -> float:
+    """The seconds a list of counters holds (busy and pulling)."""
+    busy = sum(counts[i] for i in range(_GLOBAL + _BUSY, len(counts), _PER_OP))
+    return float(counts[WAIT] + busy)
+
+
+def slice_after(seconds: float) -> int:
+    """The items of the next untimed slice after a timed item that took ``seconds``.
+
+    Examples:
+        >>> slice_after(0.0), slice_after(1e-6), slice_after(0.01)
+        (1024, 1000, 0)
+    """
+    if seconds <= 0:
+        return SLICE
+    return min(SLICE, int(SLICE_SECONDS / seconds))
+
+
 def count_line(code: Any, op: Op, index: int) -> None:
     """The counting line ``op`` needs right after its own lines (flatten: one per
     element); a filter in a counting run is written by ``filter_lines``."""
@@ -104,7 +126,7 @@ def count_line(code: Any, op: Op, index: int) -> None:
 def filter_lines(code: Any, call: str, index: int) -> None:
     """A counting filter: a dropped item is counted and the loop goes on with the next
     (in a flatten, the next element), so the ops after it stay at the same depth."""
-    if code.tally.timed:
+    if code.timing:
         code.line(f"_v = {call}")
         time_line(code, index)
         call = "_v"
@@ -115,7 +137,8 @@ def filter_lines(code: Any, call: str, index: int) -> None:
 
 def time_line(code: Any, index: int) -> None:
     """Adds the seconds since ``_t`` to op ``index``'s busy time; ``_t`` moves on."""
-    code.line(f"_u = _pc(); _c[{slot(index, _BUSY)}] += _u - _t; _t = _u")
+    busy, timed = slot(index, _BUSY), slot(index, _TIMED)
+    code.line(f"_u = _pc(); _c[{busy}] += _u - _t; _c[{timed}] += 1; _t = _u")
 
 
 def consumed_line(index: int) -> str:
