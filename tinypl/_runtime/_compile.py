@@ -243,22 +243,8 @@ def _finish(code: _Code, header: list[str]) -> Callable[..., Any]:
         fail = functools.partial(_note_and_drop, where, code.drop)
     if code.tally is not None:
         index = {number + offset: i for number, i in code.indexes.items()}
-        fail = functools.partial(_count_error, code.tally, index, fail)
+        fail = functools.partial(_tally.count_error, code.tally, index, fail)
     return _build(text)(fail, *code.params)  # type: ignore[no-any-return]
-
-
-def _count_error(
-    tally: Tally,
-    index: dict[int, int],
-    fail: Callable[[BaseException, dict[str, Any]], None],
-    error: BaseException,
-    scope: dict[str, Any],
-) -> None:
-    traceback = error.__traceback__
-    found = None if traceback is None else index.get(traceback.tb_lineno)
-    if found is not None:
-        tally.error(found)
-    fail(error, scope)
 
 
 def _note(where: dict[int, tuple[str, str]], error: BaseException, scope: dict[str, Any]) -> None:
@@ -293,37 +279,6 @@ def _drop_form(
     code.seen = seen if drop is not None else None
     code.tally = tally
     return code
-
-
-def _tally_head(
-    code: _Code,
-    indent: int,
-    *,
-    shared: bool,
-    counts: list[Any] | None = None,
-    timed: bool | None = None,
-) -> list[str]:
-    """The lines binding ``_c`` (the counters: ``counts``, a new list, or with
-    ``shared`` this thread's) and, when timed, the clock ``_pc`` and the time ``_t``
-    the item's work starts from."""
-    tally = code.tally
-    if tally is None:
-        return []
-    pad = "    " * indent
-    if shared:
-        local, new = code.param(tally.local), code.param(tally.thread_list)
-        lines = [f"try: _c = {local}.c", f"except AttributeError: _c = {new}()"]
-    else:
-        lines = [f"_c = {code.param(tally.new_list() if counts is None else counts)}"]
-    if tally.timed if timed is None else timed:
-        lines.append(f"_pc = {code.param(time.perf_counter)}; _t = _pc()")
-    return [pad + line for line in lines]
-
-
-def _ended(code: _Code) -> None:
-    """In a counting run, notes when the run's source ended."""
-    if code.tally is not None:
-        code.line(f"_c[{_tally.END}] = {code.param(time.perf_counter)}()")
 
 
 class Cursor:
@@ -361,18 +316,18 @@ def _generator(
     code.line("except StopIteration:  # a user function's: the stream ends, as for map")
     code.depth = 4
     code.line("_cursor.done = True")
-    _ended(code)
+    _tally.ended(code)
     code.line("return")
     code.depth = 3
     _except(code)
     if counts is None:
         code.depth = 2
         code.line("_cursor.done = True")
-        _ended(code)
+        _tally.ended(code)
     code.depth = 1
     code.line("return _run")
     header = list(_GENERATOR_HEADER)
-    header[1:1] = _tally_head(code, 2, shared=False, counts=counts, timed=timed)
+    header[1:1] = _tally.head(code, 2, shared=False, counts=counts, timed=timed)
     return _finish(code, header)
 
 
@@ -477,7 +432,7 @@ def _function(
     code = _drop_form(_Code(ops), drop, seen, tally)
     code.lines = ["    " + line for line in head]
     inner = max(i for i, line in enumerate(head) if line.lstrip().startswith("def "))
-    code.lines[inner + 1 : inner + 1] = _tally_head(code, inner + 2, shared=True)
+    code.lines[inner + 1 : inner + 1] = _tally.head(code, inner + 2, shared=True)
     code.depth = head[-1].count("    ") + 2
     _body(code, sink, markers=markers)
     code.depth -= 1

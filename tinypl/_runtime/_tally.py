@@ -15,6 +15,8 @@ snapshot code keeps figures monotone.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from .._ops import FlattenOp, Op
@@ -144,3 +146,48 @@ def time_line(code: Any, index: int) -> None:
 def consumed_line(index: int) -> str:
     """Counts a marker that ``on(..., consume=True)`` op ``index`` consumed."""
     return f"_c[{slot(index, _CONSUMED)}] += 1"
+
+
+def head(
+    code: Any,
+    indent: int,
+    *,
+    shared: bool,
+    counts: list[Any] | None = None,
+    timed: bool | None = None,
+) -> list[str]:
+    """The lines binding ``_c`` (the counters: ``counts``, a new list, or with
+    ``shared`` this thread's) and, when timed, the clock ``_pc`` and the time ``_t``
+    the item's work starts from."""
+    tally = code.tally
+    if tally is None:
+        return []
+    pad = "    " * indent
+    if shared:
+        local, new = code.param(tally.local), code.param(tally.thread_list)
+        lines = [f"try: _c = {local}.c", f"except AttributeError: _c = {new}()"]
+    else:
+        lines = [f"_c = {code.param(tally.new_list() if counts is None else counts)}"]
+    if tally.timed if timed is None else timed:
+        lines.append(f"_pc = {code.param(time.perf_counter)}; _t = _pc()")
+    return [pad + line for line in lines]
+
+
+def ended(code: Any) -> None:
+    """In a counting run, notes when the run's source ended."""
+    if code.tally is not None:
+        code.line(f"_c[{END}] = {code.param(time.perf_counter)}()")
+
+
+def count_error(
+    tally: Tally,
+    index: dict[int, int],
+    fail: Callable[[BaseException, dict[str, Any]], None],
+    error: BaseException,
+    scope: dict[str, Any],
+) -> None:
+    traceback = error.__traceback__
+    found = None if traceback is None else index.get(traceback.tb_lineno)
+    if found is not None:
+        tally.error(found)
+    fail(error, scope)
