@@ -8,6 +8,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
+    Mapping,
     Sequence,
 )
 from typing import Any, Generic, Literal, TypeVar, overload
@@ -15,13 +16,14 @@ from typing import Any, Generic, Literal, TypeVar, overload
 import attrs
 
 from . import _plan
+from ._checkpoint import start
 from . import _plan_streams as streams
 from ._explain import explain, short
 from ._length import length
 from ._marker import Marker
 from ._pipe_streams import StreamMethods
 from ._planner import validate
-from ._runtime import Stage, materialize
+from ._runtime import Stage
 
 __all__ = ["Pipe"]
 
@@ -83,7 +85,24 @@ class Pipe(StreamMethods, Generic[T_co]):
 
     def __iter__(self) -> Stage[T_co]:
         """A fresh run of the pipeline: a live, closeable ``Stage``."""
-        return materialize(self.plan)
+        return start(self.plan)
+
+    def iter(self, state: Mapping[str, Any] | None = None) -> Stage[T_co]:
+        """A run of the pipeline; with ``state`` (from ``run.state_dict()``), the run
+        yields exactly what the run the state was taken from would have yielded after
+        it, markers included. ``ValueError`` naming the first stage that differs when
+        the state comes from another pipe; ``pl.NotResumable`` naming the stage when
+        this pipe's runs cannot be resumed.
+
+        Examples:
+            >>> pipe = Pipe([3, 1, 4, 1, 5]).map(str)
+            >>> run = pipe.iter()
+            >>> next(run)
+            '3'
+            >>> list(pipe.iter(state=run.state_dict()))
+            ['1', '4', '1', '5']
+        """
+        return start(self.plan, state)
 
     def __len__(self) -> int:
         """The number of items a run yields, where it follows from the source's ``len()``

@@ -1,0 +1,276 @@
+"""Checkpoint and resume: a run's state as small plain data, and runs started from one.
+
+Every run of a ``Pipe`` starts here (``start``), so that ``run.state_dict()`` can tell
+where it stands. How a run is resumed depends on its physical plan (see
+``_checkpoint_plan.mode_of``):
+
+- ``position``: a sequence (or protocol) source under per-item sync stages only. Those
+  stages hold nothing, so after the consumer's item the source has yielded exactly what
+  led to it: the state is the source's position, read for free from its iterator
+  (``length_hint`` on the builtin iterators), and a resumed run starts the source there.
+  Nothing is added per item: the sync chain keeps its builtin ``map``/``filter`` speed.
+- ``ordered``: the plan ends with an ordered region (``.order()``) holding no flatten,
+  so each sequence number the save issued is one element upstream of it and one
+  element out of the load. The state is the count of numbers the load handed out; a
+  resumed run replays the (cheap) stages upstream of the save, drops that many elements
+  there, and runs the concurrent region only from that point on: items in flight are
+  recomputed, never saved.
+- ``replay``: any other plan whose every stage is deterministic (seeded shuffles and
+  mixes, repeat, partition, flatten, zip, concat ...). The state is the count of
+  elements (items and markers) the run delivered; a resumed run drops that many.
+
+Markers after the last delivered item belong to the resumed run in every mode: the
+consumer's view stops at an item, so no count includes the markers after it.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import operator
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from . import _plan as plan
+from ._checkpoint_plan import (
+    Mode,
+    fingerprint,
+    has_protocol,
+    mode_of,
+    not_resumable,
+    plan_sources,
+    problem,
+)
+from ._planner import optimize
+from ._runtime import Stage
+from ._runtime._registry import build, build_source
+from ._runtime._stage import ViewStage, WorkerStage, make_view
+
+__all__ = ["VERSION", "start"]
+
+#: The format of a state. A state loads in every later version that knows its format.
+VERSION = 1
+
+_BUILTIN_SEQUENCES = (list, tuple, range, str, bytes)
+
+
+class _Positioned:
+    """A sequence source starting at ``start``, which remembers the iterator of its run
+    so the run's position can be read from it."""
+
+    __slots__ = ("_indices", "_iterator", "seq", "start")
+
+    def __init__(self, seq: Any, start: int) -> None:
+        self.seq = seq
+        self.start = start
+        self._iterator: Iterator[Any] | None = None
+        self._indices: Iterator[int] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        seq = self.seq
+        iterator: Iterator[Any]
+        if type(seq) in _BUILTIN_SEQUENCES:
+            # The builtin iterator itself: it stays one atomic C call per item.
+            iterator = iter(seq)
+            if self.start:
+                iterator.__setstate__(self.start)  # type: ignore[attr-defined]
+        else:
+            self._indices = iter(range(self.start, len(seq)))
+            iterator = map(seq.__getitem__, self._indices)
+        self._iterator = iterator
+        return iterator
+
+    def __len__(self) -> int:
+        return max(0, len(self.seq) - self.start)
+
+    def position(self) -> int:
+        """How many elements of the sequence the run has passed."""
+        counted = self._indices if self._indices is not None else self._iterator
+        if counted is None:
+            return self.start
+        return len(self.seq) - operator.length_hint(counted)
+
+    def __repr__(self) -> str:
+        return repr(self.seq)
+
+
+class _Run:
+    """What ``state_dict()`` reads from a live run."""
+
+    __slots__ = ("base", "counter", "fingerprint", "mode", "plan", "positioned", "problem",
+                 "protocol", "starts", "tagger")  # fmt: skip
+
+    def __init__(self, node: plan.Node, mode: Mode, reason: str | None) -> None:
+        self.plan = node
+        self.mode = mode
+        self.problem = reason
+        self.fingerprint: list[str] | None = None
+        self.positioned: _Positioned | None = None
+        self.protocol: Any = None
+        self.starts: list[Any] = []
+        self.counter: itertools.count[int] | None = None
+        self.tagger: Any = None
+        self.base = 0
+
+    def state(self) -> dict[str, Any]:
+        if self.problem is not None:
+            raise not_resumable(self.problem)
+        if self.fingerprint is None:
+            self.fingerprint = fingerprint(self.plan)
+        state: dict[str, Any] = {
+            "version": VERSION,
+            "fingerprint": list(self.fingerprint),
+            "mode": self.mode,
+        }
+        if self.mode == "position":
+            if self.protocol is not None:
+                state["source"] = self.protocol.state_dict()
+            else:
+                assert self.positioned is not None
+                state["source"] = self.positioned.position()
+            return state
+        if self.mode == "ordered":
+            state["count"] = self.base + int(self.tagger.next)
+        else:
+            # ``count`` has no public reader; its repr, "count(n)", is exact and stable.
+            state["count"] = int(repr(self.counter)[6:-1])
+        state["sources"] = copy.deepcopy(self.starts)
+        return state
+
+
+def _build(nodes: list[plan.Node], stage: Stage[Any] | None = None) -> Stage[Any]:
+    if stage is None:
+        stage = build_source(nodes[0])
+        nodes = nodes[1:]
+    for node in nodes:
+        stage = build(node, stage)
+    return stage
+
+
+def _dropping(stage: Stage[Any], count: int) -> Stage[Any]:
+    """``stage`` without its first ``count`` elements (items and markers)."""
+    raw = itertools.islice(stage.raw, count, None)
+    view: ViewStage[Any] = make_view(raw, stage._tagger)
+    view._attach(raw=raw, node=None, upstream=stage, may_mark=stage._may_mark,
+                 thread_safe=False, tagger=stage._tagger)  # fmt: skip
+    return view
+
+
+def _counted(stage: Stage[Any], counter: itertools.count[int]) -> Stage[Any]:
+    """``stage`` counting every element it delivers, at C speed (no Python frame)."""
+    raw: Iterator[Any] = map(operator.itemgetter(0), zip(stage.raw, counter))
+    kind: type[ViewStage[Any]] = type(stage) if isinstance(stage, WorkerStage) else ViewStage
+    view = make_view(raw, None, kind)
+    view._attach(raw=raw, node=stage._node, upstream=stage, may_mark=stage._may_mark,
+                 thread_safe=False)  # fmt: skip
+    if isinstance(stage, WorkerStage):
+        view._pool = stage._pool  # type: ignore[attr-defined]
+    return view
+
+
+def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | None) -> Stage[Any]:
+    head = nodes[0]
+    assert isinstance(head, plan.Source)
+    source = head.source
+    if has_protocol(source):
+        if state is not None:
+            source.load_state_dict(state["source"])
+        run.protocol = source
+        return _build(nodes)
+    start = 0 if state is None else _count(state, "source")
+    run.positioned = _Positioned(source, start)
+    return _build([plan.Source(run.positioned), *nodes[1:]])
+
+
+def _ordered(run: _Run, nodes: list[plan.Node], save: int, count: int) -> Stage[Any]:
+    stage = _build(nodes[:save])
+    if count:
+        stage = _dropping(stage, count)
+    saved = build(nodes[save], stage)
+    run.tagger = saved._tagger
+    run.base = count
+    return _build(nodes[save + 1 :], saved)
+
+
+def _count(state: Mapping[str, Any], key: str) -> int:
+    value = state.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"Pipe.iter: state[{key!r}] must be an int >= 0, got {value!r}")
+    return value
+
+
+def start(node: plan.Node, state: Mapping[str, Any] | None = None) -> Stage[Any]:
+    """A run of the logical plan ``node``; with ``state``, resumed from it."""
+    nodes = plan.chain(optimize(node))
+    reason = problem(nodes)
+    mode, save = mode_of(nodes)
+    if state is not None:
+        if reason is not None:
+            raise not_resumable(reason)
+        check(state, node, mode)
+    run = _Run(node, mode, reason)
+    stage: Stage[Any]
+    if reason is not None:
+        stage = _build(nodes)
+    elif mode == "position":
+        stage = _positioned(run, nodes, state)
+    else:
+        run.starts = _load_sources(node, state)
+        count = 0 if state is None else _count(state, "count")
+        if mode == "ordered":
+            stage = _ordered(run, nodes, save, count)
+        else:
+            run.counter = itertools.count(count)
+            stage = _build(nodes)
+            if count:
+                stage = _dropping(stage, count)
+            stage = _counted(stage, run.counter)
+    stage._checkpoint = run  # type: ignore[attr-defined]
+    return stage
+
+
+def _load_sources(node: plan.Node, state: Mapping[str, Any] | None) -> list[Any]:
+    """The states protocol sources start the run from (loaded first when resuming)."""
+    sources = plan_sources(node)
+    if state is None:
+        return [source.state_dict() for source in sources]
+    starts = state.get("sources")
+    if not isinstance(starts, list) or len(starts) != len(sources):
+        raise ValueError(
+            f"Pipe.iter: state['sources'] must list the states of the pipe's {len(sources)}"
+            f" resumable sources, got {starts!r}"
+        )
+    for source, started in zip(sources, starts, strict=True):
+        source.load_state_dict(copy.deepcopy(started))
+    return list(starts)
+
+
+def check(state: Any, node: plan.Node, mode: Mode) -> None:
+    """Fail unless ``state`` was taken from a run of a pipe like ``node``."""
+    if not isinstance(state, Mapping):
+        raise TypeError(
+            f"Pipe.iter: state must be a dict from run.state_dict(), got {type(state).__name__}"
+        )
+    version = state.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
+        raise ValueError(
+            f"Pipe.iter: state['version'] must be an int from 1 to {VERSION} (the formats"
+            f" this tinypl reads), got {version!r}"
+        )
+    ours = fingerprint(node)
+    theirs = state.get("fingerprint")
+    if not isinstance(theirs, list):
+        raise ValueError(f"Pipe.iter: state['fingerprint'] must be a list, got {theirs!r}")
+    for index, (mine, saved) in enumerate(itertools.zip_longest(ours, theirs)):
+        if mine != saved:
+            here = "nothing" if mine is None else mine
+            there = "nothing" if saved is None else saved
+            raise ValueError(
+                f"Pipe.iter: the state was taken from a different pipe: its stage {index}"
+                f" is {here} here, but {there} in the pipe of the state"
+            )
+    if state.get("mode") != mode:
+        raise ValueError(
+            f"Pipe.iter: state['mode'] must be {mode!r} for this pipe, got"
+            f" {state.get('mode')!r}"
+        )
