@@ -94,7 +94,9 @@ def _pipe_builder_methods() -> set[str]:
     return {
         name
         for name, member in _pipe_members().items()
-        if not name.startswith("_") and inspect.isfunction(member) and name != "explain"
+        if not name.startswith("_")
+        and inspect.isfunction(member)
+        and name not in {"explain", "iter"}  # they run or render a pipe, adding no stage
     }
 
 

@@ -41,10 +41,12 @@ from ._checkpoint_plan import (
     plan_sources,
     problem,
 )
+from ._errors import NotResumable
+from ._explain import describe
 from ._planner import optimize
 from ._runtime import Stage
 from ._runtime._registry import build, build_source
-from ._runtime._stage import ViewStage, WorkerStage, make_view
+from ._runtime._stage import EXHAUSTIBLE, ViewStage, WorkerStage, make_view
 
 __all__ = ["VERSION", "start"]
 
@@ -98,7 +100,7 @@ class _Run:
     """What ``state_dict()`` reads from a live run."""
 
     __slots__ = ("base", "counter", "fingerprint", "mode", "plan", "positioned", "problem",
-                 "protocol", "starts", "tagger")  # fmt: skip
+                 "protocol", "starts", "tagger", "flattens")  # fmt: skip
 
     def __init__(self, node: plan.Node, mode: Mode, reason: str | None) -> None:
         self.plan = node
@@ -108,6 +110,7 @@ class _Run:
         self.positioned: _Positioned | None = None
         self.protocol: Any = None
         self.starts: list[Any] = []
+        self.flattens: list[Stage[Any]] = []
         self.counter: itertools.count[int] | None = None
         self.tagger: Any = None
         self.base = 0
@@ -128,6 +131,8 @@ class _Run:
             else:
                 assert self.positioned is not None
                 state["source"] = self.positioned.position()
+                if self.flattens:
+                    state["flatten"] = [_inner_place(stage) for stage in self.flattens]
             return state
         if self.mode == "ordered":
             state["count"] = self.base + int(self.tagger.next)
@@ -156,16 +161,80 @@ def _dropping(stage: Stage[Any], count: int) -> Stage[Any]:
     return view
 
 
+class _Counted(ViewStage[Any]):
+    """The view a replayed run hands out: it counts the elements it delivers and reads
+    like the last stage of the run (its node, length hint and repr)."""
+
+    #: ``_hint.remaining`` reads the stage this view counts.
+    _hint_upstream = True
+
+
+class _CountedWorkers(WorkerStage[Any], _Counted):
+    """A counting view over a thread (prefetch) stage: ``workers``, ``maxsize``, ``fill``."""
+
+
 def _counted(stage: Stage[Any], counter: itertools.count[int]) -> Stage[Any]:
     """``stage`` counting every element it delivers, at C speed (no Python frame)."""
     raw: Iterator[Any] = map(operator.itemgetter(0), zip(stage.raw, counter))
-    kind: type[ViewStage[Any]] = type(stage) if isinstance(stage, WorkerStage) else ViewStage
-    view = make_view(raw, None, kind)
+    workers = isinstance(stage, WorkerStage)
+    view = make_view(raw, None, _CountedWorkers if workers else _Counted)
     view._attach(raw=raw, node=stage._node, upstream=stage, may_mark=stage._may_mark,
                  thread_safe=False)  # fmt: skip
     if isinstance(stage, WorkerStage):
         view._pool = stage._pool  # type: ignore[attr-defined]
     return view
+
+
+class _Resumed:
+    """Hands out one element: the flatten's item, already ``skip`` elements in (as the
+    builtin iterator where it can be, so a later state can read its place again)."""
+
+    __slots__ = ("_pull", "_skip")
+
+    def __init__(self, upstream: Iterator[Any], skip: int) -> None:
+        self._pull: Any = upstream.__next__
+        self._skip = skip
+
+    def __iter__(self) -> _Resumed:
+        return self
+
+    def __next__(self) -> Iterator[Any]:
+        pull, self._pull = self._pull, _exhausted
+        inner = iter(pull())
+        if type(inner) in EXHAUSTIBLE:
+            inner.__setstate__(self._skip)  # type: ignore[attr-defined]
+            return inner
+        return itertools.islice(inner, self._skip, None)
+
+
+def _exhausted() -> Any:
+    raise StopIteration
+
+
+def _skipping_into(stage: Stage[Any], skip: int) -> Stage[Any]:
+    """``stage`` whose first element is handed to the flatten ``skip`` elements in."""
+    raw = itertools.chain(_Resumed(stage.raw, skip), stage.raw)
+    view: ViewStage[Any] = make_view(raw, None)
+    view._attach(raw=raw, node=None, upstream=stage, may_mark=stage._may_mark,
+                 thread_safe=False)  # fmt: skip
+    return view
+
+
+def _inner_place(stage: Stage[Any]) -> int | None:
+    """How many elements of its current item a live flatten stage has handed out;
+    ``None`` before its first item and after its last."""
+    parts = getattr(stage, "_parts", None)
+    inner = parts._current if parts is not None else getattr(stage.raw, "_inner", None)
+    if inner is None:
+        return None
+    if type(inner) in EXHAUSTIBLE:
+        reduced = inner.__reduce__()
+        return int(reduced[2]) if len(reduced) > 2 else None  # else: exhausted
+    raise NotResumable(
+        f"tinypl: this run cannot be resumed here: {describe(stage._node)} is in the"
+        f" middle of an item whose iterator ({type(inner).__name__}) has no readable"
+        " position; flatten lists, tuples or ranges (or use flatten(eager=True))"
+    )
 
 
 def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | None) -> Stage[Any]:
@@ -178,8 +247,33 @@ def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | No
         run.protocol = source
         return _build(nodes)
     start = 0 if state is None else _count(state, "source")
+    places = [] if state is None else _places(state, nodes)
+    if any(place is not None for place in places):
+        start -= 1  # the flattens' current item is re-read from the source
     run.positioned = _Positioned(source, start)
-    return _build([plan.Source(run.positioned), *nodes[1:]])
+    stage = build_source(plan.Source(run.positioned))
+    for node in nodes[1:]:
+        if isinstance(node, plan.Flatten):
+            place = places.pop(0) if places else None
+            if place:
+                # Every flatten but the last re-reads the item its downstream is in.
+                stage = _skipping_into(stage, place - (1 if places else 0))
+            stage = build(node, stage)
+            run.flattens.append(stage)
+        else:
+            stage = build(node, stage)
+    return stage
+
+
+def _places(state: Mapping[str, Any], nodes: list[plan.Node]) -> list[int | None]:
+    places = state.get("flatten", [])
+    wanted = sum(isinstance(node, plan.Flatten) for node in nodes)
+    if not isinstance(places, list) or len(places) != wanted:
+        raise ValueError(
+            f"Pipe.iter: state['flatten'] must list the places of the pipe's {wanted}"
+            f" flatten stages, got {places!r}"
+        )
+    return list(places)
 
 
 def _ordered(run: _Run, nodes: list[plan.Node], save: int, count: int) -> Stage[Any]:

@@ -153,10 +153,29 @@ def _flattens(node: plan.Node) -> bool:
     return isinstance(node, plan.Flatten) or any(isinstance(op, FlattenOp) for op in ops)
 
 
+def _positional(physical: list[plan.Node]) -> bool:
+    """Whether the source's position (and each flatten's place in its current item)
+    tells where a run of ``physical`` stands."""
+    head = physical[0]
+    if not isinstance(head, plan.Source):
+        return False
+    rewinds = not has_protocol(head.source)  # a flatten re-reads its item from the source
+    batched = False
+    for node in physical[1:]:
+        if isinstance(node, plan.Flatten):
+            # After a partition, the flatten's item is a batch the source cannot re-read.
+            if batched or not rewinds:
+                return False
+        elif isinstance(node, plan.Partition):
+            batched = True  # no marker can reach it here: its batch is empty after each
+        elif not _plain(node):
+            return False
+    return True
+
+
 def mode_of(physical: list[plan.Node]) -> tuple[Mode, int]:
     """How a run of ``physical`` is resumed, and for ``ordered`` the index of its save."""
-    head = physical[0]
-    if isinstance(head, plan.Source) and all(_plain(node) for node in physical[1:]):
+    if _positional(physical):
         return "position", 0
     last = physical[-1]
     if isinstance(last, plan.Load):
