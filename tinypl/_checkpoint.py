@@ -100,7 +100,7 @@ class _Run:
     """What ``state_dict()`` reads from a live run."""
 
     __slots__ = ("base", "counter", "fingerprint", "mode", "plan", "positioned", "problem",
-                 "protocol", "starts", "tagger", "flattens")  # fmt: skip
+                 "protocol", "starts", "tagger", "flattens", "loaded", "resumed")  # fmt: skip
 
     def __init__(self, node: plan.Node, mode: Mode, reason: str | None) -> None:
         self.plan = node
@@ -111,6 +111,8 @@ class _Run:
         self.protocol: Any = None
         self.starts: list[Any] = []
         self.flattens: list[Stage[Any]] = []
+        self.loaded: Mapping[str, Any] | None = None
+        self.resumed: list[_Resumed] = []
         self.counter: itertools.count[int] | None = None
         self.tagger: Any = None
         self.base = 0
@@ -128,6 +130,10 @@ class _Run:
         if self.mode == "position":
             if self.protocol is not None:
                 state["source"] = self.protocol.state_dict()
+            elif any(first.pending for first in self.resumed):
+                assert self.loaded is not None
+                state["source"] = self.loaded["source"]
+                state["flatten"] = list(self.loaded["flatten"])
             else:
                 assert self.positioned is not None
                 state["source"] = self.positioned.position()
@@ -189,17 +195,20 @@ class _Resumed:
     """Hands out one element: the flatten's item, already ``skip`` elements in (as the
     builtin iterator where it can be, so a later state can read its place again)."""
 
-    __slots__ = ("_pull", "_skip")
+    __slots__ = ("_pull", "_skip", "pending")
 
     def __init__(self, upstream: Iterator[Any], skip: int) -> None:
         self._pull: Any = upstream.__next__
         self._skip = skip
+        #: Until the flatten takes its item, the run stands where its state put it.
+        self.pending = True
 
     def __iter__(self) -> _Resumed:
         return self
 
     def __next__(self) -> Iterator[Any]:
         pull, self._pull = self._pull, _exhausted
+        self.pending = False
         inner = iter(pull())
         if type(inner) in EXHAUSTIBLE:
             inner.__setstate__(self._skip)  # type: ignore[attr-defined]
@@ -211,9 +220,11 @@ def _exhausted() -> Any:
     raise StopIteration
 
 
-def _skipping_into(stage: Stage[Any], skip: int) -> Stage[Any]:
+def _skipping_into(run: _Run, stage: Stage[Any], skip: int) -> Stage[Any]:
     """``stage`` whose first element is handed to the flatten ``skip`` elements in."""
-    raw = itertools.chain(_Resumed(stage.raw, skip), stage.raw)
+    first = _Resumed(stage.raw, skip)
+    run.resumed.append(first)
+    raw = itertools.chain(first, stage.raw)
     view: ViewStage[Any] = make_view(raw, None)
     view._attach(raw=raw, node=None, upstream=stage, may_mark=stage._may_mark,
                  thread_safe=False)  # fmt: skip
@@ -248,6 +259,7 @@ def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | No
         return _build(nodes)
     start = 0 if state is None else _count(state, "source")
     places = [] if state is None else _places(state, nodes)
+    run.loaded = state
     if any(place is not None for place in places):
         start -= 1  # the flattens' current item is re-read from the source
     run.positioned = _Positioned(source, start)
@@ -257,7 +269,7 @@ def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | No
             place = places.pop(0) if places else None
             if place:
                 # Every flatten but the last re-reads the item its downstream is in.
-                stage = _skipping_into(stage, place - (1 if places else 0))
+                stage = _skipping_into(run, stage, place - (1 if places else 0))
             stage = build(node, stage)
             run.flattens.append(stage)
         else:
