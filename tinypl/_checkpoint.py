@@ -99,8 +99,21 @@ class _Positioned:
 class _Run:
     """What ``state_dict()`` reads from a live run."""
 
-    __slots__ = ("base", "counter", "fingerprint", "mode", "plan", "positioned", "problem",
-                 "protocol", "starts", "tagger", "flattens", "loaded", "resumed")  # fmt: skip
+    __slots__ = (
+        "base",
+        "counter",
+        "fingerprint",
+        "flattens",
+        "loaded",
+        "mode",
+        "plan",
+        "positioned",
+        "problem",
+        "protocol",
+        "resumed",
+        "starts",
+        "tagger",
+    )  # fmt: skip
 
     def __init__(self, node: plan.Node, mode: Mode, reason: str | None) -> None:
         self.plan = node
@@ -181,7 +194,7 @@ class _CountedWorkers(WorkerStage[Any], _Counted):
 
 def _counted(stage: Stage[Any], counter: itertools.count[int]) -> Stage[Any]:
     """``stage`` counting every element it delivers, at C speed (no Python frame)."""
-    raw: Iterator[Any] = map(operator.itemgetter(0), zip(stage.raw, counter))
+    raw: Iterator[Any] = map(operator.itemgetter(0), zip(stage.raw, counter, strict=False))
     workers = isinstance(stage, WorkerStage)
     view = make_view(raw, None, _CountedWorkers if workers else _Counted)
     view._attach(raw=raw, node=stage._node, upstream=stage, may_mark=stage._may_mark,
@@ -209,10 +222,10 @@ class _Resumed:
     def __next__(self) -> Iterator[Any]:
         pull, self._pull = self._pull, _exhausted
         self.pending = False
-        inner = iter(pull())
+        inner: Any = iter(pull())
         if type(inner) in EXHAUSTIBLE:
-            inner.__setstate__(self._skip)  # type: ignore[attr-defined]
-            return inner
+            inner.__setstate__(self._skip)
+            return inner  # type: ignore[no-any-return]
         return itertools.islice(inner, self._skip, None)
 
 
@@ -231,6 +244,11 @@ def _skipping_into(run: _Run, stage: Stage[Any], skip: int) -> Stage[Any]:
     return view
 
 
+def _name(stage: Stage[Any]) -> str:
+    node = stage._node
+    return "flatten()" if node is None else describe(node)
+
+
 def _inner_place(stage: Stage[Any]) -> int | None:
     """How many elements of its current item a live flatten stage has handed out;
     ``None`` before its first item and after its last."""
@@ -242,7 +260,7 @@ def _inner_place(stage: Stage[Any]) -> int | None:
         reduced = inner.__reduce__()
         return int(reduced[2]) if len(reduced) > 2 else None  # else: exhausted
     raise NotResumable(
-        f"tinypl: this run cannot be resumed here: {describe(stage._node)} is in the"
+        f"tinypl: this run cannot be resumed here: {_name(stage)} is in the"
         f" middle of an item whose iterator ({type(inner).__name__}) has no readable"
         " position; flatten lists, tuples or ranges (or use flatten(eager=True))"
     )
@@ -331,7 +349,7 @@ def start(node: plan.Node, state: Mapping[str, Any] | None = None) -> Stage[Any]
             if count:
                 stage = _dropping(stage, count)
             stage = _counted(stage, run.counter)
-    stage._checkpoint = run  # type: ignore[attr-defined]
+    stage._checkpoint = run
     return stage
 
 
@@ -377,6 +395,5 @@ def check(state: Any, node: plan.Node, mode: Mode) -> None:
             )
     if state.get("mode") != mode:
         raise ValueError(
-            f"Pipe.iter: state['mode'] must be {mode!r} for this pipe, got"
-            f" {state.get('mode')!r}"
+            f"Pipe.iter: state['mode'] must be {mode!r} for this pipe, got {state.get('mode')!r}"
         )

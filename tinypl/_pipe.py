@@ -16,8 +16,8 @@ from typing import Any, Generic, Literal, TypeVar, overload
 import attrs
 
 from . import _plan
-from ._checkpoint import start
 from . import _plan_streams as streams
+from ._checkpoint import start
 from ._explain import explain, short
 from ._length import length
 from ._marker import Marker

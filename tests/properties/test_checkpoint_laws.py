@@ -37,7 +37,7 @@ def total(batch: list[int]) -> int:
     return sum(batch)
 
 
-def _stage(pipe: Pipe[Any], spec: tuple[Any, ...]) -> Pipe[Any]:  # noqa: PLR0911
+def _stage(pipe: Pipe[Any], spec: tuple[Any, ...]) -> Pipe[Any]:
     kind, *args = spec
     if kind == "map":
         return pipe.map(args[0])
