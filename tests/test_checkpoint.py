@@ -119,6 +119,16 @@ def test_ordered_thread_stage_recomputes_only_after_the_state() -> None:
     assert sorted(calls) == list(range(5, 30))  # the items in flight were recomputed
 
 
+@pytest.mark.timeout(60)
+def test_an_ordered_region_over_batches_of_a_sequence_skips_at_the_source() -> None:
+    seen: list[int] = []
+    pipe = Pipe(range(40)).each(seen.append).partition(4).map(sum).thread(2).order()
+    head, state = cut(pipe, 3)
+    seen.clear()
+    assert head + list(pipe.iter(state=state)) == [sum(range(i, i + 4)) for i in range(0, 40, 4)]
+    assert seen == list(range(12, 40))  # nothing before the cut ran again
+
+
 @pytest.mark.parametrize(
     ("other", "message"),
     [

@@ -36,6 +36,7 @@ from ._checkpoint_plan import (
     Mode,
     fingerprint,
     has_protocol,
+    is_sequence,
     mode_of,
     not_resumable,
     plan_sources,
@@ -43,6 +44,7 @@ from ._checkpoint_plan import (
 )
 from ._errors import NotResumable
 from ._explain import describe
+from ._ops import EachOp, MapOp
 from ._planner import optimize
 from ._runtime import Stage
 from ._runtime._registry import build, build_source
@@ -306,10 +308,37 @@ def _places(state: Mapping[str, Any], nodes: list[plan.Node]) -> list[int | None
     return list(places)
 
 
+def _source_position(nodes: list[plan.Node], count: int) -> int | None:
+    """Where a sequence source starts so that the stages ``nodes[1:]`` skip their first
+    ``count`` elements, when they are one-to-one or batches of the source's elements;
+    ``None`` otherwise."""
+    source = nodes[0].source if isinstance(nodes[0], plan.Source) else None
+    if not is_sequence(source) or has_protocol(source):
+        return None
+    for node in reversed(nodes[1:]):
+        if isinstance(node, plan.Partition):
+            count *= node.size  # no marker can occur here: full batches but the last
+        elif not _one_to_one(node):
+            return None
+    return count
+
+
+def _one_to_one(node: plan.Node) -> bool:
+    if isinstance(node, plan.Fused):
+        return node.skip is None and all(isinstance(op, (MapOp, EachOp)) for op in node.ops)
+    return isinstance(node, (plan.On, plan.Trace, plan.Ratelimit, plan.Mutex))
+
+
 def _ordered(run: _Run, nodes: list[plan.Node], save: int, count: int) -> Stage[Any]:
-    stage = _build(nodes[:save])
-    if count:
-        stage = _dropping(stage, count)
+    start = _source_position(nodes[:save], count) if count else None
+    if start is not None:
+        # Skipped at the source: nothing before the ordered region runs again.
+        head = plan.Source(_Positioned(nodes[0].source, start))  # type: ignore[attr-defined]
+        stage = _build([head, *nodes[1:save]])
+    else:
+        stage = _build(nodes[:save])
+        if count:
+            stage = _dropping(stage, count)
     saved = build(nodes[save], stage)
     run.tagger = saved._tagger
     run.base = count
