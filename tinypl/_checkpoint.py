@@ -31,8 +31,11 @@ import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import attrs
+
 from . import _plan as plan
 from ._checkpoint_plan import (
+    COUNTERS,
     Mode,
     fingerprint,
     has_protocol,
@@ -104,6 +107,7 @@ class _Run:
     __slots__ = (
         "base",
         "counter",
+        "counters",
         "fingerprint",
         "flattens",
         "loaded",
@@ -125,7 +129,8 @@ class _Run:
         self.positioned: _Positioned | None = None
         self.protocol: Any = None
         self.starts: list[Any] = []
-        self.flattens: list[Stage[Any]] = []
+        self.flattens: list[tuple[Stage[Any], _Resumed | None]] = []
+        self.counters: list[Stage[Any]] = []
         self.loaded: Mapping[str, Any] | None = None
         self.resumed: list[_Resumed] = []
         self.counter: itertools.count[int] | None = None
@@ -153,7 +158,9 @@ class _Run:
                 assert self.positioned is not None
                 state["source"] = self.positioned.position()
                 if self.flattens:
-                    state["flatten"] = [_inner_place(stage) for stage in self.flattens]
+                    state["flatten"] = [_inner_place(*flatten) for flatten in self.flattens]
+            if self.counters:
+                state["counts"] = [int(stage._step.left) for stage in self.counters]
             return state
         if self.mode == "ordered":
             state["count"] = self.base + int(self.tagger.next)
@@ -210,13 +217,18 @@ class _Resumed:
     """Hands out one element: the flatten's item, already ``skip`` elements in (as the
     builtin iterator where it can be, so a later state can read its place again)."""
 
-    __slots__ = ("_pull", "_skip", "pending")
+    __slots__ = ("_pull", "_skip", "offset", "past", "pending")
 
-    def __init__(self, upstream: Iterator[Any], skip: int) -> None:
+    def __init__(self, upstream: Iterator[Any], skip: int, eager: bool) -> None:
         self._pull: Any = upstream.__next__
         self._skip = skip
         #: Until the flatten takes its item, the run stands where its state put it.
         self.pending = True
+        #: Whether the flatten has gone on to its next item.
+        self.past = False
+        #: What to add to the place the flatten reads in this item: an eager flatten
+        #: lists what is left of it, so it counts from there.
+        self.offset = skip if eager else 0
 
     def __iter__(self) -> _Resumed:
         return self
@@ -235,11 +247,27 @@ def _exhausted() -> Any:
     raise StopIteration
 
 
-def _skipping_into(run: _Run, stage: Stage[Any], skip: int) -> Stage[Any]:
+class _Past:
+    """Yields nothing; pulled once the flatten wants its second item, it says so."""
+
+    __slots__ = ("_first",)
+
+    def __init__(self, first: _Resumed) -> None:
+        self._first = first
+
+    def __iter__(self) -> _Past:
+        return self
+
+    def __next__(self) -> Any:
+        self._first.past = True
+        raise StopIteration
+
+
+def _skipping_into(run: _Run, stage: Stage[Any], node: plan.Flatten, skip: int) -> Stage[Any]:
     """``stage`` whose first element is handed to the flatten ``skip`` elements in."""
-    first = _Resumed(stage.raw, skip)
+    first = _Resumed(stage.raw, skip, node.eager)
     run.resumed.append(first)
-    raw = itertools.chain(first, stage.raw)
+    raw = itertools.chain(first, _Past(first), stage.raw)
     view: ViewStage[Any] = make_view(raw, None)
     view._attach(raw=raw, node=None, upstream=stage, may_mark=stage._may_mark,
                  thread_safe=False)  # fmt: skip
@@ -251,16 +279,20 @@ def _name(stage: Stage[Any]) -> str:
     return "flatten()" if node is None else describe(node)
 
 
-def _inner_place(stage: Stage[Any]) -> int | None:
+def _inner_place(stage: Stage[Any], first: _Resumed | None) -> int | None:
     """How many elements of its current item a live flatten stage has handed out;
-    ``None`` before its first item and after its last."""
+    ``None`` before its first item and after its last. ``first``: how a resumed
+    flatten's first item was handed to it."""
     parts = getattr(stage, "_parts", None)
     inner = parts._current if parts is not None else getattr(stage.raw, "_inner", None)
     if inner is None:
         return None
     if type(inner) in EXHAUSTIBLE:
         reduced = inner.__reduce__()
-        return int(reduced[2]) if len(reduced) > 2 else None  # else: exhausted
+        if len(reduced) < 3:
+            return None  # exhausted
+        offset = 0 if first is None or first.past else first.offset
+        return int(reduced[2]) + offset
     raise NotResumable(
         f"tinypl: this run cannot be resumed here: {_name(stage)} is in the"
         f" middle of an item whose iterator ({type(inner).__name__}) has no readable"
@@ -271,39 +303,60 @@ def _inner_place(stage: Stage[Any]) -> int | None:
 def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | None) -> Stage[Any]:
     head = nodes[0]
     assert isinstance(head, plan.Source)
-    source = head.source
-    if has_protocol(source):
-        if state is not None:
-            source.load_state_dict(state["source"])
-        run.protocol = source
-        return _build(nodes)
-    start = 0 if state is None else _count(state, "source")
     places = [] if state is None else _places(state, nodes)
-    run.loaded = state
-    if any(place is not None for place in places):
-        start -= 1  # the flattens' current item is re-read from the source
-    run.positioned = _Positioned(source, start)
-    stage = build_source(plan.Source(run.positioned))
+    counts = [] if state is None else _counts(state, nodes)
+    if has_protocol(head.source):  # no flatten then: the source cannot re-read an item
+        if state is not None:
+            head.source.load_state_dict(state["source"])
+        run.protocol = head.source
+        stage = build_source(head)
+    else:
+        start = 0 if state is None else _count(state, "source")
+        run.loaded = state
+        if any(place is not None for place in places):
+            start -= 1  # the flattens' current item is re-read from the source
+        run.positioned = _Positioned(head.source, start)
+        stage = build_source(plan.Source(run.positioned))
     for node in nodes[1:]:
         if isinstance(node, plan.Flatten):
             place = places.pop(0) if places else None
             if place:
                 # Every flatten but the last re-reads the item its downstream is in.
-                stage = _skipping_into(run, stage, place - (1 if places else 0))
+                stage = _skipping_into(run, stage, node, place - (1 if places else 0))
             stage = build(node, stage)
-            run.flattens.append(stage)
+            run.flattens.append((stage, run.resumed[-1] if place else None))
+        elif isinstance(node, COUNTERS):
+            stage = build(attrs.evolve(node, n=counts.pop(0)) if counts else node, stage)
+            run.counters.append(stage)
         else:
             stage = build(node, stage)
     return stage
 
 
+def _counts(state: Mapping[str, Any], nodes: list[plan.Node]) -> list[int]:
+    counts = state.get("counts", [])
+    wanted = sum(isinstance(node, COUNTERS) for node in nodes)
+    if not isinstance(counts, list) or len(counts) != wanted:
+        raise ValueError(
+            f"Pipe.iter: state['counts'] must list the counts of the pipe's {wanted}"
+            f" take and skip stages, got {counts!r}"
+        )
+    for value in counts:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"Pipe.iter: state['counts'] must hold ints >= 0, got {value!r}")
+    return list(counts)
+
+
 def _places(state: Mapping[str, Any], nodes: list[plan.Node]) -> list[int | None]:
     places = state.get("flatten", [])
     wanted = sum(isinstance(node, plan.Flatten) for node in nodes)
-    if not isinstance(places, list) or len(places) != wanted:
+    valid = isinstance(places, list) and all(
+        place is None or (type(place) is int and place >= 0) for place in places
+    )
+    if not valid or len(places) != wanted:
         raise ValueError(
-            f"Pipe.iter: state['flatten'] must list the places of the pipe's {wanted}"
-            f" flatten stages, got {places!r}"
+            f"Pipe.iter: state['flatten'] must list the places (ints >= 0 or None) of the"
+            f" pipe's {wanted} flatten stages, got {places!r}"
         )
     return list(places)
 

@@ -17,6 +17,7 @@ from ._ops import EachOp, FilterOp, FlattenOp, MapOp, OnOp
 from ._planner import optimize
 
 __all__ = [
+    "COUNTERS",
     "Mode",
     "fingerprint",
     "has_protocol",
@@ -35,6 +36,8 @@ Mode = Literal["position", "ordered", "replay"]
 # item, the source has yielded exactly what led to it.
 _TRANSPARENT = (plan.On, plan.Trace, plan.Ratelimit, plan.Mutex)
 _PLAIN_OPS = (MapOp, FilterOp, EachOp, OnOp)
+#: Stages whose state is the count ``n`` of items they have still to take or drop.
+COUNTERS = (streams.Take, streams.Skip)
 
 
 def has_protocol(source: Any) -> bool:
@@ -160,14 +163,17 @@ def _positional(physical: list[plan.Node]) -> bool:
     if not isinstance(head, plan.Source):
         return False
     rewinds = not has_protocol(head.source)  # a flatten re-reads its item from the source
-    batched = False
+    batched = counted = False
     for node in physical[1:]:
         if isinstance(node, plan.Flatten):
-            # After a partition, the flatten's item is a batch the source cannot re-read.
-            if batched or not rewinds:
+            # After a partition, the flatten's item is a batch the source cannot re-read;
+            # after a take or skip, re-reading it would count it twice.
+            if batched or counted or not rewinds:
                 return False
         elif isinstance(node, plan.Partition):
             batched = True  # no marker can reach it here: its batch is empty after each
+        elif isinstance(node, COUNTERS):
+            counted = True
         elif not _plain(node):
             return False
     return True
