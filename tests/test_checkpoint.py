@@ -86,6 +86,14 @@ def test_sequence_sources_resume(source: Any) -> None:
     assert head + list(pipe.iter(state=state)) == list(pipe)
 
 
+def test_a_sequence_with_its_own_iter_is_replayed() -> None:
+    numpy = pytest.importorskip("numpy")
+    pipe = Pipe(numpy.arange(6)).map(int)
+    head, state = cut(pipe, 2)
+    assert state["mode"] == "replay"  # its iterator's position cannot be read
+    assert head + list(pipe.iter(state=state)) == list(range(6))
+
+
 def test_a_custom_source_resumes_through_its_protocol() -> None:
     pipe = Pipe(Counter(8)).map(double)
     head, state = cut(pipe, 3)

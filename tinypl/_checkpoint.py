@@ -39,7 +39,7 @@ from ._checkpoint_plan import (
     Mode,
     fingerprint,
     has_protocol,
-    is_sequence,
+    is_positional,
     mode_of,
     not_resumable,
     plan_sources,
@@ -58,44 +58,33 @@ __all__ = ["VERSION", "start"]
 #: The format of a state. A state loads in every later version that knows its format.
 VERSION = 1
 
-_BUILTIN_SEQUENCES = (list, tuple, range, str, bytes)
-
-
 class _Positioned:
     """A sequence source starting at ``start``, which remembers the iterator of its run
-    so the run's position can be read from it."""
+    so the run's position can be read from it (see ``is_positional``)."""
 
-    __slots__ = ("_indices", "_iterator", "seq", "start")
+    __slots__ = ("_iterator", "seq", "start")
 
     def __init__(self, seq: Any, start: int) -> None:
         self.seq = seq
         self.start = start
         self._iterator: Iterator[Any] | None = None
-        self._indices: Iterator[int] | None = None
 
     def __iter__(self) -> Iterator[Any]:
-        seq = self.seq
-        iterator: Iterator[Any]
-        if type(seq) in _BUILTIN_SEQUENCES:
-            # The builtin iterator itself: it stays one atomic C call per item.
-            iterator = iter(seq)
-            if self.start:
-                iterator.__setstate__(self.start)  # type: ignore[attr-defined]
-        else:
-            self._indices = iter(range(self.start, len(seq)))
-            iterator = map(seq.__getitem__, self._indices)
+        # The sequence's own iterator: a builtin one stays one atomic C call per item.
+        iterator: Any = iter(self.seq)
+        if self.start:
+            iterator.__setstate__(self.start)
         self._iterator = iterator
-        return iterator
+        return iterator  # type: ignore[no-any-return]
 
     def __len__(self) -> int:
         return max(0, len(self.seq) - self.start)
 
     def position(self) -> int:
         """How many elements of the sequence the run has passed."""
-        counted = self._indices if self._indices is not None else self._iterator
-        if counted is None:
+        if self._iterator is None:
             return self.start
-        return len(self.seq) - operator.length_hint(counted)
+        return len(self.seq) - operator.length_hint(self._iterator)
 
     def __repr__(self) -> str:
         return repr(self.seq)
@@ -366,7 +355,7 @@ def _source_position(nodes: list[plan.Node], count: int) -> int | None:
     ``count`` elements, when they are one-to-one or batches of the source's elements;
     ``None`` otherwise."""
     source = nodes[0].source if isinstance(nodes[0], plan.Source) else None
-    if not is_sequence(source) or has_protocol(source):
+    if not is_positional(source) or has_protocol(source):
         return None
     for node in reversed(nodes[1:]):
         if isinstance(node, plan.Partition):

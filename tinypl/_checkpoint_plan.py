@@ -21,6 +21,7 @@ __all__ = [
     "Mode",
     "fingerprint",
     "has_protocol",
+    "is_positional",
     "is_sequence",
     "mode_of",
     "plan_sources",
@@ -55,6 +56,20 @@ def is_sequence(source: Any) -> bool:
         and hasattr(kind, "__getitem__")
         and not isinstance(source, (Mapping, Iterator))
     )
+
+
+_BUILTIN_SEQUENCES = (list, tuple, range, str, bytes)
+
+
+def is_positional(source: Any) -> bool:
+    """Whether ``iter(source)`` is an iterator whose position can be read and set: a
+    builtin sequence's, or the index-walking iterator of a sequence that defines no
+    ``__iter__`` of its own. (A sequence with its own ``__iter__``, a numpy array say,
+    is replayed instead.)"""
+    kind = type(source)
+    if kind in _BUILTIN_SEQUENCES:
+        return True
+    return is_sequence(source) and getattr(kind, "__iter__", None) is None
 
 
 def _source_problem(node: plan.Source) -> str | None:
@@ -162,7 +177,9 @@ def _positional(physical: list[plan.Node]) -> bool:
     head = physical[0]
     if not isinstance(head, plan.Source):
         return False
-    rewinds = not has_protocol(head.source)  # a flatten re-reads its item from the source
+    rewinds = is_positional(head.source)  # a flatten re-reads its item from the source
+    if not rewinds and not has_protocol(head.source):
+        return False
     batched = counted = False
     for node in physical[1:]:
         if isinstance(node, plan.Flatten):
