@@ -420,7 +420,9 @@ def start(node: plan.Node, state: Mapping[str, Any] | None = None) -> Stage[Any]
             if count:
                 stage = _dropping(stage, count)
             stage = _counted(stage, run.counter)
-    stage._checkpoint = run
+    # A live stage the plan hands out as it is keeps the state of its own run.
+    if stage is not getattr(nodes[0], "source", None):
+        stage._checkpoint = run
     return stage
 
 

@@ -200,9 +200,12 @@ def mode_of(physical: list[plan.Node]) -> tuple[Mode, int]:
     """How a run of ``physical`` is resumed, and for ``ordered`` the index of its save."""
     if _positional(physical):
         return "position", 0
-    last = physical[-1]
-    if isinstance(last, plan.Load):
-        for index in range(len(physical) - 2, 0, -1):
+    # An ordered region, then per-item stages that pass each item on as they pull it.
+    end = len(physical) - 1
+    while end > 0 and _plain(physical[end]):
+        end -= 1
+    if isinstance(physical[end], plan.Load):
+        for index in range(end - 1, 0, -1):
             node = physical[index]
             if _flattens(node):
                 break  # a record may hold several items: count what was delivered
