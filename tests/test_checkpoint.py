@@ -128,6 +128,25 @@ def test_ordered_thread_stage_recomputes_only_after_the_state() -> None:
     assert sorted(calls) == list(range(6, 30))  # the items in flight were recomputed
 
 
+async def _triple(x: int) -> int:
+    return 3 * x
+
+
+@pytest.mark.timeout(60)
+def test_ordered_executor_and_asyncio_stages_resume_exactly() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        on_pool = Pipe(list(range(20))).map(double).executor(pool, chunksize=3).order()
+        head, state = cut(on_pool, 7)
+        assert state["mode"] == "ordered"
+        assert head + list(on_pool.iter(state=state)) == [2 * x for x in range(20)]
+    on_loop = Pipe(range(20)).map(_triple).asyncio(4).order()
+    head, state = cut(on_loop, 7)
+    assert state["mode"] == "ordered"
+    assert head + list(on_loop.iter(state=state)) == [3 * x for x in range(20)]
+
+
 @pytest.mark.timeout(60)
 def test_an_ordered_region_over_batches_of_a_sequence_skips_at_the_source() -> None:
     seen: list[int] = []
