@@ -34,6 +34,7 @@ from typing import Any
 import attrs
 
 from . import _plan as plan
+from . import _plan_streams as streams
 from ._checkpoint_plan import (
     COUNTERS,
     Mode,
@@ -42,12 +43,12 @@ from ._checkpoint_plan import (
     is_positional,
     mode_of,
     not_resumable,
+    one_to_one,
     plan_sources,
     problem,
 )
 from ._errors import NotResumable
 from ._explain import describe
-from ._ops import EachOp, MapOp
 from ._planner import optimize
 from ._runtime import Stage
 from ._runtime._registry import build, build_source
@@ -317,6 +318,10 @@ def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | No
         elif isinstance(node, COUNTERS):
             stage = build(attrs.evolve(node, n=counts.pop(0)) if counts else node, stage)
             run.counters.append(stage)
+        elif isinstance(node, streams.Shard) and run.positioned is not None:
+            # It sees the source's positions: its phase follows from where it starts.
+            start = run.positioned.start
+            stage = build(attrs.evolve(node, index=(node.index - start) % node.count), stage)
         else:
             stage = build(node, stage)
     return stage
@@ -360,15 +365,9 @@ def _source_position(nodes: list[plan.Node], count: int) -> int | None:
     for node in reversed(nodes[1:]):
         if isinstance(node, plan.Partition):
             count *= node.size  # no marker can occur here: full batches but the last
-        elif not _one_to_one(node):
+        elif not one_to_one(node):
             return None
     return count
-
-
-def _one_to_one(node: plan.Node) -> bool:
-    if isinstance(node, plan.Fused):
-        return node.skip is None and all(isinstance(op, (MapOp, EachOp)) for op in node.ops)
-    return isinstance(node, (plan.On, plan.Trace, plan.Ratelimit, plan.Mutex))
 
 
 def _ordered(run: _Run, nodes: list[plan.Node], save: int, count: int) -> Stage[Any]:

@@ -24,6 +24,7 @@ __all__ = [
     "is_positional",
     "is_sequence",
     "mode_of",
+    "one_to_one",
     "plan_sources",
     "problem",
 ]
@@ -181,7 +182,13 @@ def _positional(physical: list[plan.Node]) -> bool:
     if not rewinds and not has_protocol(head.source):
         return False
     batched = counted = False
+    aligned = rewinds  # the stages so far see each source element at its own position
     for node in physical[1:]:
+        if isinstance(node, streams.Shard):
+            if not aligned:
+                return False  # its phase is then no function of the source's position
+            continue
+        aligned = aligned and one_to_one(node)
         if isinstance(node, plan.Flatten):
             # After a partition, the flatten's item is a batch the source cannot re-read;
             # after a take or skip, re-reading it would count it twice.
@@ -194,6 +201,13 @@ def _positional(physical: list[plan.Node]) -> bool:
         elif not _plain(node):
             return False
     return True
+
+
+def one_to_one(node: plan.Node) -> bool:
+    """Whether ``node`` turns each element into exactly one, as it pulls it."""
+    if isinstance(node, plan.Fused):
+        return node.skip is None and all(isinstance(op, (MapOp, EachOp)) for op in node.ops)
+    return isinstance(node, (plan.On, plan.Trace, plan.Ratelimit, plan.Mutex))
 
 
 def mode_of(physical: list[plan.Node]) -> tuple[Mode, int]:
