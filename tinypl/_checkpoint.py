@@ -4,11 +4,14 @@ Every run of a ``Pipe`` starts here (``start``), so that ``run.state_dict()`` ca
 where it stands. How a run is resumed depends on its physical plan (see
 ``_checkpoint_plan.mode_of``):
 
-- ``position``: a sequence (or protocol) source under per-item sync stages only. Those
-  stages hold nothing, so after the consumer's item the source has yielded exactly what
+- ``position``: a sequence (or protocol) source under sync stages that pull lazily and
+  hold nothing between items (per-item stages, flatten, partition without markers,
+  take, skip, shard), so after the consumer's item the source has yielded exactly what
   led to it: the state is the source's position, read for free from its iterator
-  (``length_hint`` on the builtin iterators), and a resumed run starts the source there.
-  Nothing is added per item: the sync chain keeps its builtin ``map``/``filter`` speed.
+  (``length_hint`` on the builtin iterators), plus each flatten's place in its current
+  item and each take's and skip's count; a resumed run starts the source there (one
+  element earlier when a flatten re-reads its item). Nothing is added per item: the
+  sync chain keeps its builtin ``map``/``filter`` speed.
 - ``ordered``: the plan ends with an ordered region (``.order()``) holding no flatten,
   so each sequence number the save issued is one element upstream of it and one
   element out of the load. The state is the count of numbers the load handed out; a
