@@ -97,7 +97,7 @@ def _pipe_builder_methods() -> set[str]:
         for name, member in _pipe_members().items()
         if not name.startswith("_")
         and inspect.isfunction(member)
-        and name not in ("explain", "iter")
+        and name not in {"explain", "iter"}  # they run or render a pipe, adding no stage
     }
 
 

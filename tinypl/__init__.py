@@ -34,7 +34,7 @@ from ._compat_streams import shuffle_ as shuffle
 from ._compat_streams import skip_ as skip
 from ._compat_streams import take_ as take
 from ._compat_streams import zip_ as zip
-from ._errors import MarkerNotAllowedError, TooManyErrors, WorkerError
+from ._errors import MarkerNotAllowedError, NotResumable, TooManyErrors, WorkerError
 from ._marker import Marker
 from ._pipe import Pipe
 from ._runtime import Stage, WorkerDied
@@ -59,6 +59,7 @@ __all__ = [
     "Bottleneck",
     "Marker",
     "MarkerNotAllowedError",
+    "NotResumable",
     "Pipe",
     "Stage",
     "StageStats",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import numbers
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, final
 
 from . import _plan
@@ -122,6 +122,9 @@ class _Sequential:
         self.epochs = epochs
         self.ranks = ranks
 
+    #: Every iteration yields the same epochs, so a run over it can be replayed (resumed).
+    _tinypl_replayable = True
+
     def __iter__(self) -> Iterator[Sequence[int]]:
         epoch = 0
         while self.epochs is None or epoch < self.epochs:
@@ -146,6 +149,11 @@ class _Shuffle:
         self.ranks = ranks
         #: An int seed: every iteration starts a new ``random.Random(seed)``.
         self.seeded = isinstance(rng, numbers.Integral) and not isinstance(rng, bool)
+
+    @property
+    def _tinypl_replayable(self) -> bool:
+        # A seed recomputes every epoch's permutation; a live generator cannot.
+        return self.seeded
 
     def __iter__(self) -> Iterator[list[int]]:
         rng: _Shuffler = random.Random(int(self.rng)) if self.seeded else self.rng
@@ -411,6 +419,7 @@ def load(  # noqa: PLR0917 (the positional signature of tinypl 0.1.0)
     epoch_end_mode: EpochEndMode = "ignore",
     *,
     epoch_marker: Marker | None = None,
+    state: Mapping[str, Any] | None = None,
 ) -> Stage[B]:
     """A live stage yielding the batches ``collate_fn([dataset[i] for i in batch])``.
 
@@ -432,7 +441,8 @@ def load(  # noqa: PLR0917 (the positional signature of tinypl 0.1.0)
     marker) works without it.
 
     ``load`` builds the stages of the fluent recipe (see the module documentation) and
-    starts them, as the module-level functions do.
+    starts them, as the module-level functions do. ``state`` (from the stage's
+    ``state_dict()``) resumes a loader built with the same arguments mid-epoch.
 
     Examples:
         >>> import tinypl as pl
@@ -476,7 +486,7 @@ def load(  # noqa: PLR0917 (the positional signature of tinypl 0.1.0)
         pipe = _apply(
             where, collate_map, _batches(samples, batchsize, epoch_end_mode), _collate(collate_fn)
         )
-    return iter(pipe)
+    return pipe.iter(state=state)
 
 
 def _keep(batch: list[Any]) -> list[Any]:

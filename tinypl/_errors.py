@@ -8,6 +8,7 @@ import reprlib
 __all__ = [
     "NOTE_PREFIX",
     "MarkerNotAllowedError",
+    "NotResumable",
     "ProcessWorkerError",
     "RemoteTraceback",
     "ThreadWorkerError",
@@ -186,3 +187,21 @@ class TooManyErrors(Exception):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class NotResumable(Exception):
+    """A run's state was asked for, but the run cannot be resumed exactly; the message
+    names the source or the stage that prevents it (an iterator source, a thread stage
+    without ``.order()``, a shuffle without a seed ...).
+
+    Examples:
+        >>> import tinypl as pl
+        >>> run = iter(pl.Pipe(iter([1, 2, 3])).map(abs))
+        >>> next(run)
+        1
+        >>> try:
+        ...     run.state_dict()
+        ... except pl.NotResumable as error:
+        ...     print(error)  # doctest: +ELLIPSIS
+        tinypl: this run cannot be resumed: the source Pipe(<list_iterator...) is an iterator...
+    """

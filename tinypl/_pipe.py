@@ -8,6 +8,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
+    Mapping,
     Sequence,
 )
 from typing import Any, Generic, Literal, TypeVar, overload
@@ -16,13 +17,14 @@ import attrs
 
 from . import _plan
 from . import _plan_streams as streams
+from ._checkpoint import start
 from ._explain import explain, short
 from ._length import length
 from ._marker import Marker
 from ._pipe_insight import InsightMethods
 from ._pipe_streams import StreamMethods
 from ._planner import validate
-from ._runtime import Stage, materialize
+from ._runtime import Stage
 from ._runtime._collect import start_timing
 
 __all__ = ["Pipe"]
@@ -85,18 +87,31 @@ class Pipe(StreamMethods, InsightMethods, Generic[T_co]):
 
     def __iter__(self) -> Stage[T_co]:
         """A fresh run of the pipeline: a live, closeable ``Stage``."""
-        return materialize(self.plan)
+        return start(self.plan)
 
-    def iter(self, *, stats: bool = False) -> Stage[T_co]:
-        """A fresh run, as ``iter(pipe)``; with ``stats=True`` its synchronous steps are
-        timed from the start, so ``stage.stats()`` gives their ``busy_s`` in full.
+    def iter(
+        self, state: Mapping[str, Any] | None = None, *, stats: bool = False
+    ) -> Stage[T_co]:
+        """A run of the pipeline; with ``state`` (from ``run.state_dict()``), the run
+        yields exactly what the run the state was taken from would have yielded after
+        it, markers included. ``ValueError`` naming the first stage that differs when
+        the state comes from another pipe; ``pl.NotResumable`` naming the stage when
+        this pipe's runs cannot be resumed. With ``stats=True`` the run's synchronous
+        steps are timed from the start, so ``stage.stats()`` gives their ``busy_s`` in
+        full.
 
         Examples:
+            >>> pipe = Pipe([3, 1, 4, 1, 5]).map(str)
+            >>> run = pipe.iter()
+            >>> next(run)
+            '3'
+            >>> list(pipe.iter(state=run.state_dict()))
+            ['1', '4', '1', '5']
             >>> run = Pipe(range(3)).map(abs).iter(stats=True)
             >>> list(run), run.stats().rows[-1].items_out
             ([0, 1, 2], 3)
         """
-        run = materialize(self.plan)
+        run = start(self.plan, state)
         if stats:
             start_timing(run)
         return run

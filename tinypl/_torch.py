@@ -18,11 +18,33 @@ T = TypeVar("T")
 def _dataset_class() -> type[Any]:
     from torch.utils.data import IterableDataset, get_worker_info
 
+    from ._pipe import Pipe
+
     class PipeDataset(IterableDataset[Any]):
         """A ``torch.utils.data.IterableDataset`` over the items of a tinypl pipeline."""
 
         def __init__(self, pipe: Iterable[Any]) -> None:
             self.pipe = pipe
+            self._run: Any = None
+            self._resume: dict[str, Any] | None = None
+
+        def state_dict(self) -> dict[str, Any]:
+            """The position of the current iteration (torch's ``Stateful`` protocol):
+            the run's ``state_dict()``; ``{}`` before the first iteration."""
+            if self._run is not None:
+                state: dict[str, Any] = self._run.state_dict()
+                return state
+            return {} if self._resume is None else dict(self._resume)
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            """Make the next iteration resume from ``state`` (``{}``: from the start)."""
+            if not isinstance(self.pipe, Pipe):
+                raise TypeError(
+                    "as_torch_dataset: only a dataset over a Pipe can load a state, this"
+                    f" one runs {type(self.pipe).__name__}"
+                )
+            self._resume = dict(state) if state else None
+            self._run = None
 
         def __iter__(self) -> Iterator[Any]:
             if get_worker_info() is not None:
@@ -32,6 +54,10 @@ def _dataset_class() -> type[Any]:
                     " when it yields batches), or each DataLoader worker would run a"
                     " complete copy of it"
                 )
+            if isinstance(self.pipe, Pipe):
+                state, self._resume = self._resume, None
+                self._run = self.pipe.iter(state=state)
+                return self._run  # type: ignore[no-any-return]
             return iter(self.pipe)
 
         def __repr__(self) -> str:
@@ -52,6 +78,10 @@ def as_torch_dataset(pipe: Iterable[T]) -> torch.utils.data.IterableDataset[T]:
     DataLoader worker the dataset raises ``RuntimeError``, since every worker would run a
     complete copy of the pipeline). Imports torch on first use.
 
+    The dataset has ``state_dict()`` and ``load_state_dict(state)``, the names torch's
+    stateful loaders (``torchdata``'s ``StatefulDataLoader``) call: the state of the
+    current iteration, and the state the next iteration resumes from.
+
     Examples:
         >>> import tinypl as pl
         >>> import torch
@@ -60,6 +90,13 @@ def as_torch_dataset(pipe: Iterable[T]) -> torch.utils.data.IterableDataset[T]:
         >>> loader = torch.utils.data.DataLoader(dataset, batch_size=None)
         >>> print([batch.tolist() for batch in loader])
         [[0, 1, 2], [3, 4, 5]]
+        >>> batches = iter(loader)
+        >>> next(batches).tolist()
+        [0, 1, 2]
+        >>> state = dataset.state_dict()
+        >>> dataset.load_state_dict(state)
+        >>> [batch.tolist() for batch in loader]
+        [[3, 4, 5]]
     """
     dataset: torch.utils.data.IterableDataset[T] = _dataset_class()(pipe)
     return dataset

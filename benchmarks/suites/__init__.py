@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from benchmarks.suites import (
     asyncio,
+    checkpoint,
     dataloader,
     executor,
     process,
@@ -34,6 +35,7 @@ SUITES: dict[str, Suite] = {
         sleep.SUITE,
         streams.SUITE,
         asyncio.SUITE,
+        checkpoint.SUITE,
     )
 }
 """Implemented suites, in the order they are listed by ``--help``."""

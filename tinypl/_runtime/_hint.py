@@ -43,6 +43,8 @@ def remaining(stage: Any) -> int | None:
     """
     node = stage._node
     upstream = stage._upstream
+    if getattr(stage, "_hint_upstream", False):  # a view counting what its stage yields
+        return remaining(upstream)
     if node is None:
         hint = operator.length_hint(stage.raw, -1)
         return None if hint < 0 else hint

@@ -95,6 +95,8 @@ class Stage(Generic[T_co]):
     _step: Any = None
     #: What reads this stage's figures for ``stats()`` (``_runtime._stats``).
     _probe: Any = None
+    #: What ``state_dict()`` reads: set on the stage a run of a ``Pipe`` hands out.
+    _checkpoint: Any = None
 
     def _attach(
         self,
@@ -145,6 +147,35 @@ class Stage(Generic[T_co]):
         except Exception:  # a hint must never break list(stage)
             hint = None
         return NotImplemented if hint is None else hint
+
+    def state_dict(self) -> dict[str, Any]:
+        """The run's position right after the last item received, as plain data (a
+        JSON-serializable dict): ``pipe.iter(state=...)`` resumes from it. Raises
+        ``pl.NotResumable`` naming the source or stage that cannot be resumed. See the
+        Checkpointing page of the documentation.
+
+        Examples:
+            >>> import json
+            >>> import tinypl as pl
+            >>> pipe = pl.Pipe(range(6)).map(lambda x: x * 10)
+            >>> run = iter(pipe)
+            >>> next(run), next(run)
+            (0, 10)
+            >>> state = json.loads(json.dumps(run.state_dict()))
+            >>> list(pipe.iter(state=state))
+            [20, 30, 40, 50]
+        """
+        run = self._checkpoint
+        if run is None:
+            from .._errors import NotResumable
+
+            raise NotResumable(
+                "tinypl: this stage was not started from a Pipe: only a run of iter(pipe)"
+                " or pipe.iter() has a state (the module-level functions start stages that"
+                " cannot be resumed)"
+            )
+        state: dict[str, Any] = run.state()
+        return state
 
     def close(self) -> None:
         """Stop this stage and everything upstream of it; idempotent."""

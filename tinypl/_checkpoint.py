@@ -1,0 +1,474 @@
+"""Checkpoint and resume: a run's state as small plain data, and runs started from one.
+
+Every run of a ``Pipe`` starts here (``start``), so that ``run.state_dict()`` can tell
+where it stands. How a run is resumed depends on its physical plan (see
+``_checkpoint_plan.mode_of``):
+
+- ``position``: a sequence (or protocol) source under sync stages that pull lazily and
+  hold nothing between items (per-item stages, flatten, partition without markers,
+  take, skip, shard), so after the consumer's item the source has yielded exactly what
+  led to it: the state is the source's position, read for free from its iterator
+  (``length_hint`` on the builtin iterators), plus each flatten's place in its current
+  item and each take's and skip's count; a resumed run starts the source there (one
+  element earlier when a flatten re-reads its item). Nothing is added per item: the
+  sync chain keeps its builtin ``map``/``filter`` speed.
+- ``ordered``: the plan ends with an ordered region (``.order()``) holding no flatten,
+  so each sequence number the save issued is one element upstream of it and one
+  element out of the load. The state is the count of numbers the load handed out; a
+  resumed run replays the (cheap) stages upstream of the save, drops that many elements
+  there, and runs the concurrent region only from that point on: items in flight are
+  recomputed, never saved.
+- ``replay``: any other plan whose every stage is deterministic (seeded shuffles and
+  mixes, repeat, partition, flatten, zip, concat ...). The state is the count of
+  elements (items and markers) the run delivered; a resumed run drops that many.
+
+Markers after the last delivered item belong to the resumed run in every mode: the
+consumer's view stops at an item, so no count includes the markers after it.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import operator
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import attrs
+
+from . import _plan as plan
+from . import _plan_streams as streams
+from ._checkpoint_plan import (
+    COUNTERS,
+    Mode,
+    fingerprint,
+    has_protocol,
+    is_positional,
+    mode_of,
+    not_resumable,
+    one_to_one,
+    plan_sources,
+    problem,
+)
+from ._errors import NotResumable
+from ._explain import describe
+from ._planner import optimize
+from ._runtime import Stage
+from ._runtime._registry import build, build_source
+from ._runtime._stage import EXHAUSTIBLE, ViewStage, WorkerStage, make_view
+
+__all__ = ["VERSION", "start"]
+
+#: The format of a state. A state loads in every later version that knows its format.
+VERSION = 1
+
+class _Positioned:
+    """A sequence source starting at ``start``, which remembers the iterator of its run
+    so the run's position can be read from it (see ``is_positional``)."""
+
+    __slots__ = ("_iterator", "seq", "start")
+
+    def __init__(self, seq: Any, start: int) -> None:
+        self.seq = seq
+        self.start = start
+        self._iterator: Iterator[Any] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        # The sequence's own iterator: a builtin one stays one atomic C call per item.
+        iterator: Any = iter(self.seq)
+        if self.start:
+            iterator.__setstate__(self.start)
+        self._iterator = iterator
+        return iterator  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return max(0, len(self.seq) - self.start)
+
+    def position(self) -> int:
+        """How many elements of the sequence the run has passed."""
+        if self._iterator is None:
+            return self.start
+        return len(self.seq) - operator.length_hint(self._iterator)
+
+    def __repr__(self) -> str:
+        return repr(self.seq)
+
+
+class _Run:
+    """What ``state_dict()`` reads from a live run."""
+
+    __slots__ = (
+        "base",
+        "counter",
+        "counters",
+        "fingerprint",
+        "flattens",
+        "loaded",
+        "mode",
+        "plan",
+        "positioned",
+        "problem",
+        "protocol",
+        "resumed",
+        "starts",
+        "tagger",
+    )  # fmt: skip
+
+    def __init__(self, node: plan.Node, mode: Mode, reason: str | None) -> None:
+        self.plan = node
+        self.mode = mode
+        self.problem = reason
+        self.fingerprint: list[str] | None = None
+        self.positioned: _Positioned | None = None
+        self.protocol: Any = None
+        self.starts: list[Any] = []
+        self.flattens: list[tuple[Stage[Any], _Resumed | None]] = []
+        self.counters: list[Stage[Any]] = []
+        self.loaded: Mapping[str, Any] | None = None
+        self.resumed: list[_Resumed] = []
+        self.counter: itertools.count[int] | None = None
+        self.tagger: Any = None
+        self.base = 0
+
+    def state(self) -> dict[str, Any]:
+        if self.problem is not None:
+            raise not_resumable(self.problem)
+        if self.fingerprint is None:
+            self.fingerprint = fingerprint(self.plan)
+        state: dict[str, Any] = {
+            "version": VERSION,
+            "fingerprint": list(self.fingerprint),
+            "mode": self.mode,
+        }
+        if self.mode == "position":
+            if self.protocol is not None:
+                state["source"] = self.protocol.state_dict()
+            elif any(first.pending for first in self.resumed):
+                assert self.loaded is not None
+                state["source"] = self.loaded["source"]
+                state["flatten"] = list(self.loaded["flatten"])
+            else:
+                assert self.positioned is not None
+                state["source"] = self.positioned.position()
+                if self.flattens:
+                    state["flatten"] = [_inner_place(*flatten) for flatten in self.flattens]
+            if self.counters:
+                state["counts"] = [int(stage._step.left) for stage in self.counters]
+            return state
+        if self.mode == "ordered":
+            state["count"] = self.base + int(self.tagger.next)
+        else:
+            # ``count`` has no public reader; its repr, "count(n)", is exact and stable.
+            state["count"] = int(repr(self.counter)[6:-1])
+        state["sources"] = copy.deepcopy(self.starts)
+        return state
+
+
+def _build(nodes: list[plan.Node], stage: Stage[Any] | None = None) -> Stage[Any]:
+    if stage is None:
+        stage = build_source(nodes[0])
+        nodes = nodes[1:]
+    for node in nodes:
+        stage = build(node, stage)
+    return stage
+
+
+def _dropping(stage: Stage[Any], count: int) -> Stage[Any]:
+    """``stage`` without its first ``count`` elements (items and markers)."""
+    raw = itertools.islice(stage.raw, count, None)
+    view: ViewStage[Any] = make_view(raw, stage._tagger)
+    view._attach(raw=raw, node=None, upstream=stage, may_mark=stage._may_mark,
+                 thread_safe=False, tagger=stage._tagger)  # fmt: skip
+    return view
+
+
+class _Counted(ViewStage[Any]):
+    """The view a replayed run hands out: it counts the elements it delivers and reads
+    like the last stage of the run (its node, length hint and repr)."""
+
+    #: ``_hint.remaining`` reads the stage this view counts.
+    _hint_upstream = True
+
+
+class _CountedWorkers(WorkerStage[Any], _Counted):
+    """A counting view over a thread (prefetch) stage: ``workers``, ``maxsize``, ``fill``."""
+
+
+def _counted(stage: Stage[Any], counter: itertools.count[int]) -> Stage[Any]:
+    """``stage`` counting every element it delivers, at C speed (no Python frame)."""
+    raw: Iterator[Any] = map(operator.itemgetter(0), zip(stage.raw, counter, strict=False))
+    workers = isinstance(stage, WorkerStage)
+    view = make_view(raw, None, _CountedWorkers if workers else _Counted)
+    view._attach(raw=raw, node=stage._node, upstream=stage, may_mark=stage._may_mark,
+                 thread_safe=False)  # fmt: skip
+    if isinstance(stage, WorkerStage):
+        view._pool = stage._pool  # type: ignore[attr-defined]
+    return view
+
+
+class _Resumed:
+    """Hands out one element: the flatten's item, already ``skip`` elements in (as the
+    builtin iterator where it can be, so a later state can read its place again)."""
+
+    __slots__ = ("_pull", "_skip", "offset", "past", "pending")
+
+    def __init__(self, upstream: Iterator[Any], skip: int, eager: bool) -> None:
+        self._pull: Any = upstream.__next__
+        self._skip = skip
+        #: Until the flatten takes its item, the run stands where its state put it.
+        self.pending = True
+        #: Whether the flatten has gone on to its next item.
+        self.past = False
+        #: What to add to the place the flatten reads in this item: an eager flatten
+        #: lists what is left of it, so it counts from there.
+        self.offset = skip if eager else 0
+
+    def __iter__(self) -> _Resumed:
+        return self
+
+    def __next__(self) -> Iterator[Any]:
+        pull, self._pull = self._pull, _exhausted
+        self.pending = False
+        inner: Any = iter(pull())
+        if type(inner) in EXHAUSTIBLE:
+            inner.__setstate__(self._skip)
+            return inner  # type: ignore[no-any-return]
+        return itertools.islice(inner, self._skip, None)
+
+
+def _exhausted() -> Any:
+    raise StopIteration
+
+
+class _Past:
+    """Yields nothing; pulled once the flatten wants its second item, it says so."""
+
+    __slots__ = ("_first",)
+
+    def __init__(self, first: _Resumed) -> None:
+        self._first = first
+
+    def __iter__(self) -> _Past:
+        return self
+
+    def __next__(self) -> Any:
+        self._first.past = True
+        raise StopIteration
+
+
+def _skipping_into(run: _Run, stage: Stage[Any], node: plan.Flatten, skip: int) -> Stage[Any]:
+    """``stage`` whose first element is handed to the flatten ``skip`` elements in."""
+    first = _Resumed(stage.raw, skip, node.eager)
+    run.resumed.append(first)
+    raw = itertools.chain(first, _Past(first), stage.raw)
+    view: ViewStage[Any] = make_view(raw, None)
+    view._attach(raw=raw, node=None, upstream=stage, may_mark=stage._may_mark,
+                 thread_safe=False)  # fmt: skip
+    return view
+
+
+def _name(stage: Stage[Any]) -> str:
+    node = stage._node
+    return "flatten()" if node is None else describe(node)
+
+
+def _inner_place(stage: Stage[Any], first: _Resumed | None) -> int | None:
+    """How many elements of its current item a live flatten stage has handed out;
+    ``None`` before its first item and after its last. ``first``: how a resumed
+    flatten's first item was handed to it."""
+    parts = getattr(stage, "_parts", None)
+    inner = parts._current if parts is not None else getattr(stage.raw, "_inner", None)
+    if inner is None:
+        return None
+    if type(inner) in EXHAUSTIBLE:
+        reduced = inner.__reduce__()
+        if len(reduced) < 3:
+            return None  # exhausted
+        offset = 0 if first is None or first.past else first.offset
+        return int(reduced[2]) + offset
+    raise NotResumable(
+        f"tinypl: this run cannot be resumed here: {_name(stage)} is in the"
+        f" middle of an item whose iterator ({type(inner).__name__}) has no readable"
+        " position; flatten lists, tuples or ranges (or use flatten(eager=True))"
+    )
+
+
+def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | None) -> Stage[Any]:
+    head = nodes[0]
+    assert isinstance(head, plan.Source)
+    places = [] if state is None else _places(state, nodes)
+    counts = [] if state is None else _counts(state, nodes)
+    if has_protocol(head.source):  # no flatten then: the source cannot re-read an item
+        if state is not None:
+            head.source.load_state_dict(state["source"])
+        run.protocol = head.source
+        stage = build_source(head)
+    else:
+        start = 0 if state is None else _count(state, "source")
+        run.loaded = state
+        if any(place is not None for place in places):
+            start -= 1  # the flattens' current item is re-read from the source
+        run.positioned = _Positioned(head.source, start)
+        stage = build_source(plan.Source(run.positioned))
+    for node in nodes[1:]:
+        if isinstance(node, plan.Flatten):
+            place = places.pop(0) if places else None
+            if place:
+                # Every flatten but the last re-reads the item its downstream is in.
+                stage = _skipping_into(run, stage, node, place - (1 if places else 0))
+            stage = build(node, stage)
+            run.flattens.append((stage, run.resumed[-1] if place else None))
+        elif isinstance(node, COUNTERS):
+            stage = build(attrs.evolve(node, n=counts.pop(0)) if counts else node, stage)
+            run.counters.append(stage)
+        elif isinstance(node, streams.Shard) and run.positioned is not None:
+            # It sees the source's positions: its phase follows from where it starts.
+            start = run.positioned.start
+            stage = build(attrs.evolve(node, index=(node.index - start) % node.count), stage)
+        else:
+            stage = build(node, stage)
+    return stage
+
+
+def _counts(state: Mapping[str, Any], nodes: list[plan.Node]) -> list[int]:
+    counts = state.get("counts", [])
+    wanted = sum(isinstance(node, COUNTERS) for node in nodes)
+    if not isinstance(counts, list) or len(counts) != wanted:
+        raise ValueError(
+            f"Pipe.iter: state['counts'] must list the counts of the pipe's {wanted}"
+            f" take and skip stages, got {counts!r}"
+        )
+    for value in counts:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"Pipe.iter: state['counts'] must hold ints >= 0, got {value!r}")
+    return list(counts)
+
+
+def _places(state: Mapping[str, Any], nodes: list[plan.Node]) -> list[int | None]:
+    places = state.get("flatten", [])
+    wanted = sum(isinstance(node, plan.Flatten) for node in nodes)
+    valid = isinstance(places, list) and all(
+        place is None or (type(place) is int and place >= 0) for place in places
+    )
+    if not valid or len(places) != wanted:
+        raise ValueError(
+            f"Pipe.iter: state['flatten'] must list the places (ints >= 0 or None) of the"
+            f" pipe's {wanted} flatten stages, got {places!r}"
+        )
+    return list(places)
+
+
+def _source_position(nodes: list[plan.Node], count: int) -> int | None:
+    """Where a sequence source starts so that the stages ``nodes[1:]`` skip their first
+    ``count`` elements, when they are one-to-one or batches of the source's elements;
+    ``None`` otherwise."""
+    source = nodes[0].source if isinstance(nodes[0], plan.Source) else None
+    if not is_positional(source) or has_protocol(source):
+        return None
+    for node in reversed(nodes[1:]):
+        if isinstance(node, plan.Partition):
+            count *= node.size  # no marker can occur here: full batches but the last
+        elif not one_to_one(node):
+            return None
+    return count
+
+
+def _ordered(run: _Run, nodes: list[plan.Node], save: int, count: int) -> Stage[Any]:
+    start = _source_position(nodes[:save], count) if count else None
+    if start is not None:
+        # Skipped at the source: nothing before the ordered region runs again.
+        head = plan.Source(_Positioned(nodes[0].source, start))  # type: ignore[attr-defined]
+        stage = _build([head, *nodes[1:save]])
+    else:
+        stage = _build(nodes[:save])
+        if count:
+            stage = _dropping(stage, count)
+    saved = build(nodes[save], stage)
+    run.tagger = saved._tagger
+    run.base = count
+    return _build(nodes[save + 1 :], saved)
+
+
+def _count(state: Mapping[str, Any], key: str) -> int:
+    value = state.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"Pipe.iter: state[{key!r}] must be an int >= 0, got {value!r}")
+    return value
+
+
+def start(node: plan.Node, state: Mapping[str, Any] | None = None) -> Stage[Any]:
+    """A run of the logical plan ``node``; with ``state``, resumed from it."""
+    nodes = plan.chain(optimize(node))
+    reason = problem(nodes)
+    mode, save = mode_of(nodes)
+    if state is not None:
+        if reason is not None:
+            raise not_resumable(reason)
+        check(state, node, mode)
+    run = _Run(node, mode, reason)
+    stage: Stage[Any]
+    if reason is not None:
+        stage = _build(nodes)
+    elif mode == "position":
+        stage = _positioned(run, nodes, state)
+    else:
+        run.starts = _load_sources(node, state)
+        count = 0 if state is None else _count(state, "count")
+        if mode == "ordered":
+            stage = _ordered(run, nodes, save, count)
+        else:
+            run.counter = itertools.count(count)
+            stage = _build(nodes)
+            if count:
+                stage = _dropping(stage, count)
+            stage = _counted(stage, run.counter)
+    # A live stage the plan hands out as it is keeps the state of its own run.
+    if stage is not getattr(nodes[0], "source", None):
+        stage._checkpoint = run
+    return stage
+
+
+def _load_sources(node: plan.Node, state: Mapping[str, Any] | None) -> list[Any]:
+    """The states protocol sources start the run from (loaded first when resuming)."""
+    sources = plan_sources(node)
+    if state is None:
+        return [source.state_dict() for source in sources]
+    starts = state.get("sources")
+    if not isinstance(starts, list) or len(starts) != len(sources):
+        raise ValueError(
+            f"Pipe.iter: state['sources'] must list the states of the pipe's {len(sources)}"
+            f" resumable sources, got {starts!r}"
+        )
+    for source, started in zip(sources, starts, strict=True):
+        source.load_state_dict(copy.deepcopy(started))
+    return list(starts)
+
+
+def check(state: Any, node: plan.Node, mode: Mode) -> None:
+    """Fail unless ``state`` was taken from a run of a pipe like ``node``."""
+    if not isinstance(state, Mapping):
+        raise TypeError(
+            f"Pipe.iter: state must be a dict from run.state_dict(), got {type(state).__name__}"
+        )
+    version = state.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
+        raise ValueError(
+            f"Pipe.iter: state['version'] must be an int from 1 to {VERSION} (the formats"
+            f" this tinypl reads), got {version!r}"
+        )
+    ours = fingerprint(node)
+    theirs = state.get("fingerprint")
+    if not isinstance(theirs, list):
+        raise ValueError(f"Pipe.iter: state['fingerprint'] must be a list, got {theirs!r}")
+    for index, (mine, saved) in enumerate(itertools.zip_longest(ours, theirs)):
+        if mine != saved:
+            here = "nothing" if mine is None else mine
+            there = "nothing" if saved is None else saved
+            raise ValueError(
+                f"Pipe.iter: the state was taken from a different pipe: its stage {index}"
+                f" is {here} here, but {there} in the pipe of the state"
+            )
+    if state.get("mode") != mode:
+        raise ValueError(
+            f"Pipe.iter: state['mode'] must be {mode!r} for this pipe, got {state.get('mode')!r}"
+        )

@@ -1,0 +1,256 @@
+"""What a checkpoint needs to know about a plan: how a run of it can be resumed (its
+mode), why it cannot be, and the fingerprint that tells a state's pipe from another.
+
+Pure functions of plan nodes: nothing here runs a stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Iterator, Mapping
+from typing import Any, Literal
+
+from . import _plan as plan
+from . import _plan_streams as streams
+from ._errors import NotResumable
+from ._explain import describe
+from ._ops import EachOp, FilterOp, FlattenOp, MapOp, OnOp
+from ._planner import optimize
+
+__all__ = [
+    "COUNTERS",
+    "Mode",
+    "fingerprint",
+    "has_protocol",
+    "is_positional",
+    "is_sequence",
+    "mode_of",
+    "one_to_one",
+    "plan_sources",
+    "problem",
+]
+
+#: ``position``: the source's position is the state (a sync chain of per-item stages);
+#: ``ordered``: a count of the records an ordered region at the end delivered, replayed
+#: upstream of its save; ``replay``: a count of what the run delivered, replayed.
+Mode = Literal["position", "ordered", "replay"]
+
+# Stages that pass each item on as they pull it, holding nothing: after the consumer's
+# item, the source has yielded exactly what led to it.
+_TRANSPARENT = (plan.On, plan.Trace, plan.Ratelimit, plan.Mutex)
+_PLAIN_OPS = (MapOp, FilterOp, EachOp, OnOp)
+#: Stages whose state is the count ``n`` of items they have still to take or drop.
+COUNTERS = (streams.Take, streams.Skip)
+
+
+def has_protocol(source: Any) -> bool:
+    """Whether ``source`` follows the resumable source protocol (torch's ``Stateful``)."""
+    return callable(getattr(source, "state_dict", None)) and callable(
+        getattr(source, "load_state_dict", None)
+    )
+
+
+def is_sequence(source: Any) -> bool:
+    """Whether ``source`` has ``__len__`` and ``__getitem__`` (and is not a mapping)."""
+    kind = type(source)
+    return (
+        hasattr(kind, "__len__")
+        and hasattr(kind, "__getitem__")
+        and not isinstance(source, (Mapping, Iterator))
+    )
+
+
+_BUILTIN_SEQUENCES = (list, tuple, range, str, bytes)
+
+
+def is_positional(source: Any) -> bool:
+    """Whether ``iter(source)`` is an iterator whose position can be read and set: a
+    builtin sequence's, or the index-walking iterator of a sequence that defines no
+    ``__iter__`` of its own. (A sequence with its own ``__iter__``, a numpy array say,
+    is replayed instead.)"""
+    kind = type(source)
+    if kind in _BUILTIN_SEQUENCES:
+        return True
+    return is_sequence(source) and getattr(kind, "__iter__", None) is None
+
+
+def _source_problem(node: plan.Source) -> str | None:
+    source = node.source
+    name = _Lazy(node)
+    if isinstance(node, plan.AsyncSource) or isinstance(source, AsyncIterable):
+        return f"the source {name} is asynchronous and has no position to resume from"
+    if has_protocol(source) or is_sequence(source):
+        return None
+    if isinstance(source, Iterator):
+        return (
+            f"the source {name} is an iterator (or a generator), whose position cannot be"
+            " restored; pass a sequence or an object with state_dict()/load_state_dict()"
+        )
+    replayable = getattr(source, "_tinypl_replayable", None)
+    if replayable:
+        return None  # a pl.dataloader sampler whose iterations all yield the same epochs
+    if replayable is not None:
+        return f"the source {name} shuffles with a live generator; pass an int seed as rng="
+    return (
+        f"the source {name} has no known position: make it a sequence (__len__ and"
+        " __getitem__) or give it state_dict()/load_state_dict()"
+    )
+
+
+class _Lazy:
+    """A stage's description, rendered only when a message needs it."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: plan.Node) -> None:
+        self.node = node
+
+    def __str__(self) -> str:
+        return describe(self.node)
+
+
+def _node_problem(node: plan.Node, ordered: bool) -> str | None:
+    name = _Lazy(node)
+    concurrent = isinstance(node, plan.CONCURRENT) and not isinstance(node, streams.ReadAhead)
+    if concurrent and not ordered:
+        return (
+            f"{name} delivers items in the order they complete, which a resumed run cannot"
+            " reproduce; add .order() after it"
+        )
+    if isinstance(node, streams.Shuffle) and node.seed is None:
+        return f"{name} has no seed, so a resumed run cannot draw the same order; pass seed="
+    if isinstance(node, streams.Mix) and node.weights is not None and node.seed is None:
+        return f"{name} draws its inputs at random without a seed; pass seed="
+    return None
+
+
+def problem(physical: list[plan.Node]) -> str | None:
+    """Why a run of the physical plan ``physical`` (a chain) cannot be resumed exactly;
+    ``None`` when it can."""
+    ordered = False
+    for node in physical:
+        if isinstance(node, plan.Source):
+            found = _source_problem(node)
+        else:
+            ordered = isinstance(node, plan.Save) or (ordered and not isinstance(node, plan.Load))
+            found = _node_problem(node, ordered)
+        if found is not None:
+            return found
+        for inner in _inputs(node):
+            found = problem(plan.chain(optimize(inner)))
+            if found is not None:
+                return found
+    if ordered:
+        return "its last stage is a pl.order.save without the load that restores the order"
+    return None
+
+
+def _inputs(node: plan.Node) -> list[plan.Node]:
+    body = getattr(node, "body", None)
+    return [*getattr(node, "others", ()), *getattr(node, "inputs", ()), *([body] if body else [])]
+
+
+def plan_sources(node: plan.Node) -> list[Any]:
+    """The sources of every input of ``node``'s plan that follow the protocol, in a fixed
+    order (the plan's, then each nested plan's)."""
+    found: list[Any] = []
+    for current in plan.chain(node):
+        if isinstance(current, plan.Source) and has_protocol(current.source):
+            found.append(current.source)
+        for inner in _inputs(current):
+            found.extend(plan_sources(inner))
+    return found
+
+
+def _plain(node: plan.Node) -> bool:
+    if isinstance(node, plan.Fused):
+        return node.skip is None and all(isinstance(op, _PLAIN_OPS) for op in node.ops)
+    return isinstance(node, _TRANSPARENT)
+
+
+def _flattens(node: plan.Node) -> bool:
+    ops = getattr(node, "ops", ())
+    return isinstance(node, plan.Flatten) or any(isinstance(op, FlattenOp) for op in ops)
+
+
+def _positional(physical: list[plan.Node]) -> bool:
+    """Whether the source's position (and each flatten's place in its current item)
+    tells where a run of ``physical`` stands."""
+    head = physical[0]
+    if not isinstance(head, plan.Source):
+        return False
+    rewinds = is_positional(head.source)  # a flatten re-reads its item from the source
+    if not rewinds and not has_protocol(head.source):
+        return False
+    batched = counted = False
+    aligned = rewinds  # the stages so far see each source element at its own position
+    for node in physical[1:]:
+        if isinstance(node, streams.Shard):
+            if not aligned:
+                return False  # its phase is then no function of the source's position
+            continue
+        aligned = aligned and one_to_one(node)
+        if isinstance(node, plan.Flatten):
+            # After a partition, the flatten's item is a batch the source cannot re-read;
+            # after a take or skip, re-reading it would count it twice.
+            if batched or counted or not rewinds:
+                return False
+        elif isinstance(node, plan.Partition):
+            batched = True  # no marker can reach it here: its batch is empty after each
+        elif isinstance(node, COUNTERS):
+            counted = True
+        elif not _plain(node):
+            return False
+    return True
+
+
+def one_to_one(node: plan.Node) -> bool:
+    """Whether ``node`` turns each element into exactly one, as it pulls it."""
+    if isinstance(node, plan.Fused):
+        return node.skip is None and all(isinstance(op, (MapOp, EachOp)) for op in node.ops)
+    return isinstance(node, (plan.On, plan.Trace, plan.Ratelimit, plan.Mutex))
+
+
+def mode_of(physical: list[plan.Node]) -> tuple[Mode, int]:
+    """How a run of ``physical`` is resumed, and for ``ordered`` the index of its save."""
+    if _positional(physical):
+        return "position", 0
+    # An ordered region, then per-item stages that pass each item on as they pull it.
+    end = len(physical) - 1
+    while end > 0 and _plain(physical[end]):
+        end -= 1
+    if isinstance(physical[end], plan.Load):
+        for index in range(end - 1, 0, -1):
+            node = physical[index]
+            if _flattens(node):
+                break  # a record may hold several items: count what was delivered
+            if isinstance(node, plan.Save):
+                return "ordered", index
+    return "replay", 0
+
+
+def _source_label(source: Any) -> str:
+    size = ""
+    if is_sequence(source):
+        try:
+            size = f", len={len(source)}"
+        except Exception:  # a fingerprint never fails on a source's len()
+            size = ""
+    return f"Pipe({type(source).__qualname__}{size})"
+
+
+def fingerprint(node: plan.Node) -> list[str]:
+    """One description per stage of the logical plan ``node``: kinds, parameters and the
+    names of functions (never their code, so a state survives an edit of a function's
+    body); the source by its type and length, not its contents."""
+    labels: list[str] = []
+    for current in plan.chain(node):
+        if isinstance(current, plan.Source):
+            labels.append(_source_label(current.source))
+        else:
+            labels.append(describe(current))
+    return labels
+
+
+def not_resumable(reason: str) -> NotResumable:
+    """The error ``state_dict()`` raises for a run that cannot be resumed."""
+    return NotResumable(f"tinypl: this run cannot be resumed: {reason}")
