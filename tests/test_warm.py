@@ -360,3 +360,18 @@ def test_numpy_is_seeded_when_a_worker_first_imports_it(tmp_path: Path) -> None:
     assert first == [[False, expected[0]], [True, expected[1]]]  # not loaded by tinypl
     legacy = np.random.RandomState(7)
     assert [r[1] for r in second] == [legacy.rand(), legacy.rand()]
+
+
+def failing_init() -> None:
+    raise OSError("no database")
+
+
+@pytest.mark.timeout(60)
+def test_an_init_that_fails_in_reused_workers_is_raised_at_the_first_pull() -> None:
+    pids = pids_of(run_once(seed=1))
+    stage = iter(Pipe(range(10)).map(who).process(2, init=failing_init))
+    with pytest.raises(OSError, match="no database") as caught:
+        next(stage)
+    stage.close()
+    assert any("raised by init of process(map), worker" in n for n in caught.value.__notes__)
+    assert pids_of(run_once(seed=2)) == pids  # the workers are still good
