@@ -10,6 +10,8 @@ from executors import _pools, dask_client, engine, loky_executor  # noqa: F401  
 from hypothesis import HealthCheck, settings
 from threadwatch import leaked_threads, tinypl_threads
 
+import tinypl.process as pl_process
+
 # CI runs the deterministic profile; run `HYPOTHESIS_PROFILE=thorough pytest` locally.
 settings.register_profile(
     "ci",
@@ -27,6 +29,12 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Warm worker reuse is off for the suite: its leak checks count every child process left
+# after a test, and an idle warm worker is one by design. tests/test_warm.py turns reuse
+# on for its own tests, checks what it must keep (reliability, seeds, init, shared
+# memory) and stops the idle workers after each test.
+pl_process.keep_warm(0)
 
 
 @pytest.fixture(autouse=True)

@@ -39,6 +39,9 @@ from pathlib import Path
 
 import pytest
 
+import tinypl.process as pl_process
+from tinypl._runtime import _warm
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
 #: Pages rendered from docstrings by mkdocstrings; they must not hold examples of their own.
@@ -196,6 +199,8 @@ def test_examples_run_and_print_what_the_page_says(page: Path) -> None:
     # A page's engines may write to os.environ (a Dask nanny sets OMP_NUM_THREADS=1):
     # later tests must not inherit that.
     environ = dict(os.environ)
+    # The pages show tinypl's defaults: warm workers on (the suite turns them off).
+    warm = pl_process.keep_warm(_warm.IDLE_TIMEOUT)
     try:
         for block in blocks:
             if block.opted_out:
@@ -218,6 +223,7 @@ def test_examples_run_and_print_what_the_page_says(page: Path) -> None:
         namespace.clear()
         os.environ.clear()
         os.environ.update(environ)
+        pl_process.keep_warm(warm)  # 0 in the suite: stops the page's idle workers
     if not_run:
         reasons = "; ".join(
             f"{name} is not installed (blocks at lines {', '.join(map(str, lines))})"

@@ -22,7 +22,9 @@ __all__ = [
     "WorkerException",
     "cleanup",
     "each",
+    "keep_warm",
     "map",
+    "shutdown",
 ]
 
 _SHM_NAMES = frozenset({"BufferClosedError", "RingBufferRef", "SharedMemoryRingBuffer"})
@@ -44,6 +46,44 @@ def cleanup() -> list[str]:
 
     _shm.trim_cache()  # mappings of finished runs whose arrays are gone
     return _shm.cleanup()
+
+
+def shutdown() -> int:
+    """Stop the idle worker processes that finished process stages left warm for the
+    next run (see ``keep_warm``); returns how many were stopped.
+
+    Safe at any time: running stages keep their workers. It also runs at interpreter
+    exit, and idle workers end on their own after the idle timeout.
+
+    Examples:
+        >>> import tinypl as pl
+        >>> _ = list(pl.Pipe(range(4)).map(abs).process(2))
+        >>> pl.process.shutdown() in (0, 2)
+        True
+    """
+    from ._runtime import _warm
+
+    return _warm.shutdown()
+
+
+def keep_warm(seconds: float) -> float:
+    """How long the workers of a finished process stage wait, idle, for the next process
+    stage with the same settings (start method, worker count, ``limit_threads``, and
+    whether ``timeout=`` or ``restart=`` is set); returns the previous value.
+
+    The default is 30 seconds; ``0`` turns reuse off (every run starts its own workers)
+    and stops the idle ones. Only forkserver and spawn workers are kept.
+
+    Examples:
+        >>> import tinypl as pl
+        >>> previous = pl.process.keep_warm(0)  # a fresh worker set for every run
+        >>> pl.process.keep_warm(previous)
+        0.0
+    """
+    from ._runtime import _warm
+
+    return _warm.keep_warm(seconds)
+
 
 def __getattr__(name: str) -> object:
     if name in _SHM_NAMES:

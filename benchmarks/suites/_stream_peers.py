@@ -275,6 +275,10 @@ def take_stop(make: Callable[[], Iterable[Any]], n: int) -> tuple[Run, list[tupl
 
 def take_tinypl(n: int, workers: int) -> tuple[Run, Check, list[tuple[float, float]]]:
     pl = new_tinypl()
+    # The figure is how soon workers exit: warm workers would wait for the next run.
+    keep_warm = getattr(pl.process, "keep_warm", None)
+    if keep_warm is not None:
+        keep_warm(0)
     pipe = pl.Pipe(itertools.count()).map(w.inc).process(workers).take(n)
 
     def check(result: Any) -> str | None:

@@ -10,6 +10,9 @@ Three workloads, all with 2 worker processes by default:
    the consumer reads one float64 per 4 KiB page (``a[::512].sum()``): GB/s of array
    data delivered.  Target >= 3 GB/s.  Single-process copy figures are printed as
    references.
+   Then the same workload in fresh interpreters (``_process_first``): the first run of
+   a process and a warm second run, speedup against that process's serial run (target
+   >= 1.8x, issue 17); ``--first-repeat 0`` skips it.
 4. ``startup``: import time and time to the first item, from fresh interpreters (see
    :mod:`benchmarks.suites.startup`).
 
@@ -56,6 +59,7 @@ from benchmarks.report import (
 )
 from benchmarks.suites import _process_figures as f
 from benchmarks.suites import startup
+from benchmarks.suites._process_first import first_run_table
 from benchmarks.suites._process_peers import Case, serial_map
 from benchmarks.suites.base import Part, Suite, add_part_option, run_parts
 
@@ -201,7 +205,13 @@ def _cpu(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[st
     summary = Section(
         title="Summary", lines=[f.summary(case, figures, ctx.stat, CPU_TARGET, fmt_ratio)]
     )
-    return [table, summary], {**data, "rows": rows}
+    blocks: list[Table | Section] = [table, summary]
+    if ctx.options.first_repeat > 0:
+        # The table above is of warm runs (after a warm-up): the first run of a process
+        # is measured apart, in fresh interpreters.
+        first, data["first_run_rows"] = first_run_table(ctx, n, loops)
+        blocks.append(first)
+    return blocks, {**data, "rows": rows}
 
 
 _LEGACY_UNCAPPED = (

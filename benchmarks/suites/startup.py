@@ -128,14 +128,22 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
 
 
-def _python(args: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+def _python(
+    args: list[str], *, timeout: float, path: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``path``: the repository on ``PYTHONPATH`` too. A forkserver imports tinypl (its
+    preload) before it applies the parent's ``sys.path``, so a script that only inserts
+    the repository into ``sys.path`` gets workers running another installed tinypl."""
+    env = _clean_env()
+    if path:
+        env["PYTHONPATH"] = str(REPO_ROOT)
     return subprocess.run(
         [sys.executable, "-B", "-s", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=tempfile.gettempdir(),
-        env=_clean_env(),
+        env=env,
         check=False,
     )
 
@@ -212,7 +220,7 @@ def _import_part(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section],
 
 def first_item_runs(script: Path, peer: str, method: str, n: int) -> dict[str, Any]:
     """One fresh process running the script: its imports and its two runs."""
-    proc = _python([str(script), peer, method, str(n)], timeout=300)
+    proc = _python([str(script), peer, method, str(n)], timeout=300, path=True)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARKER):
             result: dict[str, Any] = json.loads(line[len(MARKER) :])

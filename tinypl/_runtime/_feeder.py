@@ -212,10 +212,21 @@ class Feeder:
             index = min(range(self.workers), key=self.outstanding.__getitem__)
             self.outstanding[index] += 1
         with self._send_lock:
+            if self.stopping:
+                # Checked again under the lock: a stage that keeps its workers sends
+                # them STOP holding this lock, and nothing may follow it.
+                with self._lock:
+                    self.outstanding[index] -= 1
+                raise _Stopped
             if self.keep:
                 with self._lock:
                     self.held[index].append((chunk_id, chunk))
             self._send_bytes(index, data)
+
+    @property
+    def send_lock(self) -> threading.Lock:
+        """Held while a chunk is sent (and while the workers' pipes are rewired)."""
+        return self._send_lock
 
     def resend(
         self,

@@ -34,6 +34,7 @@ from .._errors import (
     WorkerError,
 )
 from .._workerinfo import draw_seed
+from . import _warm
 from ._control import DONE, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas, interpreter_exiting
 from ._feeder import Feeder
@@ -174,7 +175,7 @@ class ProcessCore(ChunkReading):
             workers=node.workers,
             maxsize=node.queue_size,
             chunksize=node.chunksize,
-            send=self.pool.send,
+            send=self._send,
             post=self._post,
             keep=node.timeout is not None or node.restart,
         )
@@ -188,6 +189,11 @@ class ProcessCore(ChunkReading):
         self._raised = False
         self._replicas: Replicas | None = None
         self._fail_lock = self._state
+        #: The settings under which warm workers may serve this run (set at the start).
+        self._warm_key: _warm.Key | None = None
+
+    def _send(self, index: int, data: bytes) -> None:
+        self.pool.send(index, data)  # the pool of this run (a warm one once started)
 
     def _post(self, message: Any) -> None:
         self._control.put(message)
@@ -212,13 +218,14 @@ class ProcessCore(ChunkReading):
             seed=seed,
             count=self.workers,
             skip=self.budget is not None,
+            idle=_warm.worker_idle(method),
         )
         # Segments left by processes that died without cleaning up (kill -9 of a group),
         # and mappings of earlier runs whose last array died after their shutdown.
         _shm.cleanup_orphans()
         _shm.trim_cache()
         try:
-            self.pool.start(method, spec, watch=self.feeder.keep)  # undone if it fails
+            self._start_pool(method, spec)  # undone if it fails
         except BaseException:
             self.close_all()
             raise
@@ -226,6 +233,40 @@ class ProcessCore(ChunkReading):
             self._await_inits()
         self.insight.started = time.perf_counter()  # utilization counts once workers run
         self.feeder.start(f"{self.name}-feeder")
+
+    def _start_pool(self, method: str, spec: WorkerSpec) -> None:
+        """Start the workers, or hand the run to warm ones of an earlier run."""
+        key = (method, self.workers, self.node.limit_threads, self.feeder.keep)
+        warm = _warm.checkout(key) if spec.idle > 0 else None
+        if warm is None:
+            self.pool.start(method, spec, watch=self.feeder.keep)
+        else:
+            warm.stage, warm.name = self.stage_name, self.name
+            warm.restart = self.node.restart
+            self.pool = warm
+            warm.begin(spec)
+        # Only a started set can be kept, and only workers that will wait (spec.idle).
+        self._warm_key = key if spec.idle > 0 else None
+
+    def close_in_background(self) -> None:
+        self._warm_key = None  # a Ctrl-C: the user wants the workers gone, not kept
+        super().close_in_background()
+
+    def _keep_warm(self, deadline: float) -> bool:
+        """Release the workers into the warm cache instead of stopping them, if they all
+        end the run cleanly before ``deadline``."""
+        pool = self.pool
+        if self._warm_key is None or not _warm.reusable(self._warm_key[0]):
+            return False
+        if len(pool.processes) != self.workers:
+            return False
+        if interpreter_exiting() or pool.replacing or not _warm.release(
+            pool, self.feeder, deadline, _discard
+        ):
+            return False
+        self.pool = WorkerSet(self.stage_name, self.name, self.workers)  # nothing to touch
+        _warm.checkin(self._warm_key, pool)
+        return True
 
     def _await_inits(self) -> None:
         """Wait for every worker's ``init`` report; raise the first failure (or death)
@@ -381,8 +422,9 @@ class ProcessCore(ChunkReading):
             # At interpreter exit nobody waits for a worker to finish its chunk.
             grace = 0.0 if interpreter_exiting() else GRACE_PERIOD
             deadline = time.monotonic() + grace
-            self.pool.ask_stop()
-            self.pool.drain(deadline, _discard)
+            if not self._keep_warm(deadline):
+                self.pool.ask_stop()
+                self.pool.drain(deadline, _discard)
             # Once the workers are gone, a feeder blocked on a task pipe gets an error.
             self.feeder.join(max(0.0, deadline - time.monotonic()))
             self.pool.finish(_discard)

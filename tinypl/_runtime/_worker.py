@@ -12,6 +12,7 @@ import functools
 import os
 import pickle
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from ._compile import chunk_function
 __all__ = ["WorkerSpec", "chunk_function", "pack_error", "run_worker", "unpicklable"]
 
 STOP = b""  # a task message meaning "no more chunks"
+#: A worker's last message of a run: it read the parent's ``STOP`` and waits, idle.
+IDLE = b"I"
 
 
 def _error_bytes(error: BaseException) -> bytes | None:
@@ -73,6 +76,7 @@ class WorkerSpec:
         seed: int | None = None,
         count: int = 1,
         skip: bool = False,
+        idle: float = 0.0,
     ) -> None:
         self.ops_payload = ops_payload
         #: The cloudpickled ``init`` function, run before the first chunk.
@@ -86,6 +90,11 @@ class WorkerSpec:
         self.limit_threads = limit_threads
         self.stage = stage
         self.pool = pool  # factory of the result serializer, called in the worker
+        #: Seconds a worker waits, idle after this run, for the spec of a next run before
+        #: it exits (0: it exits when the run ends). See ``_warm``.
+        self.idle = idle
+        #: The parent's ``sys.path``: a reused worker takes the one of each run.
+        self.sys_path = list(sys.path)
 
 
 def _limit_thread_pools() -> Any:
@@ -137,7 +146,8 @@ def run_worker(
     index: int = 0,
     progress: Any = None,
 ) -> None:
-    """The main loop of a worker process (the ``Process`` target).
+    """The main loop of a worker process (the ``Process`` target): runs ``spec``, then,
+    while ``spec.idle`` allows, waits for the spec of the next run on its task pipe.
 
     ``stop`` is the read end of a pipe the parent writes to when it closes the stage:
     chunks still queued for this worker are then dropped unprocessed. ``index`` is the
@@ -150,7 +160,33 @@ def run_worker(
         with contextlib.suppress(OSError):
             os.close(fd)
     limits = _limit_thread_pools() if spec.limit_threads else None
-    serializer = spec.pool()
+    try:
+        while _run(spec, tasks, results, stop, index=index, progress=progress):
+            try:
+                results.send_bytes(IDLE)  # after _run closed its shared memory
+            except OSError:
+                break
+            try:
+                if not tasks.poll(spec.idle):
+                    break  # idle too long: the parent no longer hands this worker out
+                message = tasks.recv_bytes()
+            except (EOFError, OSError):
+                break  # the parent is gone, or shut its warm workers down
+            if message == STOP:
+                break
+            spec = pickle.loads(message)
+            sys.path[:] = spec.sys_path
+    finally:
+        if limits is not None:
+            limits.unregister()
+
+
+def _run(
+    spec: WorkerSpec, tasks: Any, results: Any, stop: Any, *, index: int, progress: Any
+) -> bool:
+    """One run: chunks until the parent's ``STOP``. True when the worker read that
+    ``STOP`` and may wait for a next run (it then acknowledges with ``IDLE``)."""
+    serializer = spec.pool()  # per run: a closed run leaves no segment of its own
     try:
         import cloudpickle
 
@@ -162,23 +198,35 @@ def run_worker(
         recv = tasks.recv_bytes
         send = results.send_bytes
         if not _enter(spec, index, send):
-            return
+            return _finish_run(spec, recv)
         while True:
             try:
                 message = recv()
             except (EOFError, OSError):
-                break  # the parent is gone or closed the pipe
-            if message == STOP or stop.poll():
-                break
+                return False  # the parent is gone or closed the pipe
+            if message == STOP:
+                return spec.idle > 0
+            if stop.poll():
+                return _finish_run(spec, recv)
             data = _answer(message, apply, serializer, spec.stage, drops, watch=watch)
             try:
                 send(data)
             except OSError:
-                break  # the parent closed the stage: nobody waits for this answer
+                return False  # the parent closed the stage: nobody waits for this answer
     finally:
         serializer.close()
-        if limits is not None:
-            limits.unregister()
+
+
+def _finish_run(spec: WorkerSpec, recv: Callable[[], bytes]) -> bool:
+    """The stage is closing: drop the queued chunks up to the parent's ``STOP``."""
+    if spec.idle <= 0:
+        return False
+    try:
+        while recv() != STOP:
+            pass
+    except (EOFError, OSError):
+        return False
+    return True
 
 
 def _watched(apply: Any, progress: Any, slot: int, items: list[Any], chunk_id: int) -> list[Any]:

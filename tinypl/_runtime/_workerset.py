@@ -11,6 +11,7 @@ import errno
 import importlib.machinery
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -21,11 +22,13 @@ from typing import Any
 
 from .._errors import WorkerDied
 from .._shm import cleanup_orphans
-from ._worker import STOP, WorkerSpec, run_worker
+from ._worker import IDLE, STOP, WorkerSpec, run_worker
 
 __all__ = ["WorkerSet", "default_start_method"]
 
 _MAIN_LOCK = threading.Lock()
+#: What a forkserver imports before it forks the first worker.
+PRELOAD = ["tinypl._runtime._worker", "tinypl._shm", "cloudpickle", "threadpoolctl"]
 #: Seconds a terminated worker gets to exit before it is killed.
 TERMINATE_GRACE = 0.5
 
@@ -152,9 +155,10 @@ class WorkerSet:
             if watch:
                 self.progress = context.RawArray("d", 3 * self.count)
             if method == "forkserver":
-                # The server imports tinypl and numpy once, so each worker starts warm
-                # (this has no effect once the server runs).
-                context.set_forkserver_preload(["tinypl._runtime._worker", "tinypl._shm"])
+                # The server imports what every worker needs once, so that each worker
+                # starts warm (no effect once the server runs). Not numpy: it would
+                # add 0.1 s to the server's boot, and workers import it when they need.
+                context.set_forkserver_preload(PRELOAD)
             self.wake_r, self.wake_w = os.pipe()
             # A pipe rather than an Event: no named semaphore to clean up, and every
             # worker sees the one message, since workers only poll it and never read it.
@@ -209,6 +213,20 @@ class WorkerSet:
         self.processes.append(process)
         self.tasks.append(task_writer)
         self.results.append(result_reader)
+
+    def begin(self, spec: WorkerSpec) -> None:
+        """Hand the run ``spec`` to the idle workers of an earlier run (``_warm``)."""
+        self._spec = spec
+        if self.progress is not None:
+            self.progress[:] = [0.0] * len(self.progress)
+        if wait([self.wake_r], 0):
+            self.clear_wake()  # a wake-up meant for the run that released the set
+        data = pickle.dumps(spec, protocol=5)
+        for index, connection in enumerate(self.tasks):
+            try:
+                connection.send_bytes(data)  # an idle worker reads it at once
+            except OSError as error:
+                raise self.died(index) from error
 
     def kill(self, index: int) -> None:
         """Kill worker ``index`` (stuck, or about to be replaced) and wait for it."""
@@ -269,11 +287,20 @@ class WorkerSet:
 
     # -- stopping ------------------------------------------------------------------------
 
-    def ask_stop(self) -> None:
-        """Tell every worker to drop its queued chunks and end after its current one."""
+    def signal_stop(self) -> None:
+        """Tell every worker to drop its queued chunks (through the stop pipe)."""
         if self._stop_writer is not None:
             with contextlib.suppress(OSError):
                 self._stop_writer.send_bytes(b"stop")
+
+    def clear_stop(self) -> None:
+        """Empty the stop pipe, once every worker is idle, for the set's next run."""
+        while self._stop_reader is not None and self._stop_reader.poll(0):
+            self._stop_reader.recv_bytes()
+
+    def ask_stop(self) -> None:
+        """Tell every worker to drop its queued chunks and end after its current one."""
+        self.signal_stop()
         for connection in self.tasks:
             # Wakes an idle worker; without blocking: a busy worker's pipe may be full,
             # and that worker sees the stop pipe after its chunk. Under fork a sibling
@@ -300,7 +327,13 @@ class WorkerSet:
     def _discard_from(self, connection: Any, discard: Discard) -> None:
         with contextlib.suppress(EOFError, OSError):
             if connection.poll(0):
-                discard(connection.recv_bytes())
+                data = connection.recv_bytes()
+                if data == IDLE:
+                    # A worker that could have been kept waits for a next run that
+                    # will not come: it runs no code of the user's, end it now.
+                    self.processes[self.results.index(connection)].terminate()
+                else:
+                    discard(data)
 
     def finish(self, discard: Discard) -> None:
         """Terminate (then kill) every worker still running, discard what is left in
