@@ -71,9 +71,10 @@ make_venv() {
     # its dependencies, the test dependencies and the peers that have cp313t wheels are
     # installed. numpy only as a wheel: a source build would take far longer than Python's.
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q --only-binary :all: numpy
-    "$VENV/bin/python" -m pip install -q attrs toolz cloudpickle threadpoolctl \
-        pytest pytest-timeout hypothesis psutil pillow
+    # Wheels only, for every package: a source build may need a compiler toolchain
+    # (hypothesis' native part wants Rust and crates.io) that is not there.
+    "$VENV/bin/python" -m pip install -q --only-binary :all: numpy attrs toolz cloudpickle \
+        threadpoolctl pytest pytest-timeout hypothesis psutil pillow
     local peer
     for peer in grain spdl; do
         "$VENV/bin/python" -m pip install -q --only-binary :all: "$peer" \

@@ -3,7 +3,8 @@
 Peers: (a) builtins ``map``/``filter``, (b) ``toolz.pipe`` with curried map/filter,
 (c) new tinypl fluent ``Pipe``, (d) new tinypl module-level functions, (e) tinypl 0.1.0
 module-level functions (subprocess).  Targets (informational): fluent <= 1.1x builtins,
-module-level <= 2x builtins.
+module-level <= 2x builtins.  ``--isolate`` measures (a)-(d) in fresh interpreters
+(:mod:`benchmarks.suites._sync_isolated`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from benchmarks import report as r
 from benchmarks._timing import Check
 from benchmarks.harness import PeerResult, Run, SuiteContext, new_tinypl
 from benchmarks.report import Section, SuiteReport, Table
+from benchmarks.suites._sync_isolated import measure_isolated
 from benchmarks.suites.base import Suite
 
 FLUENT_TARGET = 1.1
@@ -27,6 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Suite-specific options."""
     parser.add_argument(
         "--items", type=int, default=w.SYNC_ITEMS, help="input size (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="every peer in fresh interpreters, --rounds each, interleaved "
+        "(--repeat timed runs per process)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="--isolate: processes per peer (default: 5)"
     )
 
 
@@ -67,14 +78,27 @@ def _tinypl_module_level(n: int) -> tuple[Run, Check]:
     return w.tinypl_sync_module_level(new_tinypl(), n), w.make_sync_check(n)
 
 
+LABELS = {
+    "builtins": "builtins map/filter",
+    "toolz": "toolz.pipe (curried)",
+    "fluent": "tinypl Pipe (fluent)",
+    "module": "tinypl module-level",
+    "t010": "tinypl 0.1.0 module-level",
+}
+
+
 def _measure(ctx: SuiteContext, n: int) -> dict[str, PeerResult]:
+    legacy = {"t010": (LABELS["t010"], "sync.module_level")}
+    if ctx.options.isolate:
+        results = measure_isolated(ctx, n, LABELS)
+        return {**results, **ctx.measure_peers(legacy, params={"n": n})}
     return ctx.measure_peers(
         {
-            "builtins": ("builtins map/filter", lambda: _builtins(n)),
-            "toolz": ("toolz.pipe (curried)", lambda: _toolz(n)),
-            "fluent": ("tinypl Pipe (fluent)", lambda: _tinypl_fluent(n)),
-            "module": ("tinypl module-level", lambda: _tinypl_module_level(n)),
-            "t010": ("tinypl 0.1.0 module-level", "sync.module_level"),
+            "builtins": (LABELS["builtins"], lambda: _builtins(n)),
+            "toolz": (LABELS["toolz"], lambda: _toolz(n)),
+            "fluent": (LABELS["fluent"], lambda: _tinypl_fluent(n)),
+            "module": (LABELS["module"], lambda: _tinypl_module_level(n)),
+            **legacy,
         },
         params={"n": n},
     )
