@@ -137,49 +137,72 @@ def _table(figures: dict[str, dict[str, Any]], rounds: int, epochs: int) -> Tabl
     table = Table(
         title=f"JPEG files -> read, decode, crop, flip, normalize; batches of {BATCH}, "
         f"{WORKERS} workers; each peer in its own process, {rounds} rounds x {epochs} epochs",
-        headers=["key", "peer", "epochs", "samples/s (median)", "x serial (median)",
-                 "samples/s (best)", "x serial (best)", "1st epoch s", "peak RSS MB",
-                 "peak PSS MB", "status"],
+        headers=[
+            "key",
+            "peer",
+            "epochs",
+            "samples/s (median)",
+            "x serial (median)",
+            "samples/s (best)",
+            "x serial (best)",
+            "1st epoch s",
+            "peak RSS MB",
+            "peak PSS MB",
+            "status",
+        ],
         left=frozenset({1}),
     )
     for key, fig in figures.items():
-        table.add_row([
-            key,
-            PEERS[key][0],
-            str(fig.get("epochs", "-")),
-            r.fmt_float(fig.get("median"), 0),
-            r.fmt_ratio(r.ratio(fig.get("median"), serial.get("median"))),
-            r.fmt_float(fig.get("best"), 0),
-            r.fmt_ratio(r.ratio(fig.get("best"), serial.get("best"))),
-            r.fmt_float(fig.get("first_s"), 2),
-            r.fmt_float(fig.get("peak_rss_mb"), 0),
-            r.fmt_float(fig.get("peak_pss_mb"), 0),
-            f"n/a: {fig['error']}" if "error" in fig else
-            ("ok" if not fig["errors"] else f"ok, {len(fig['errors'])} failed run(s)"),
-        ])
+        table.add_row(
+            [
+                key,
+                PEERS[key][0],
+                str(fig.get("epochs", "-")),
+                r.fmt_float(fig.get("median"), 0),
+                r.fmt_ratio(r.ratio(fig.get("median"), serial.get("median"))),
+                r.fmt_float(fig.get("best"), 0),
+                r.fmt_ratio(r.ratio(fig.get("best"), serial.get("best"))),
+                r.fmt_float(fig.get("first_s"), 2),
+                r.fmt_float(fig.get("peak_rss_mb"), 0),
+                r.fmt_float(fig.get("peak_pss_mb"), 0),
+                f"n/a: {fig['error']}"
+                if "error" in fig
+                else ("ok" if not fig["errors"] else f"ok, {len(fig['errors'])} failed run(s)"),
+            ]
+        )
     return table
 
 
 def _summary(figures: dict[str, dict[str, Any]]) -> Section:
-    section = Section(title=f"Summary ({RECOMMENDED}; targets: >= {SERIAL_TARGET:g}x serial, "
-                      f">= {PEER_MARGIN:g}x every peer, peak RSS <= torch's)")
+    section = Section(
+        title=f"Summary ({RECOMMENDED}; targets: >= {SERIAL_TARGET:g}x serial, "
+        f">= {PEER_MARGIN:g}x every peer, peak RSS <= torch's)"
+    )
     ours = figures.get(RECOMMENDED, {})
-    peers = {k: f for k, f in figures.items() if k not in ("serial",) and not k.startswith("tinypl")
-             and "median" in f}
+    peers = {
+        k: f
+        for k, f in figures.items()
+        if k not in ("serial",) and not k.startswith("tinypl") and "median" in f
+    }
     for stat in ("median", "best"):
         x_serial = r.ratio(ours.get(stat), figures.get("serial", {}).get(stat))
-        line = f"{stat:6}: {r.fmt_ratio(x_serial)} serial ({r.verdict_min(x_serial, SERIAL_TARGET)})"
+        line = (
+            f"{stat:6}: {r.fmt_ratio(x_serial)} serial ({r.verdict_min(x_serial, SERIAL_TARGET)})"
+        )
         if peers:
             best_key = max(peers, key=lambda k: peers[k][stat])
             lead = r.ratio(ours.get(stat), peers[best_key][stat])
-            line += f"; fastest peer {best_key}: {r.fmt_ratio(lead)} ({r.verdict_min(lead, PEER_MARGIN)})"
+            verdict = r.verdict_min(lead, PEER_MARGIN)
+            line += f"; fastest peer {best_key}: {r.fmt_ratio(lead)} ({verdict})"
         section.lines.append(line)
     torch = figures.get("torch", {})
     for kind in ("rss", "pss"):
         mine, theirs = ours.get(f"peak_{kind}_mb"), torch.get(f"peak_{kind}_mb")
         if mine is not None and theirs is not None:
             verdict = "met" if mine <= theirs else "MISSED"
-            section.lines.append(f"peak {kind.upper()}: {mine:.0f} MB vs torch {theirs:.0f} MB ({verdict})")
+            section.lines.append(
+                f"peak {kind.upper()}: {mine:.0f} MB vs torch {theirs:.0f} MB ({verdict})"
+            )
     return section
 
 
@@ -202,5 +225,9 @@ def files_part(ctx: SuiteContext, rounds: int) -> tuple[list[Table | Section], d
         "1st epoch s: the untimed first epoch of a process (imports excluded, worker start "
         "included), median over rounds",
     ]
-    return [table, _summary(figures)], {"rounds": rounds, "epochs": epochs, "figures": figures,
-                                        "runs": runs}
+    return [table, _summary(figures)], {
+        "rounds": rounds,
+        "epochs": epochs,
+        "figures": figures,
+        "runs": runs,
+    }

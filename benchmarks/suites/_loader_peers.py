@@ -183,7 +183,7 @@ def spdl_threads(dataset: FileImageDataset) -> Loader:
     def one_epoch() -> int:
         return _count(pipeline.get_item(timeout=60) for _ in range(per_epoch))
 
-    return one_epoch, lambda: pipeline.stop()
+    return one_epoch, pipeline.stop
 
 
 def torchdata_nodes(dataset: FileImageDataset) -> Loader:
