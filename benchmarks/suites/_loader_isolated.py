@@ -182,7 +182,7 @@ def _summary(figures: dict[str, dict[str, Any]]) -> Section:
     peers = {
         k: f
         for k, f in figures.items()
-        if k not in ("serial",) and not k.startswith("tinypl") and "median" in f
+        if k not in ("serial", "pool") and not k.startswith("tinypl") and "median" in f
     }
     for stat in ("median", "best"):
         x_serial = r.ratio(ours.get(stat), figures.get("serial", {}).get(stat))

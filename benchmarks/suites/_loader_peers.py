@@ -76,6 +76,27 @@ def serial(dataset: FileImageDataset) -> Loader:
     return one_epoch, lambda: None
 
 
+def thread_pool(dataset: FileImageDataset) -> Loader:
+    """What 2 threads can do with no library: ``ThreadPoolExecutor(2)``, 4 batches in
+    flight, handed out in order (the ceiling of a thread loader here, not a peer)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(WORKERS)
+    batches = _epoch_batches(len(dataset))
+    fetch = FetchBatch(dataset)
+    per_epoch = -(-len(dataset) // BATCH)
+    flight: deque[Any] = deque(pool.submit(fetch, next(batches)) for _ in range(2 * WORKERS))
+
+    def results() -> Iterator[Any]:
+        for _ in range(per_epoch):
+            batch = flight.popleft().result()
+            flight.append(pool.submit(fetch, next(batches)))
+            yield batch
+
+    return lambda: _count(results()), lambda: pool.shutdown(cancel_futures=True)
+
+
 def _tinypl_recipe(dataset: FileImageDataset, backend: str) -> Loader:
     """docs/dataloader.md's recipe, over an endless shuffling sampler."""
     from benchmarks.harness import new_tinypl
@@ -208,6 +229,7 @@ def torchdata_nodes(dataset: FileImageDataset) -> Loader:
 
 PEERS: dict[str, tuple[str, Callable[[FileImageDataset], Loader]]] = {
     "serial": ("serial (one thread, no workers)", serial),
+    "pool": ("ThreadPoolExecutor(2), 4 in flight (no library)", thread_pool),
     "tinypl-threads": ("tinypl recipe .thread(2).order() (recommended)", tinypl_threads),
     "tinypl-processes": ("tinypl recipe .process(2).order()", tinypl_processes),
     "torch": ("torch DataLoader(num_workers=2, persistent)", torch_dataloader),
