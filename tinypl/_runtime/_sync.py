@@ -50,9 +50,15 @@ from ._steps import (
 __all__: list[str] = []
 
 # Iterators whose __next__ is one atomic C call, so several threads may pull them at once.
+# Only the GIL makes it atomic: without it (a free-threaded build, where the GIL can only
+# be turned on later, never off) two threads pulling a list or range iterator at once get
+# the same item twice, so every source is then pulled under a lock (a mutex stage).
 _EMPTY: tuple[Iterable[Any], ...] = (range(0), [], (), "", b"", bytearray(), {}, set())
+_GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 _THREAD_SAFE_ITERATORS = frozenset(
     [*(type(iter(x)) for x in _EMPTY), type(iter({}.values())), type(iter({}.items()))]
+    if _GIL
+    else []
 )
 
 
