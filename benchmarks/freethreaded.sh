@@ -85,9 +85,11 @@ make_venv() {
 run_benchmarks() {
     cd "$REPO"
     log "GIL enabled: $("$VENV/bin/python" -c 'import sys; print(sys._is_gil_enabled())')"
+    # The thread suite (efficiency, overhead, and the CPU-bound pure-Python case), then
+    # the image loader on threads (peers without cp313t wheels show n/a).
     PYTHONPATH=$REPO "$VENV/bin/python" -B -m benchmarks thread --no-t010 "$@"
-    PYTHONPATH=$REPO "$VENV/bin/python" -B -m benchmarks dataloader --configs serial,threads,recommended \
-        --no-t010 "$@"
+    PYTHONPATH=$REPO "$VENV/bin/python" -B -m benchmarks dataloader --part files --no-t010 \
+        --files-peers serial,pool,tinypl-threads,tinypl-processes,spdl,grain-threads
 }
 
 run_tests() {
