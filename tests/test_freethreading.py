@@ -2,14 +2,15 @@
 
 With the GIL, ``__next__`` of a list or range iterator is one atomic C call, so worker
 threads may pull such a source without a lock. On a free-threaded build it is not (two
-threads get the same item twice, or one is lost): there every source is pulled under a
-lock. These tests hold on both builds; on a free-threaded one they failed before the
-source was locked (``benchmarks/freethreaded.sh --tests`` runs the suite there).
+threads get the same item twice, or one is lost): there such a source is pulled under a lock
+once threads share it (the functions after it still run concurrently, see
+``test_threads.py::test_user_functions_upstream_run_concurrently``). These tests hold
+on both builds; on a free-threaded one they failed before the source was locked
+(``benchmarks/freethreaded.sh --tests`` runs the suite there).
 """
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -41,10 +42,3 @@ def test_threads_pulling_one_source_get_every_item_exactly_once(name: str, fused
         pipe = pl.Pipe(make())
         pipe = pipe.map(abs) if fused else pipe
         assert Counter(pipe.thread(4)) == expected
-
-
-def test_builtin_iterators_count_as_shareable_only_with_the_gil() -> None:
-    from tinypl._runtime import _sync
-
-    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    assert (type(iter([])) in _sync._THREAD_SAFE_ITERATORS) is gil
