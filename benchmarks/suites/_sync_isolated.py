@@ -8,6 +8,9 @@ N REPEAT``) that builds one peer, runs it once untimed, then ``REPEAT`` timed ru
 starts ``--rounds`` such processes per peer, the peers interleaved and their order rotated
 every round, and pools every timed run of a peer into one :class:`Timing` (best and
 median over all processes). Interpreter start-up and imports are not timed.
+``--clock cpu`` times the runs by the CPU time of the thread (``time.thread_time``)
+instead of the wall clock: on a shared machine the wall clock counts the time other
+processes hold the core, which made single runs vary by 2-3x here.
 """
 
 from __future__ import annotations
@@ -41,13 +44,14 @@ def _child(key: str, n: int, repeat: int) -> dict[str, Any]:
     warmup = time.perf_counter() - start
     error = None if check is None else check(result)
     del result
-    samples = []
+    samples, cpu = [], []
     for _ in range(repeat):
         gc.collect()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         run()
+        cpu.append(time.thread_time() - start_cpu)
         samples.append(time.perf_counter() - start)
-    return {"samples": samples, "warmup": warmup, "check_error": error}
+    return {"samples": samples, "cpu": cpu, "warmup": warmup, "check_error": error}
 
 
 def measure_isolated(ctx: SuiteContext, n: int, labels: dict[str, str]) -> dict[str, PeerResult]:
@@ -72,11 +76,12 @@ def measure_isolated(ctx: SuiteContext, n: int, labels: dict[str, str]) -> dict[
             data = json.loads(lines[-1])
             if data["check_error"]:
                 errors[key] = f"WRONG RESULT: {data['check_error']}"
-            pooled[key] += data["samples"]
+            pooled[key] += data["cpu" if ctx.options.clock == "cpu" else "samples"]
             warmups[key].append(data["warmup"])
     results = {}
     for key in keys:
-        result = PeerResult(label=f"{labels[key]} [isolated]", params={"n": n})
+        clock = "CPU time" if ctx.options.clock == "cpu" else "isolated"
+        result = PeerResult(label=f"{labels[key]} [{clock}]", params={"n": n})
         if pooled[key]:
             result.timing = Timing(
                 samples=pooled[key],

@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rounds", type=int, default=5, help="--isolate: processes per peer (default: 5)"
     )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="--isolate: time runs by the wall clock or the thread's CPU time",
+    )
 
 
 def _builtins(n: int) -> tuple[Run, Check]:
