@@ -7,8 +7,10 @@ DataLoader can unpickle it by reference.
 from __future__ import annotations
 
 import io
+import os
 import random
 import threading
+from pathlib import Path
 from typing import Any
 
 IMAGES = 2000
@@ -71,20 +73,55 @@ class ImageDataset:
         return len(self.images)
 
     def __getitem__(self, index: int) -> Any:
-        import numpy as np
-        from PIL import Image
+        return transform(self.images[index], self.crop)
 
-        with Image.open(io.BytesIO(self.images[index])) as image:
-            pixels = np.asarray(image.convert("RGB"))
-        height, width, _ = pixels.shape
-        top = random.randrange(height - self.crop + 1)
-        left = random.randrange(width - self.crop + 1)
-        pixels = pixels[top : top + self.crop, left : left + self.crop]
-        if random.random() < 0.5:
-            pixels = pixels[:, ::-1]
-        mean = np.asarray(MEAN, dtype=np.float32)
-        std = np.asarray(STD, dtype=np.float32)
-        return (pixels.astype(np.float32) - mean) / std
+
+def transform(jpeg: bytes, crop: int = CROP) -> Any:
+    """Decode, random ``crop`` x ``crop`` crop, random horizontal flip, normalize."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(jpeg)) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    height, width, _ = pixels.shape
+    top = random.randrange(height - crop + 1)
+    left = random.randrange(width - crop + 1)
+    pixels = pixels[top : top + crop, left : left + crop]
+    if random.random() < 0.5:
+        pixels = pixels[:, ::-1]
+    mean = np.asarray(MEAN, dtype=np.float32)
+    std = np.asarray(STD, dtype=np.float32)
+    return (pixels.astype(np.float32) - mean) / std
+
+
+def image_folder(count: int = IMAGES, size: int = SIZE) -> Path:
+    """A folder of ``count`` JPEG files (:func:`make_images`) in the user's cache folder
+    (``$XDG_CACHE_HOME/tinypl-bench``, never the repository), written once and reused."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = root / "tinypl-bench" / f"jpeg-{count}-{size}"
+    done = folder / ".complete"
+    if not done.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, jpeg in enumerate(make_images(count, size)):
+            (folder / f"{index:06d}.jpg").write_bytes(jpeg)
+        done.write_text("ok\n")
+    return folder
+
+
+class FileImageDataset:
+    """Map-style dataset over a folder of JPEG files: read the file, then
+    :func:`transform`. Holds only the paths, so worker processes copy little."""
+
+    def __init__(self, folder: str | Path, crop: int = CROP) -> None:
+        self.paths = sorted(str(path) for path in Path(folder).glob("*.jpg"))
+        self.crop = crop
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Any:
+        with open(self.paths[index], "rb") as file:
+            return transform(file.read(), self.crop)
 
 
 def stack(samples: list[Any]) -> Any:

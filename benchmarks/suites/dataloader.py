@@ -52,12 +52,15 @@ from benchmarks.suites._images import (
     make_images,
     stack,
 )
-from benchmarks.suites.base import Suite
+from benchmarks.suites._loader_isolated import files_part
+from benchmarks.suites._loader_peers import PEERS
+from benchmarks.suites.base import Suite, add_part_option
 
 BATCH = 32
 TORCH_WORKERS = 2
 TARGET = 1.3
 DEFAULT_REPEAT = 5
+FILES_ROUNDS = 3
 
 # --------------------------------------------------------------------------- peers
 
@@ -246,7 +249,16 @@ def _measure(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Suite-specific options."""
+    add_part_option(parser, ("memory", "files"))
     parser.add_argument("--images", type=int, default=IMAGES, help="(default: %(default)s)")
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="files: timed epochs per process (default: 3)"
+    )
+    parser.add_argument(
+        "--files-peers",
+        default="all",
+        help=f"files: comma-separated peer keys (default: all of {','.join(PEERS)})",
+    )
     parser.add_argument(
         "--configs",
         default="all",
@@ -300,6 +312,24 @@ def _peers(dataset: ImageDataset) -> dict[str, tuple[str, Callable[[], Loader]]]
 
 
 def run(ctx: SuiteContext) -> SuiteReport:
+    """The parts ``--part`` selects: ``memory`` (in-memory JPEGs, in this process, against
+    DataLoader) and ``files`` (JPEG files, every peer in its own process, against serial;
+    :mod:`benchmarks.suites._loader_isolated`). ``--repeat`` is the number of timed
+    epochs of ``memory`` and of rounds of ``files`` (default 3)."""
+    report = SuiteReport(suite="dataloader", title="dataloader: image-loading pipelines")
+    if ctx.options.part in ("all", "memory"):
+        memory = _run_memory(ctx)
+        report.blocks += memory.blocks
+        report.data["memory"] = memory.data
+    if ctx.options.part in ("all", "files"):
+        rounds = ctx.repeat if ctx.repeat_explicit else FILES_ROUNDS
+        blocks, data = files_part(ctx, rounds)
+        report.blocks += blocks
+        report.data["files"] = data
+    return report
+
+
+def _run_memory(ctx: SuiteContext) -> SuiteReport:
     """Build the images, measure every configuration, report samples/s and memory."""
     n: int = ctx.options.images
     ctx.progress(f"encoding {n} JPEG images of {SIZE}x{SIZE}")

@@ -7,6 +7,8 @@ functions, (f) tinypl 0.1.0 module-level functions (subprocess), and (g) an SPDL
 of the same chain (it collects stats always; it runs each call through its event loop,
 so it gets ``--spdl-items`` items and is compared per item).  Targets (informational):
 fluent <= 1.1x builtins, with stats taken <= 1.3x, module-level <= 2x builtins.
+``--isolate`` measures (a)-(c) and (e) in fresh interpreters
+(:mod:`benchmarks.suites._sync_isolated`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from benchmarks import report as r
 from benchmarks._timing import Check
 from benchmarks.harness import PeerResult, Run, SuiteContext, new_tinypl
 from benchmarks.report import Section, SuiteReport, Table
+from benchmarks.suites._sync_isolated import measure_isolated
 from benchmarks.suites.base import Suite
 
 FLUENT_TARGET = 1.1
@@ -38,6 +41,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=SPDL_ITEMS,
         help="input size of the SPDL pipeline (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="every peer in fresh interpreters, --rounds each, interleaved "
+        "(--repeat timed runs per process)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="--isolate: processes per peer (default: 5)"
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="--isolate: time runs by the wall clock or the thread's CPU time",
     )
 
 
@@ -108,15 +126,28 @@ def _tinypl_module_level(n: int) -> tuple[Run, Check]:
     return w.tinypl_sync_module_level(new_tinypl(), n), w.make_sync_check(n)
 
 
+LABELS = {
+    "builtins": "builtins map/filter",
+    "toolz": "toolz.pipe (curried)",
+    "fluent": "tinypl Pipe (fluent)",
+    "module": "tinypl module-level",
+    "t010": "tinypl 0.1.0 module-level",
+}
+
+
 def _measure(ctx: SuiteContext, n: int) -> dict[str, PeerResult]:
+    legacy = {"t010": (LABELS["t010"], "sync.module_level")}
+    if ctx.options.isolate:
+        results = measure_isolated(ctx, n, LABELS)
+        return {**results, **ctx.measure_peers(legacy, params={"n": n})}
     return ctx.measure_peers(
         {
-            "builtins": ("builtins map/filter", lambda: _builtins(n)),
-            "toolz": ("toolz.pipe (curried)", lambda: _toolz(n)),
-            "fluent": ("tinypl Pipe (fluent)", lambda: _tinypl_fluent(n)),
+            "builtins": (LABELS["builtins"], lambda: _builtins(n)),
+            "toolz": (LABELS["toolz"], lambda: _toolz(n)),
+            "fluent": (LABELS["fluent"], lambda: _tinypl_fluent(n)),
             "stats": ("tinypl with stats taken", lambda: _tinypl_stats_taken(n)),
-            "module": ("tinypl module-level", lambda: _tinypl_module_level(n)),
-            "t010": ("tinypl 0.1.0 module-level", "sync.module_level"),
+            "module": (LABELS["module"], lambda: _tinypl_module_level(n)),
+            **legacy,
         },
         params={"n": n},
     )
@@ -180,6 +211,9 @@ def _table(results: dict[str, PeerResult], n: int, stat: str) -> tuple[Table, li
 
 def _ratios(results: dict[str, PeerResult], stat: str) -> Section:
     def rel_of(a: str, b: str) -> float | None:
+        # --isolate leaves out the stats-taken row (it measures the plain peers only).
+        if a not in results or b not in results:
+            return None
         return r.ratio(results[a].value(stat), results[b].value(stat))
 
     fluent, module = rel_of("fluent", "builtins"), rel_of("module", "builtins")
@@ -215,6 +249,8 @@ def _spdl_section(
     per_item = None if value is None else value / small * 1e9
     lines = [f"SPDL pipeline: {r.fmt_float(per_item)} ns/item over {small:,} items ({spdl.status})"]
     for key in ("builtins", "fluent", "stats"):
+        if key not in results:
+            continue
         ours = results[key].value(ctx.stat)
         mine = None if ours is None else ours / n * 1e9
         lines.append(

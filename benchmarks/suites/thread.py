@@ -15,6 +15,9 @@ Both parts also run tinypl with ``stage.stats()`` taken at the start and at the 
 (issue 12), and part 2 an SPDL pipeline (which collects stats always) on
 ``--spdl-items`` items, compared per item.
 
+Part 3 (cpu): a CPU-bound pure-Python function in 2 threads, speedup over serial
+(:mod:`benchmarks.suites._thread_cpu`; the free-threaded build's case).
+
 Every measured run includes creating and shutting down the peer's threads.
 """
 
@@ -40,6 +43,7 @@ from benchmarks.report import (
     timing_cells,
     verdict_min,
 )
+from benchmarks.suites._thread_cpu import cpu_part
 from benchmarks.suites.base import Part, Suite, add_part_option, run_parts
 
 EFFICIENCY_TARGET = 0.95
@@ -61,7 +65,7 @@ def _workers_list(text: str) -> list[int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Suite-specific options."""
-    add_part_option(parser, ["efficiency", "overhead"])
+    add_part_option(parser, ["efficiency", "overhead", "cpu"])
     parser.add_argument("--sleep-items", type=int, default=w.THREAD_SLEEP_ITEMS)
     parser.add_argument("--sleep-workers", type=int, default=w.THREAD_SLEEP_WORKERS)
     parser.add_argument(
@@ -82,6 +86,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_workers_list,
         default=list(w.THREAD_OVERHEAD_WORKERS),
         help="comma-separated worker counts (default: 1,4)",
+    )
+    parser.add_argument("--cpu-items", type=int, default=400, help="cpu: (default: 400)")
+    parser.add_argument(
+        "--cpu-seconds", type=float, default=0.002, help="cpu: seconds per call (default: 0.002)"
     )
 
 
@@ -410,6 +418,7 @@ def _spdl_overhead(
 PARTS: list[Part] = [
     ("efficiency", _efficiency, EFFICIENCY_REPEAT),
     ("overhead", _overhead, OVERHEAD_REPEAT),
+    ("cpu", cpu_part, 5),
 ]
 
 

@@ -9,6 +9,7 @@ Each builder handles the three kinds of stream it may be put on:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sys
 import threading
@@ -53,10 +54,23 @@ from ._tally import Tally
 __all__: list[str] = []
 
 # Iterators whose __next__ is one atomic C call, so several threads may pull them at once.
+# Only the GIL makes it atomic: without it (a free-threaded build, where the GIL can only
+# be turned on later, never off) two threads pulling a list or range iterator at once get
+# the same item twice. There such a source is still shareable, but the first time it is
+# shared its raw stream becomes the iterator under a lock (``_lock_when_shared``): a
+# single-threaded run keeps pulling the C iterator directly.
 _EMPTY: tuple[Iterable[Any], ...] = (range(0), [], (), "", b"", bytearray(), {}, set())
+_GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 _THREAD_SAFE_ITERATORS = frozenset(
     [*(type(iter(x)) for x in _EMPTY), type(iter({}.values())), type(iter({}.items()))]
 )
+
+
+def _lock_when_shared(stage: Stage[Any]) -> bool:
+    """``_can_share`` of a builtin iterator's source without the GIL."""
+    stage._raw = Locked(stage.raw, threading.Lock())
+    stage._thread_safe = True
+    return True
 
 
 def _view(
@@ -157,6 +171,8 @@ def _source(node: plan.Source) -> Stage[Any]:
     stage: SourceStage[Any] = SourceStage(iterator, None)
     stage._attach(raw=iterator, node=None, upstream=stop, may_mark=False, thread_safe=safe)
     stage._probe = SourceProbe(iterator)
+    if safe and not _GIL:
+        stage._thread_safe = functools.partial(_lock_when_shared, stage)
     return stage
 
 
