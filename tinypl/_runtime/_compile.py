@@ -370,7 +370,7 @@ def _sampling(
     """The timed generator form: untimed generators over slices of the source
     (``islice``: no Python code per item for the slicing), each followed by a timed
     generator of one item. Timing every item would cost the fastest path several times
-    what its ops cost; the slices are as long as about a millisecond of items (at most
+    what its ops cost; the slices are as long as about two milliseconds of items (at most
     ``_tally.SLICE``), so slow steps are timed often and fast ones cost next to nothing.
     """
     counts = tally.new_list()

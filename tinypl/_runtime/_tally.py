@@ -33,8 +33,8 @@ _COUNT, _BUSY, _CONSUMED, _TIMED = range(4)
 _PER_OP = 4
 #: The longest untimed slice of the timed generator form (``_compile._sampling``), and
 #: the seconds of work a slice aims at.
-SLICE = 1024
-SLICE_SECONDS = 0.001
+SLICE = 4096
+SLICE_SECONDS = 0.002
 
 
 def slot(index: int, kind: int) -> int:
@@ -111,7 +111,7 @@ def slice_after(seconds: float) -> int:
 
     Examples:
         >>> slice_after(0.0), slice_after(1e-6), slice_after(0.01)
-        (1024, 1000, 0)
+        (4096, 2000, 0)
     """
     if seconds <= 0:
         return SLICE
