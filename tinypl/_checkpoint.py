@@ -54,7 +54,7 @@ from ._errors import NotResumable
 from ._explain import describe
 from ._planner import optimize
 from ._runtime import Stage
-from ._runtime._registry import build, build_source
+from ._runtime._registry import build_next, build_nodes, build_source
 from ._runtime._stage import EXHAUSTIBLE, ViewStage, WorkerStage, make_view
 
 __all__ = ["VERSION", "start"]
@@ -164,13 +164,19 @@ class _Run:
         return state
 
 
-def _build(nodes: list[plan.Node], stage: Stage[Any] | None = None) -> Stage[Any]:
-    if stage is None:
-        stage = build_source(nodes[0])
-        nodes = nodes[1:]
-    for node in nodes:
-        stage = build(node, stage)
-    return stage
+def _named_as(stage: Stage[Any], node: plan.Node) -> None:
+    """A resumed take or skip counts from where the run stood; its row in ``stats()``
+    keeps the name of the pipe's stage."""
+    from ._runtime._collect import name_of
+
+    if stage._probe is not None:
+        stage._probe.name = name_of(node)
+
+
+def _own(stage: Stage[Any]) -> Stage[Any]:
+    """The stage itself, under the counting view ``stats()`` may have put over it."""
+    upstream = stage._upstream
+    return upstream if stage._wrapper and isinstance(upstream, Stage) else stage
 
 
 def _dropping(stage: Stage[Any], count: int) -> Stage[Any]:
@@ -179,6 +185,7 @@ def _dropping(stage: Stage[Any], count: int) -> Stage[Any]:
     view: ViewStage[Any] = make_view(raw, stage._tagger)
     view._attach(raw=raw, node=None, upstream=stage, may_mark=stage._may_mark,
                  thread_safe=False, tagger=stage._tagger)  # fmt: skip
+    view._wrapper = True
     return view
 
 
@@ -188,6 +195,7 @@ class _Counted(ViewStage[Any]):
 
     #: ``_hint.remaining`` reads the stage this view counts.
     _hint_upstream = True
+    _wrapper = True
 
 
 class _CountedWorkers(WorkerStage[Any], _Counted):
@@ -302,31 +310,39 @@ def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | No
         if state is not None:
             head.source.load_state_dict(state["source"])
         run.protocol = head.source
-        stage = build_source(head)
+        source = head
     else:
         start = 0 if state is None else _count(state, "source")
         run.loaded = state
         if any(place is not None for place in places):
             start -= 1  # the flattens' current item is re-read from the source
         run.positioned = _Positioned(head.source, start)
-        stage = build_source(plan.Source(run.positioned))
-    for node in nodes[1:]:
+        source = plan.Source(run.positioned)
+    rest = nodes[1:]
+    if not rest:
+        return build_nodes([source])  # the run is its source alone
+    stage = build_source(source)
+    for index, node in enumerate(rest, 1):
+        following = rest[index] if index < len(rest) else None
         if isinstance(node, plan.Flatten):
             place = places.pop(0) if places else None
             if place:
                 # Every flatten but the last re-reads the item its downstream is in.
                 stage = _skipping_into(run, stage, node, place - (1 if places else 0))
-            stage = build(node, stage)
-            run.flattens.append((stage, run.resumed[-1] if place else None))
+            stage = build_next(stage, node, following)
+            run.flattens.append((_own(stage), run.resumed[-1] if place else None))
         elif isinstance(node, COUNTERS):
-            stage = build(attrs.evolve(node, n=counts.pop(0)) if counts else node, stage)
-            run.counters.append(stage)
+            counted = attrs.evolve(node, n=counts.pop(0)) if counts else node
+            stage = build_next(stage, counted, following)
+            run.counters.append(_own(stage))
+            _named_as(_own(stage), node)
         elif isinstance(node, streams.Shard) and run.positioned is not None:
             # It sees the source's positions: its phase follows from where it starts.
             start = run.positioned.start
-            stage = build(attrs.evolve(node, index=(node.index - start) % node.count), stage)
+            phased = attrs.evolve(node, index=(node.index - start) % node.count)
+            stage = build_next(stage, phased, following)
         else:
-            stage = build(node, stage)
+            stage = build_next(stage, node, following)
     return stage
 
 
@@ -378,15 +394,15 @@ def _ordered(run: _Run, nodes: list[plan.Node], save: int, count: int) -> Stage[
     if start is not None:
         # Skipped at the source: nothing before the ordered region runs again.
         head = plan.Source(_Positioned(nodes[0].source, start))  # type: ignore[attr-defined]
-        stage = _build([head, *nodes[1:save]])
+        stage = build_nodes([head, *nodes[1:save]], following=nodes[save])
     else:
-        stage = _build(nodes[:save])
+        stage = build_nodes(nodes[:save], following=nodes[save])
         if count:
             stage = _dropping(stage, count)
-    saved = build(nodes[save], stage)
+    saved = build_next(stage, nodes[save], nodes[save + 1] if save + 1 < len(nodes) else None)
     run.tagger = saved._tagger
     run.base = count
-    return _build(nodes[save + 1 :], saved)
+    return build_nodes(nodes[save + 1 :], saved)
 
 
 def _count(state: Mapping[str, Any], key: str) -> int:
@@ -408,7 +424,7 @@ def start(node: plan.Node, state: Mapping[str, Any] | None = None) -> Stage[Any]
     run = _Run(node, mode, reason)
     stage: Stage[Any]
     if reason is not None:
-        stage = _build(nodes)
+        stage = build_nodes(nodes)
     elif mode == "position":
         stage = _positioned(run, nodes, state)
     else:
@@ -418,7 +434,7 @@ def start(node: plan.Node, state: Mapping[str, Any] | None = None) -> Stage[Any]
             stage = _ordered(run, nodes, save, count)
         else:
             run.counter = itertools.count(count)
-            stage = _build(nodes)
+            stage = build_nodes(nodes)
             if count:
                 stage = _dropping(stage, count)
             stage = _counted(stage, run.counter)

@@ -125,7 +125,7 @@ def _stages(stage: Stage[Any]) -> list[Stage[Any]]:
     chain: list[Stage[Any]] = []
     current: Any = stage
     while isinstance(current, Stage):
-        if not isinstance(current, FinalView):
+        if not current._wrapper:
             chain.append(current)
         current = current._upstream
     return chain[::-1]

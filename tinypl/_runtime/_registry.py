@@ -7,13 +7,14 @@ bottom-up, each node on the live stage below it.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from .._plan import Node, chain
 from .._planner import optimize
 from ._stage import Stage
 
-__all__ = ["build", "materialize"]
+__all__ = ["build", "build_next", "build_nodes", "materialize"]
 
 
 @functools.singledispatch
@@ -27,16 +28,32 @@ def build_source(node: Node) -> Stage[Any]:
     raise TypeError(f"tinypl: a plan cannot start with {type(node).__name__}")
 
 
-def materialize(plan: Node) -> Stage[Any]:
-    """A fresh run of ``plan``: optimize it, then build each node on the one below."""
+def build_next(stage: Stage[Any], node: Node, following: Node | None) -> Stage[Any]:
+    """``node`` built on the live ``stage``, with the probe that ``stage.stats()`` reads;
+    ``following`` is the node to be built on the result (``None``: the run's last)."""
     from ._collect import attach, prepare  # the probes of stage.stats()
 
-    nodes = chain(optimize(plan))
-    stage = build_source(nodes[0])
-    for index, node in enumerate(nodes[1:], 2):
-        following = nodes[index] if index < len(nodes) else None
-        prepare(stage, node)
-        stage = attach(build(node, stage), stage, following)
-    if len(nodes) == 1:
-        stage = attach(stage, None, None)
+    prepare(stage, node)
+    return attach(build(node, stage), stage, following)
+
+
+def build_nodes(
+    nodes: Sequence[Node], stage: Stage[Any] | None = None, following: Node | None = None
+) -> Stage[Any]:
+    """``nodes`` built one on the other, on ``stage`` or (``None``) from the source node
+    ``nodes[0]``; ``following`` is the node to come after the last of them."""
+    from ._collect import attach
+
+    if stage is None:
+        stage = build_source(nodes[0])
+        nodes = nodes[1:]
+        if not nodes and following is None:
+            return attach(stage, None, None)  # the run is its source alone
+    for index, node in enumerate(nodes, 1):
+        stage = build_next(stage, node, nodes[index] if index < len(nodes) else following)
     return stage
+
+
+def materialize(plan: Node) -> Stage[Any]:
+    """A fresh run of ``plan``: optimize it, then build each node on the one below."""
+    return build_nodes(chain(optimize(plan)))

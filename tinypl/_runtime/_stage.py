@@ -97,6 +97,9 @@ class Stage(Generic[T_co]):
     _probe: Any = None
     #: What ``state_dict()`` reads: set on the stage a run of a ``Pipe`` hands out.
     _checkpoint: Any = None
+    #: A view a run hands out or inserts over one of its stages, adding no stage of its
+    #: own (it counts or drops elements): ``stats()`` reads through it.
+    _wrapper: bool = False
 
     def _attach(
         self,

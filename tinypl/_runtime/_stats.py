@@ -394,6 +394,8 @@ class FinalView(ViewStage[Any]):
     """What a run hands out when its last stage counts nothing itself: the same items,
     counted on their way to the consumer (its figures are the last stage's row)."""
 
+    _wrapper = True
+
     def __repr__(self) -> str:
         return repr(self._upstream)
 
