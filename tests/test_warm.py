@@ -304,10 +304,9 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.timeout(60)
-def test_idle_workers_do_not_outlive_the_interpreter(tmp_path: Path) -> None:
-    script = tmp_path / "exiting.py"
-    script.write_text(textwrap.dedent(EXITING))
+def _run_script(script: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``text`` as a fresh interpreter's main module, with this checkout's tinypl."""
+    script.write_text(textwrap.dedent(text))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, str(script)],
@@ -318,6 +317,12 @@ def test_idle_workers_do_not_outlive_the_interpreter(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.mark.timeout(60)
+def test_idle_workers_do_not_outlive_the_interpreter(tmp_path: Path) -> None:
+    done = _run_script(tmp_path / "exiting.py", EXITING)
     pids = [int(p) for p in done.stdout.strip().strip("[]").split(",")]
     assert len(pids) == 2
     assert all(_gone(pid) for pid in pids)  # the exit waited for them
@@ -340,18 +345,7 @@ if __name__ == "__main__":
 
 @pytest.mark.timeout(60)
 def test_numpy_is_seeded_when_a_worker_first_imports_it(tmp_path: Path) -> None:
-    script = tmp_path / "lazy.py"
-    script.write_text(textwrap.dedent(LAZY_NUMPY))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _run_script(tmp_path / "lazy.py", LAZY_NUMPY)
     import json
 
     first, second = (json.loads(line) for line in done.stdout.splitlines())

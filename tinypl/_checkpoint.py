@@ -55,7 +55,7 @@ from ._explain import describe
 from ._planner import optimize
 from ._runtime import Stage
 from ._runtime._registry import build_next, build_nodes, build_source
-from ._runtime._stage import EXHAUSTIBLE, ViewStage, WorkerStage, make_view
+from ._runtime._stage import EXHAUSTIBLE, ViewStage, WorkerStage, make_view, node_of
 
 __all__ = ["VERSION", "start"]
 
@@ -207,7 +207,7 @@ def _counted(stage: Stage[Any], counter: itertools.count[int]) -> Stage[Any]:
     raw: Iterator[Any] = map(operator.itemgetter(0), zip(stage.raw, counter, strict=False))
     workers = isinstance(stage, WorkerStage)
     view = make_view(raw, None, _CountedWorkers if workers else _Counted)
-    view._attach(raw=raw, node=stage._node, upstream=stage, may_mark=stage._may_mark,
+    view._attach(raw=raw, node=node_of(stage), upstream=stage, may_mark=stage._may_mark,
                  thread_safe=False)  # fmt: skip
     if isinstance(stage, WorkerStage):
         view._pool = stage._pool  # type: ignore[attr-defined]

@@ -5,9 +5,9 @@ and returns a new pipe of the same item type."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _plan
+from ._pipe_base import Builds
 from ._plan_insight import Progress, Report
 
 if TYPE_CHECKING:
@@ -18,16 +18,10 @@ __all__ = ["InsightMethods"]
 P = TypeVar("P", bound="InsightMethods")
 
 
-class InsightMethods:
+class InsightMethods(Builds):
     """Stages that show how a run goes (see ``Pipe``)."""
 
     __slots__ = ()
-
-    if TYPE_CHECKING:
-        plan: _plan.Node
-
-    def _then(self, node: _plan.Node) -> Any:
-        raise NotImplementedError  # Pipe builds the new pipe
 
     def progress(
         self: P, desc: str | None = None, total: int | None = None, **tqdm_kwargs: Any
@@ -51,7 +45,7 @@ class InsightMethods:
             True
         """
         options = tuple(sorted(tqdm_kwargs.items()))
-        return cast(P, self._then(Progress(self.plan, desc, total, options)))
+        return self._keep(Progress(self.plan, desc, total, options))
 
     def report(self: P, every: float = 10.0, to: Callable[[Stats], object] | None = None) -> P:
         """While the run lives, every ``every`` seconds, pass the figures of the stages up
@@ -67,4 +61,4 @@ class InsightMethods:
             ...     print(list(run), seen)
             [0, 1, 2] []
         """
-        return cast(P, self._then(Report(self.plan, every, to)))
+        return self._keep(Report(self.plan, every, to))

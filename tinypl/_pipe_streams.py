@@ -5,30 +5,21 @@ shuffle, take, skip, shard, repeat and prefetch. Each adds one node of ``_plan_s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TypeVar
 
-from . import _plan
 from . import _plan_streams as streams
 from ._marker import Marker
+from ._pipe_base import Builds
 
 __all__ = ["StreamMethods"]
 
 P = TypeVar("P", bound="StreamMethods")
 
 
-class StreamMethods:
+class StreamMethods(Builds):
     """Stream operations that keep the item type (see ``Pipe``)."""
 
     __slots__ = ()
-
-    if TYPE_CHECKING:
-        plan: _plan.Node
-
-    def _then(self, node: _plan.Node) -> Any:
-        raise NotImplementedError  # Pipe builds the new pipe
-
-    def _keep(self: P, node: _plan.Node) -> P:
-        return cast(P, self._then(node))
 
     def shuffle(self: P, buffer_size: int, seed: int | None = None) -> P:
         """Shuffle through a buffer of ``buffer_size`` items: once it is full, each new

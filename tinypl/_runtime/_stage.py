@@ -424,10 +424,9 @@ def signal_stop(stage: Stage[Any]) -> None:
 
 def node_of(stage: Stage[Any]) -> Node | None:
     """The plan node a live stage runs (``None`` for a source)."""
-    node = stage._node
-    if node is None and isinstance(stage._upstream, Stage):
-        return stage._upstream._node  # a view counting the items of the stage below
-    return node
+    while stage._wrapper and isinstance(stage._upstream, Stage):
+        stage = stage._upstream  # a view counting or dropping the items of the stage below
+    return stage._node
 
 
 def make_view(raw: Iterator[Any], tagger: Tagger | None, cls: type[V] | None = None) -> V:
