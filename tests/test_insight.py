@@ -124,7 +124,7 @@ def test_a_slow_process_stage_is_the_bottleneck() -> None:
     run = iter(Pipe(range(200)).map(fast).filter(bool).map(slow).process(2).map(str))
     list(run)
     stats = run.stats()
-    name = "map(fast) -> filter(bool) -> map(slow) in process(2)"
+    name = "map(slow) in process(2)"
     assert stats.bottleneck is not None
     assert stats.bottleneck.stage == name
     row = rows_of(stats)[name]
@@ -365,3 +365,32 @@ def test_report_logs_to_the_tinypl_stats_logger(caplog: pytest.LogCaptureFixture
     finally:
         logger.removeHandler(handler)
     assert any("bottleneck:" in record.getMessage() for record in caplog.records)
+
+
+def _raise_on_three(x: int) -> int:
+    if x == 3:
+        raise ValueError("three")
+    return x
+
+
+@pytest.mark.timeout(120)
+def test_a_process_stage_gives_one_row_per_step() -> None:
+    run = iter(Pipe(range(10)).filter(bool).map(slow).process(2))
+    assert len(list(run)) == 9
+    rows = rows_of(run.stats())
+    first, last = rows["filter(bool) in process(2)"], rows["map(slow) in process(2)"]
+    assert (first.items_in, first.items_out) == (10, 9)
+    assert (last.items_in, last.items_out) == (9, 9)
+    assert last.busy_s > first.busy_s  # measured in the workers, per step
+    assert first.workers is None and last.workers == 2
+    assert last.utilization is not None and 0 < last.utilization <= 1
+
+
+@pytest.mark.timeout(120)
+def test_an_error_in_a_process_stage_counts_in_its_step_row() -> None:
+    run = iter(Pipe(range(6)).map(_raise_on_three).map(str).process(2, chunksize=1))
+    with pytest.raises(ValueError, match="three"):
+        list(run)
+    rows = rows_of(run.stats())
+    assert rows["map(_raise_on_three) in process(2)"].errors == 1
+    assert rows["map(str) in process(2)"].errors == 0

@@ -248,8 +248,12 @@ def _end(done: list[tuple[Stage[Any], Probe, list[Row]]]) -> float:
 def _utilization(
     probe: Probe, rows: list[Row], done: list[tuple[Stage[Any], Probe, list[Row]]], span: float
 ) -> None:
-    row = rows[0]
+    row = rows[-1]  # a process stage's worker figures sit on its last step's row
     if isinstance(probe, LoopProbe):
+        return
+    if isinstance(probe, ChunkProbe):
+        busy = sum(r.fields["busy_s"] for r in rows)
+        row.fields["utilization"] = min(1.0, busy / ((row.fields["workers"] or 1) * span))
         return
     if isinstance(probe, ThreadProbe):
         row.fields["busy_s"] = sum(
@@ -319,10 +323,14 @@ def _bottleneck(rows: list[Row], values: list[StageStats], elapsed: float) -> Bo
 
 def _busiest(rows: list[Row], values: list[StageStats], group: Row) -> str | None:
     """``"map(f) in thread(4)"``: the step of a thread stage's run that took the most."""
-    members = [(v.busy_s, v.name) for r, v in zip(rows, values, strict=True) if r.group is group]
+    steps = group.where is not None  # a process stage: its rows are named by step
+    members = [(v.busy_s, v.name) for r, v in zip(rows, values, strict=True)
+               if r.group is group or (steps and r is group)]  # fmt: skip
     members = [m for m in members if m[0] > 0 and m[1] != "source"]
     if not members:
         return None
+    if steps:
+        return max(members)[1]
     name = next(v.name for r, v in zip(rows, values, strict=True) if r is group)
     return f"{max(members)[1]} in {name}"
 

@@ -25,7 +25,6 @@ import cloudpickle
 from .. import _plan as plan
 from .._errors import WorkerError, describe_item
 from .._planner import EXECUTOR_MAXSIZE
-from ._compile import chunk_function
 from ._control import DONE, SIGNAL_CHECK, Control
 from ._failure import Replicas
 from ._feeder import Feeder, _Stopped
@@ -34,6 +33,7 @@ from ._remote import MISSING, Program, record_drop, run_chunk
 from ._skip import Budget, budget_for, keep_budget
 from ._stage import Stage, WorkerStage, worker_stage
 from ._stats import ChunkFigures, ChunkProbe, chunk_done
+from ._stepfigures import StepApply
 
 __all__ = ["CHUNK_SECONDS", "JOIN_SECONDS", "ExecutorCore", "executor_stage", "worker_count"]
 
@@ -291,12 +291,12 @@ class ExecutorCore(ChunkReading):
             return
         self.feeder.received(0)
         if answer[0] == "error":
-            self.insight.failed = True
+            self.insight.fail(answer[2] if len(answer) > 2 else -1)
             self.error = _rebuild_error(self.stage_name, answer[1])
             self.fail()
         _, elapsed, count, out = answer[:4]
         drops = answer[4] if len(answer) > 4 else ()
-        chunk_done(self, count, elapsed, out, len(drops))
+        chunk_done(self, count, elapsed, out, drops, steps=answer[5] if len(answer) > 5 else None)
         if self.budget is not None:
             self._record(count, drops)
         self.ready.extend(out)
@@ -346,7 +346,7 @@ def _program(node: plan.RunOnExecutor, tagged: bool) -> Program:
     if isinstance(node.executor, ThreadPoolExecutor):
         # Threads share this process: the functions are not copied, so closures over
         # local state behave as they do in a thread stage.
-        return chunk_function(node.ops, tagged, drop=record_drop if skip else None)
+        return StepApply(node.ops, tagged, record_drop if skip else None)
     try:
         payload: bytes = cloudpickle.dumps(node.ops)
     except Exception as error:
@@ -364,5 +364,6 @@ def executor_stage(
     core.budget = budget_for(node.skip, upstream)  # in an ignore_errors scope
     stage = worker_stage(cls, ProcessReader(core), node, upstream, core)
     labels = " -> ".join(op.label for op in node.ops)
-    stage._probe = ChunkProbe(core, f"{labels} on executor({core.workers})")
+    where = f" on executor({core.workers})"
+    stage._probe = ChunkProbe(core, f"{labels}{where}", node.ops, where)
     return keep_budget(stage, core.budget)

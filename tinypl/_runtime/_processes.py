@@ -381,12 +381,12 @@ class ProcessCore(ChunkReading):
             self.error = failure
             self.fail()
         if message[1] == "error":
-            self.insight.failed = True
+            self.insight.fail(message[3] if len(message) > 3 else -1)
             self.error = _rebuild_error(self.stage_name, message[2])
             self.fail()
         elapsed, count, out = message[2:5]
         drops = message[5] if len(message) > 5 else ()
-        chunk_done(self, count, elapsed, out, len(drops))
+        chunk_done(self, count, elapsed, out, drops, steps=message[6] if len(message) > 6 else None)
         if self.budget is not None:
             self._record(count, drops)
         self.ready.extend(out)
@@ -499,5 +499,6 @@ def process_stage(
     core.budget = budget_for(node.skip, upstream)
     stage = worker_stage(cls, ProcessReader(core), node, upstream, core)
     labels = " -> ".join(op.label for op in node.ops)
-    stage._probe = ChunkProbe(core, f"{labels} in process({node.workers})")
+    where = f" in process({node.workers})"
+    stage._probe = ChunkProbe(core, f"{labels}{where}", node.ops, where)
     return keep_budget(stage, core.budget)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import describe_item
-from ._compile import chunk_function
+from ._stepfigures import StepApply, take_steps
 from ._worker import pack_error
 
 __all__ = [
@@ -112,7 +112,7 @@ def _compiled(program: Program) -> Apply | None:
             "executor: the stage functions cannot be unpickled on the executor's worker"
             f" (is every module they need importable there?): {type(error).__name__}: {error}"
         ) from error
-    apply = chunk_function(ops, tagged, drop=record_drop if skip else None)
+    apply = StepApply(ops, tagged, record_drop if skip else None)
     global _compiles
     with _lock:
         _compiles += 1
@@ -123,14 +123,15 @@ def _compiled(program: Program) -> Apply | None:
 
 
 def run_chunk(program: Program, chunk: list[Any]) -> tuple[Any, ...]:
-    """``("ok", seconds, count, results)`` for one chunk (and the items it dropped, when
-    there are any, in an ignore_errors scope), ``("error", packed)``, or
+    """``("ok", seconds, count, results, dropped, steps)`` for one chunk (``dropped``: the
+    items an ignore_errors scope dropped; ``steps``: the per-step figures of a
+    ``StepApply``, else ``None``), ``("error", packed, step)``, or
     ``MISSING`` (the program came without its bytes and is not compiled here).
 
     Examples:
         >>> from tinypl._ops import MapOp
         >>> from tinypl._runtime._compile import chunk_function
-        >>> run_chunk(chunk_function((MapOp(abs),), False), [-1, 2])[2:]
+        >>> run_chunk(chunk_function((MapOp(abs),), False), [-1, 2])[2:4]
         (2, [1, 2])
     """
     dropped: list[Any] = []
@@ -142,10 +143,9 @@ def run_chunk(program: Program, chunk: list[Any]) -> tuple[Any, ...]:
         start = time.perf_counter()
         out = apply(chunk)
     except BaseException as error:
-        return ("error", pack_error(error))
+        steps = None if apply is None else take_steps(apply)
+        return ("error", pack_error(error), -1 if steps is None else steps[2])
     finally:
         _dropped.items = None
     elapsed = time.perf_counter() - start
-    if dropped:
-        return ("ok", elapsed, len(chunk), out, dropped)
-    return ("ok", elapsed, len(chunk), out)
+    return ("ok", elapsed, len(chunk), out, dropped, take_steps(apply))

@@ -76,11 +76,13 @@ _DEFAULTS: dict[str, Any] = {"markers": 0, "errors": 0, "busy_s": 0.0, "workers"
 class Row:
     """A row being assembled; ``group``: the worker stage whose threads run it."""
 
-    __slots__ = ("fields", "group", "wait")
+    __slots__ = ("fields", "group", "wait", "where")
 
     def __init__(self, **fields: Any) -> None:
         self.fields = {**_DEFAULTS, **fields}
         self.group: Row | None = None
+        #: A process or executor stage's last step row: ``" in process(2)"``.
+        self.where: str | None = None
         #: Seconds spent pulling the stage below (a timed fused run).
         self.wait = 0.0
 
@@ -261,11 +263,15 @@ class LoopProbe(ThreadProbe):
 
 
 class ChunkProbe(Probe):
-    """A process or executor stage: what came back with each chunk."""
+    """A process or executor stage: what came back with each chunk, one row per step
+    (``"map(f) in process(2)"``); the worker figures sit on the last step's row."""
 
-    def __init__(self, core: Any, name: str) -> None:
+    def __init__(self, core: Any, name: str, ops: tuple[Any, ...] = (), where: str = "") -> None:
         super().__init__(name)
         self.core = core
+        self.ops = ops
+        self.where = where
+        core.insight.steps(len(ops), [op.label for op in ops])
 
     @property
     def started(self) -> float | None:  # type: ignore[override]
@@ -279,17 +285,48 @@ class ChunkProbe(Probe):
 
     def rows(self, below: Flow) -> tuple[list[Row], Flow]:
         f: ChunkFigures = self.core.insight
-        failed = 1 if f.failed else 0
-        row = Row(name=self.name, items_in=f.items_in, items_out=f.items_out,
-                  markers=below.markers, errors=f.errors + failed, busy_s=f.busy_s,
-                  workers=self.core.workers, capacity=self.core.maxsize,
-                  mean_fill=f.fill_sum / f.chunks if f.chunks else 0.0,
-                  wait_s=f.wait_s)  # fmt: skip
-        return [row], Flow(f.items_out, below.markers)
+        if not self.ops:
+            row = Row(name=self.name, items_in=f.items_in, items_out=f.items_out,
+                      markers=below.markers, errors=f.errors + (1 if f.failed else 0),
+                      busy_s=f.busy_s)  # fmt: skip
+            rows = [row]
+        else:
+            rows = self._step_rows(f, below.markers)
+        last = rows[-1]
+        last.where = self.where
+        last.fields.update(workers=self.core.workers, capacity=self.core.maxsize,
+                           mean_fill=f.fill_sum / f.chunks if f.chunks else 0.0,
+                           wait_s=f.wait_s)  # fmt: skip
+        for row in rows[:-1]:
+            row.group = last
+        return rows, Flow(f.items_out, below.markers)
+
+    def _step_rows(self, f: ChunkFigures, markers: int) -> list[Row]:
+        items = f.items_in
+        sampled = sum(f.samples)
+        rows: list[Row] = []
+        for index, op in enumerate(self.ops):
+            errors = f.step_errors[index]
+            count = f.counts[index]
+            if isinstance(op, FlattenOp):
+                out = count
+            elif isinstance(op, FilterOp):
+                out = items - errors - count
+            else:
+                out = items - errors
+            share = f.samples[index] / sampled if sampled else 1.0 / len(self.ops)
+            rows.append(Row(name=f"{op.label}{self.where}", items_in=items,
+                            items_out=max(out, 0), markers=markers, errors=errors,
+                            busy_s=f.busy_s * share))  # fmt: skip
+            items = max(out, 0)
+        rows[-1].fields["items_out"] = f.items_out  # exact: what came back
+        return rows
 
 
 class ChunkFigures:
-    """The counters of a process or executor stage, written by its reader."""
+    """The counters of a process or executor stage, written by its reader; per step:
+    ``counts`` (filter: dropped, flatten: yielded), ``samples`` (seconds of the timed
+    first item of each chunk) and ``step_errors``."""
 
     def __init__(self) -> None:
         self.items_in = self.items_out = self.errors = self.chunks = self.fill_sum = 0
@@ -297,18 +334,51 @@ class ChunkFigures:
         self.failed = False
         self.started: float | None = None
         self.ended: float | None = None
+        self.counts: list[int] = []
+        self.samples: list[float] = []
+        self.step_errors: list[int] = []
+        self.labels: list[str] = []
+
+    def steps(self, size: int, labels: list[str]) -> None:
+        """The stage runs ``size`` steps labelled ``labels``."""
+        self.counts, self.samples, self.step_errors = [0] * size, [0.0] * size, [0] * size
+        self.labels = labels
+
+    def fail(self, step: int) -> None:
+        """A chunk failed: step ``step`` raised (-1: not known, the last step counts it)."""
+        self.failed = True
+        if self.step_errors:
+            self.step_errors[step if 0 <= step < len(self.step_errors) else -1] += 1
+
+    def add(self, steps: Any, drops: Any) -> None:
+        """A chunk's step figures (``_stepfigures.Steps``) and the items it dropped."""
+        if steps is not None and len(steps[0]) == len(self.counts):
+            for index, (count, sample) in enumerate(zip(steps[0], steps[1], strict=True)):
+                self.counts[index] += count
+                self.samples[index] += sample
+        labels = self.labels
+        for drop in drops:
+            label = drop[0]
+            if label in labels:
+                self.step_errors[labels.index(label)] += 1
+            elif self.step_errors:
+                self.step_errors[-1] += 1
 
 
-def chunk_done(core: Any, count: int, elapsed: float, out: list[Any], dropped: int) -> None:
+def chunk_done(
+    core: Any, count: int, elapsed: float, out: list[Any], drops: Any, *, steps: Any = None
+) -> None:
     """A chunk of ``count`` items came back after ``elapsed`` seconds of work with
-    ``out`` (in an ordered region, ``(n, items)`` records) and ``dropped`` errors."""
+    ``out`` (in an ordered region, ``(n, items)`` records), the items it ``drops``
+    (ignore_errors) and its per-step figures ``steps``."""
     core.feeder.measured(count, elapsed)
     f: ChunkFigures = core.insight
     f.fill_sum += core.feeder.in_flight()
     f.chunks += 1
     f.items_in += count
     f.busy_s += elapsed
-    f.errors += dropped
+    f.errors += len(drops)
+    f.add(steps, drops)
     if core.upstream._tagger is not None:
         f.items_out += sum(len(items) for _, items in out)
     else:

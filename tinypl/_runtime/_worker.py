@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._compile import chunk_function
+from ._stepfigures import StepApply, take_steps
 
 __all__ = ["WorkerSpec", "chunk_function", "pack_error", "run_worker", "unpicklable"]
 
@@ -57,8 +58,9 @@ def pack_error(error: BaseException) -> tuple[str, str, str, bytes | None]:
     return (kind, str(error), text, _error_bytes(error))
 
 
-def _error_message(chunk_id: int, error: BaseException) -> bytes:
-    return PLAIN + pickle.dumps((chunk_id, "error", pack_error(error)), protocol=5)
+def _error_message(chunk_id: int, error: BaseException, step: int = -1) -> bytes:
+    # ``step``: the index of the stage function that raised (-1: not one of them).
+    return PLAIN + pickle.dumps((chunk_id, "error", pack_error(error), step), protocol=5)
 
 
 class WorkerSpec:
@@ -193,7 +195,7 @@ def _run(
         ops = cloudpickle.loads(spec.ops_payload)
         drops: list[Any] | None = [] if spec.skip else None
         drop = None if drops is None else functools.partial(_record_drop, drops)
-        apply = chunk_function(ops, spec.tagged, drop=drop)
+        apply = StepApply(ops, spec.tagged, drop)
         watch = None if progress is None else (progress, 3 * index)
         recv = tasks.recv_bytes
         send = results.send_bytes
@@ -279,10 +281,12 @@ def _answer(
     except BaseException as error:
         if drops:
             drops.clear()
-        return _error_message(chunk_id, error)
-    result: tuple[Any, ...] = (chunk_id, "ok", time.perf_counter() - start, len(items), out)
+        steps = take_steps(apply)
+        return _error_message(chunk_id, error, -1 if steps is None else steps[2])
+    elapsed = time.perf_counter() - start
+    result: tuple[Any, ...] = (chunk_id, "ok", elapsed, len(items), out, list(drops or ()))
+    result = (*result, take_steps(apply))
     if drops:
-        result = (*result, list(drops))
         drops.clear()
     try:
         pooled: bytes = serializer.dumps(result)
