@@ -18,6 +18,10 @@ where it stands. How a run is resumed depends on its physical plan (see
   resumed run replays the (cheap) stages upstream of the save, drops that many elements
   there, and runs the concurrent region only from that point on: items in flight are
   recomputed, never saved.
+- ``shuffle``: a seeded shuffle over a positional sequence source, with one-to-one
+  stages before it and per-item stages after it (``_checkpoint_shuffle``): the state is
+  the source's position, the source positions the shuffle's buffer holds and its
+  generator's state; a resumed run re-reads only those positions.
 - ``replay``: any other plan whose every stage is deterministic (seeded shuffles and
   mixes, repeat, partition, flatten, zip, concat ...). The state is the count of
   elements (items and markers) the run delivered; a resumed run drops that many.
