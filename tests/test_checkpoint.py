@@ -321,3 +321,53 @@ def test_torchdata_stateful_dataloader_saves_and_loads_the_pipe() -> None:
     )
     resumed.load_state_dict(state)
     assert head + list(resumed) == [[0, 2], [4, 6], [8, 10], [12, 14], [16, 18]]
+
+
+class Reads:
+    """A sequence (walked by index) that counts the elements read."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> int:
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        self.reads += 1
+        return index
+
+
+def test_a_resumed_shuffle_rereads_only_its_buffer() -> None:
+    source = Reads(1000)
+    pipe = Pipe(source).map(double).shuffle(10, seed=3).filter(lambda x: x % 3 != 0)
+    full = list(pipe)
+    head, state = cut(pipe, 300)
+    assert state["mode"] == "shuffle" and len(state["buffer"]) == 10
+    source.reads = 0
+    with pipe.iter(state=state) as run:
+        first = next(run)
+        assert source.reads <= 10 + 3  # the buffer, then what leads to its first item
+        rest = [first, *run]
+    assert head + rest == full
+
+
+def test_a_shuffle_resumes_in_its_final_flush() -> None:
+    pipe = Pipe(list(range(30))).shuffle(8, seed=5)
+    full = list(pipe)
+    head, state = cut(pipe, 26)
+    assert state["ended"] and len(state["flush"]) == 4
+    assert head + list(pipe.iter(state=state)) == full
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("source", -1), ("buffer", [10**9]), ("flush", "x"), ("ended", 1), ("rng", [3])],
+)
+def test_a_bad_shuffle_state_is_refused(key: str, value: Any) -> None:
+    pipe = Pipe(range(50)).shuffle(4, seed=1)
+    _, state = cut(pipe, 5)
+    with pytest.raises(ValueError, match=rf"state\['{key}'\]"):
+        pipe.iter(state={**state, key: value})

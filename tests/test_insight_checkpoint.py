@@ -41,9 +41,9 @@ def test_take_last_keeps_its_count_under_the_counting_view() -> None:
 
 
 def test_a_replayed_run_counts_the_replayed_prefix_too() -> None:
-    # A shuffle buffer is resumed by replaying the run up to the cut: its stages really
-    # process those items again, and their rows say so.
-    pipe = Pipe(range(8)).shuffle(4, seed=1).map(double)
+    # A shuffle after a filter is resumed by replaying the run up to the cut: its stages
+    # really process those items again, and their rows say so.
+    pipe = Pipe(range(8)).filter(bool).shuffle(4, seed=1).map(double)
     whole = list(pipe)
     run = pipe.iter()
     first = [next(run) for _ in range(3)]
@@ -53,3 +53,19 @@ def test_a_replayed_run_counts_the_replayed_prefix_too() -> None:
     rows = {row.name: row for row in resumed.stats().rows}
     assert rows["map(double)"].items_in == len(whole)
     assert rows["shuffle(4, seed=1)"].items_in == len(whole)
+
+
+def test_a_shuffle_resumed_from_its_buffer_counts_only_what_it_reads_again() -> None:
+    pipe = Pipe(range(20)).shuffle(4, seed=1).map(double)
+    whole = list(pipe)
+    run = pipe.iter()
+    first = [next(run) for _ in range(6)]
+    state = run.state_dict()
+    assert state["mode"] == "shuffle"
+    resumed = pipe.iter(state=state)
+    rest = list(resumed)
+    assert first + rest == whole
+    rows = {row.name: row for row in resumed.stats().rows}
+    # The source goes on from where the run stood (the buffer's 4 are re-read aside).
+    assert rows["source"].items_out == len(whole) - len(first) - 4
+    assert rows["map(double)"].items_in == len(rest)

@@ -18,6 +18,10 @@ where it stands. How a run is resumed depends on its physical plan (see
   resumed run replays the (cheap) stages upstream of the save, drops that many elements
   there, and runs the concurrent region only from that point on: items in flight are
   recomputed, never saved.
+- ``shuffle``: a seeded shuffle over a positional sequence source, with one-to-one
+  stages before it and per-item stages after it (``_checkpoint_shuffle``): the state is
+  the source's position, the source positions the shuffle's buffer holds and its
+  generator's state; a resumed run re-reads only those positions.
 - ``replay``: any other plan whose every stage is deterministic (seeded shuffles and
   mixes, repeat, partition, flatten, zip, concat ...). The state is the count of
   elements (items and markers) the run delivered; a resumed run drops that many.
@@ -50,6 +54,7 @@ from ._checkpoint_plan import (
     plan_sources,
     problem,
 )
+from ._checkpoint_shuffle import ShuffleRun, start_shuffled
 from ._errors import NotResumable
 from ._explain import describe
 from ._planner import optimize
@@ -110,6 +115,7 @@ class _Run:
         "problem",
         "protocol",
         "resumed",
+        "shuffle",
         "starts",
         "tagger",
     )  # fmt: skip
@@ -128,6 +134,7 @@ class _Run:
         self.resumed: list[_Resumed] = []
         self.counter: itertools.count[int] | None = None
         self.tagger: Any = None
+        self.shuffle: ShuffleRun | None = None
         self.base = 0
 
     def state(self) -> dict[str, Any]:
@@ -154,6 +161,10 @@ class _Run:
                     state["flatten"] = [_inner_place(*flatten) for flatten in self.flattens]
             if self.counters:
                 state["counts"] = [int(stage._step.left) for stage in self.counters]
+            return state
+        if self.mode == "shuffle":
+            assert self.shuffle is not None
+            state.update(self.shuffle.state())
             return state
         if self.mode == "ordered":
             state["count"] = self.base + int(self.tagger.next)
@@ -427,6 +438,9 @@ def start(node: plan.Node, state: Mapping[str, Any] | None = None) -> Stage[Any]
         stage = build_nodes(nodes)
     elif mode == "position":
         stage = _positioned(run, nodes, state)
+    elif mode == "shuffle":
+        positioned = _Positioned(nodes[0].source, 0)  # type: ignore[attr-defined]
+        stage, run.shuffle = start_shuffled(nodes, save, state, positioned)
     else:
         run.starts = _load_sources(node, state)
         count = 0 if state is None else _count(state, "count")

@@ -31,8 +31,10 @@ __all__ = [
 
 #: ``position``: the source's position is the state (a sync chain of per-item stages);
 #: ``ordered``: a count of the records an ordered region at the end delivered, replayed
-#: upstream of its save; ``replay``: a count of what the run delivered, replayed.
-Mode = Literal["position", "ordered", "replay"]
+#: upstream of its save; ``shuffle``: the source's position and the source positions a
+#: seeded shuffle's buffer holds, re-read; ``replay``: a count of what the run delivered,
+#: replayed.
+Mode = Literal["position", "ordered", "shuffle", "replay"]
 
 # Stages that pass each item on as they pull it, holding nothing: after the consumer's
 # item, the source has yielded exactly what led to it.
@@ -210,10 +212,30 @@ def one_to_one(node: plan.Node) -> bool:
     return isinstance(node, (plan.On, plan.Trace, plan.Ratelimit, plan.Mutex))
 
 
+def _shuffled(physical: list[plan.Node]) -> int:
+    """The index of the shuffle in a plan of a positional sequence source, one-to-one
+    stages, a shuffle and per-item stages; 0 for any other plan."""
+    head = physical[0]
+    if not isinstance(head, plan.Source) or has_protocol(head.source):
+        return 0
+    if not is_positional(head.source):
+        return 0
+    at = 1
+    while at < len(physical) and one_to_one(physical[at]):
+        at += 1
+    if at == len(physical) or not isinstance(physical[at], streams.Shuffle):
+        return 0
+    return at if all(_plain(node) for node in physical[at + 1 :]) else 0
+
+
 def mode_of(physical: list[plan.Node]) -> tuple[Mode, int]:
-    """How a run of ``physical`` is resumed, and for ``ordered`` the index of its save."""
+    """How a run of ``physical`` is resumed, and for ``ordered`` the index of its save
+    (for ``shuffle``, of its shuffle)."""
     if _positional(physical):
         return "position", 0
+    shuffle = _shuffled(physical)
+    if shuffle:
+        return "shuffle", shuffle
     # An ordered region, then per-item stages that pass each item on as they pull it.
     end = len(physical) - 1
     while end > 0 and _plain(physical[end]):

@@ -155,3 +155,25 @@ def test_unordered_concurrency_is_not_resumable(items: list[int], workers: int) 
         next(run)
         with pytest.raises(NotResumable, match=r"thread\(\d\)"):
             run.state_dict()
+
+
+@pytest.mark.timeout(120)
+@given(
+    sources,
+    st.lists(st.sampled_from([double, inc]), max_size=2),
+    st.tuples(small, st.integers(0, 9)),
+    st.booleans(),
+    st.integers(0, 40),
+)
+def test_a_shuffle_over_a_sequence_resumes_from_its_buffer(
+    source: Any, maps: list[Any], shuffle: tuple[int, int], filtered: bool, cut: int
+) -> None:
+    pipe: Pipe[Any] = Pipe(source)
+    for f in maps:
+        pipe = pipe.map(f)
+    pipe = pipe.shuffle(shuffle[0], seed=shuffle[1])
+    if filtered:
+        pipe = pipe.filter(odd).map(inc)
+    with pipe.iter() as run:
+        assert run.state_dict()["mode"] == "shuffle"
+    check_law(pipe, cut)

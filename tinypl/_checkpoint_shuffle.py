@@ -1,0 +1,178 @@
+"""Checkpoint mode ``shuffle``: a seeded buffer shuffle over a positional sequence
+source, with one-to-one stages between the two and per-item stages after it.
+
+The state is the source's position, the source positions of the items the shuffle's
+buffer holds (and of those it has flushed and not yet emitted) and its generator's
+state. A resumed run re-reads only those positions from the sequence (through the
+stages before the shuffle), so its first item costs a buffer's worth of reads, never a
+replay of the run so far.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from . import _plan as plan
+from . import _plan_streams as streams
+from ._runtime import Stage
+from ._runtime._registry import build_nodes
+from ._runtime._stage import ChainStage, Parts
+from ._runtime._streams import ShuffleStep, _permute
+
+__all__ = ["ShuffleRun", "start_shuffled"]
+
+
+class _PositionedShuffle(ShuffleStep):
+    """A buffer shuffle that keeps, next to each held item, its position in the source
+    (the ``n``-th element it pulls is the source's: every stage before it is one-to-one
+    and pulls lazily). It draws exactly as ``ShuffleStep`` does, so a run is unchanged."""
+
+    __slots__ = ("_at", "_flush_at", "_position", "rng")
+
+    def __init__(self, size: int, rng: random.Random, position: Any) -> None:
+        super().__init__(size, rng)
+        self.rng = rng
+        self._position = position  # how many elements the source has passed
+        self._at: list[int] = []
+        self._flush_at: list[int] = []
+
+    def _plain(self, upstream: Iterator[Any]) -> Iterator[Any]:
+        buffer, at, size, draw = self._buffer, self._at, self._size, self._random
+        flush, flush_at = self._flush, self._flush_at
+        places = zip(itertools.count(self._position()), upstream, strict=False)
+        if len(buffer) < size:
+            for p, x in places:
+                buffer.append(x)
+                at.append(p)
+                if len(buffer) == size:
+                    break
+        for p, x in places:  # the buffer is full
+            j = int(draw() * size)
+            y = buffer[j]
+            buffer[j] = x
+            at[j] = p
+            yield y
+        self._ended = True
+        self._flushing()
+        while flush:
+            flush_at.pop()
+            yield flush.pop()
+
+    def _flushing(self, marker: Any = None) -> None:
+        assert marker is None  # no marker reaches it: the stages before it are one-to-one
+        # The permutation ``ShuffleStep`` applies, drawn on indices, moves both lists.
+        order = list(range(len(self._buffer)))
+        _permute(order, self._random)
+        self._flush.extend([self._buffer[i] for i in order])
+        self._flush_at.extend([self._at[i] for i in order])
+        self._buffer.clear()
+        self._at.clear()
+
+    def state(self) -> dict[str, Any]:
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "buffer": list(self._at),
+            "flush": list(self._flush_at),
+            "ended": self._ended,
+            "rng": [version, list(internal), gauss],
+        }
+
+    def load(self, state: Mapping[str, Any], buffer: list[Any], flush: list[Any]) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self._buffer[:] = buffer
+        self._at[:] = state["buffer"]
+        self._flush[:] = flush
+        self._flush_at[:] = state["flush"]
+        self._ended = state["ended"]
+
+
+class ShuffleRun:
+    """What ``state_dict()`` reads from a run in ``shuffle`` mode."""
+
+    __slots__ = ("positioned", "step")
+
+    def __init__(self, positioned: Any, step: _PositionedShuffle) -> None:
+        self.positioned = positioned
+        self.step = step
+
+    def state(self) -> dict[str, Any]:
+        return {"source": self.positioned.position(), **self.step.state()}
+
+
+def _positions(state: Mapping[str, Any], key: str, size: int) -> list[int]:
+    value = state.get(key)
+    if not isinstance(value, list) or not all(type(p) is int and 0 <= p < size for p in value):
+        raise ValueError(
+            f"Pipe.iter: state[{key!r}] must list source positions (ints from 0 to"
+            f" {size - 1}), got {value!r}"
+        )
+    return value
+
+
+def _checked(state: Mapping[str, Any], size: int, buffer: int) -> None:
+    source = state.get("source")
+    if type(source) is not int or not 0 <= source <= size:
+        raise ValueError(
+            f"Pipe.iter: state['source'] must be an int from 0 to {size}, got {source!r}"
+        )
+    held = _positions(state, "buffer", size)
+    _positions(state, "flush", size)
+    if len(held) > buffer or type(state.get("ended")) is not bool:
+        raise ValueError(
+            f"Pipe.iter: state['buffer'] must hold at most {buffer} positions and"
+            f" state['ended'] must be a bool, got {len(held)} and {state.get('ended')!r}"
+        )
+    rng = state.get("rng")
+    valid = isinstance(rng, list) and len(rng) == 3 and isinstance(rng[1], list)
+    if valid:
+        try:
+            random.Random().setstate((rng[0], tuple(rng[1]), rng[2]))  # type: ignore[index]
+        except (TypeError, ValueError):
+            valid = False
+    if not valid:
+        raise ValueError(
+            f"Pipe.iter: state['rng'] must be the shuffle's generator state, got {rng!r}"
+        )
+
+
+def _reread(seq: Any, positions: list[int], before: list[plan.Node]) -> list[Any]:
+    """The items the stages ``before`` make of the source's elements at ``positions``."""
+    if not positions:
+        return []
+    stage = build_nodes([plan.Source([seq[p] for p in positions]), *before])
+    with stage:
+        return list(stage)
+
+
+def start_shuffled(
+    nodes: list[plan.Node], at: int, state: Mapping[str, Any] | None, positioned: Any
+) -> tuple[Stage[Any], ShuffleRun]:
+    """A run of ``nodes`` whose shuffle is ``nodes[at]``, from ``positioned`` (the
+    sequence source, started where ``state`` says); resumed from ``state`` if given."""
+    from ._runtime._collect import attach, prepare  # the probes of stage.stats()
+
+    node = nodes[at]
+    assert isinstance(node, streams.Shuffle)
+    seq = positioned.seq
+    if state is not None:
+        _checked(state, len(seq), node.buffer_size)
+        positioned.start = state["source"]
+    head = build_nodes([plan.Source(positioned), *nodes[1:at]], following=node)
+    step = _PositionedShuffle(node.buffer_size, random.Random(node.seed), positioned.position)
+    if state is not None:
+        before = nodes[1:at]
+        buffer = _reread(seq, state["buffer"], before)
+        step.load(state, buffer, _reread(seq, state["flush"], before))
+    prepare(head, node)
+    shuffled = ChainStage.over(Parts(step.runs(head.raw, False)))
+    shuffled._attach(raw=None, node=node, upstream=head, may_mark=False, thread_safe=False)
+    shuffled._step = step
+    following = nodes[at + 1] if at + 1 < len(nodes) else None
+    stage = attach(shuffled, head, following)
+    if following is not None:
+        stage = build_nodes(nodes[at + 1 :], stage)
+    return stage, ShuffleRun(positioned, step)
