@@ -304,7 +304,7 @@ def _by_value(result: tuple[Any, ...], stage: str) -> bytes:
         data: bytes = cloudpickle.dumps(result, protocol=5)
         return PLAIN + data
     except Exception as error:
-        bad = unpicklable(result[-1])
+        bad = unpicklable(result[4])  # (chunk_id, "ok", seconds, count, out, ...)
         failure = TypeError(
             f"{stage}: a result of type {bad} cannot be pickled to send it back to the"
             f" parent process: {error}"
