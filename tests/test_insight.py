@@ -394,3 +394,26 @@ def test_an_error_in_a_process_stage_counts_in_its_step_row() -> None:
     rows = rows_of(run.stats())
     assert rows["map(_raise_on_three) in process(2)"].errors == 1
     assert rows["map(str) in process(2)"].errors == 0
+
+
+@pytest.mark.timeout(60)
+def test_progress_counts_the_items_of_a_process_stage_and_not_its_markers() -> None:
+    out = io.StringIO()
+    pipe = Pipe(range(10)).map(fast).process(2).insert_marker(pl.Marker("m"), every=4)
+    with iter(pipe.progress("p", file=out)) as run:
+        assert sorted(run) == [x + 1 for x in range(10)]
+    assert "p: 10" in out.getvalue().split("\r")[-1]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("name", "add"),
+    [
+        ("progress", lambda pipe: pipe.progress(file=io.StringIO())),
+        ("report", lambda pipe: pipe.report(1.0, to=lambda stats: None)),
+    ],
+)
+def test_insight_stages_refuse_to_sit_inside_an_ordered_region(name: str, add: Any) -> None:
+    concurrent = add(Pipe(range(4)).map(fast).thread(2))
+    with pytest.raises(ValueError, match=f"order: cannot restore the order across the {name}"):
+        concurrent.order()  # the builder refuses at once, before anything runs
