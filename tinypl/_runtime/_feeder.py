@@ -208,18 +208,18 @@ class Feeder:
                 f"{self.stage}: an item of type {bad} cannot be pickled to send it to"
                 f" a worker process: {error}"
             ) from error
-        with self._lock:
-            index = min(range(self.workers), key=self.outstanding.__getitem__)
-            self.outstanding[index] += 1
         with self._send_lock:
             if self.stopping:
                 # Checked again under the lock: a stage that keeps its workers sends
                 # them STOP holding this lock, and nothing may follow it.
-                with self._lock:
-                    self.outstanding[index] -= 1
                 raise _Stopped
-            if self.keep:
-                with self._lock:
+            # The worker is chosen and counted under the send lock: ``resend`` resets a
+            # replaced worker's count under it too, and a count taken before would be
+            # lost, so that the reader would finish with this chunk still in flight.
+            with self._lock:
+                index = min(range(self.workers), key=self.outstanding.__getitem__)
+                self.outstanding[index] += 1
+                if self.keep:
                     self.held[index].append((chunk_id, chunk))
             self._send_bytes(index, data)
 

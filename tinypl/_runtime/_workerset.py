@@ -142,6 +142,10 @@ class WorkerSet:
         self.replacing: set[int] = set()
         #: Dead workers are replaced (``restart=True``): no send failure is a death.
         self.restart = False
+        #: Held while a death's exit status is read: the feeder (a failed send) and the
+        #: reader (a sentinel) may ask at once, and under forkserver the status is read
+        #: off a pipe once; the second reader would see its end and report code 255.
+        self._status = threading.Lock()
 
     # -- starting ------------------------------------------------------------------------
 
@@ -232,9 +236,10 @@ class WorkerSet:
         """Kill worker ``index`` (stuck, or about to be replaced) and wait for it."""
         self.replacing.add(index)
         process = self.processes[index]
-        if process.exitcode is None:
-            process.kill()
-        process.join()
+        with self._status:
+            if process.exitcode is None:
+                process.kill()
+            process.join()
 
     def respawn(self, index: int) -> None:
         """Start a new worker ``index`` in place of the killed or dead one."""
@@ -255,11 +260,13 @@ class WorkerSet:
     def died(self, index: int) -> WorkerDied:
         """The error for worker ``index``, which ended without being asked to."""
         process = self.processes[index]
-        process.join(1.0)  # the sentinel fires a moment before the exit status is known
+        with self._status:
+            process.join(1.0)  # the sentinel fires a moment before the exit status is known
+            exitcode = process.exitcode
         return WorkerDied(
-            f"{self.stage}: worker process {process.pid} {_describe_exit(process.exitcode)}",
+            f"{self.stage}: worker process {process.pid} {_describe_exit(exitcode)}",
             process.pid,
-            process.exitcode,
+            exitcode,
         )
 
     def send(self, index: int, data: bytes) -> None:
