@@ -471,6 +471,18 @@ def _list_function(
     )
 
 
+def counting_forms(
+    ops: Ops, *, drop: Drop | None, tally: Tally
+) -> tuple[Callable[..., list[Any]], Callable[..., list[Any]]]:
+    """Two list forms of ``ops`` counting into ``tally``: a plain one, and one that also
+    times each op (for the sampled item of a chunk)."""
+    tally.timed = False
+    plain = _list_function(ops, markers=False, drop=drop, tally=tally)
+    tally.timed = True
+    timed = _list_function(ops, markers=False, drop=drop, tally=tally)
+    return plain, timed
+
+
 def group_function(
     ops: Ops,
     *,

@@ -291,12 +291,12 @@ class ExecutorCore(ChunkReading):
             return
         self.feeder.received(0)
         if answer[0] == "error":
-            self.insight.fail(answer[2] if len(answer) > 2 else -1)
-            self.error = _rebuild_error(self.stage_name, answer[1])
+            _, packed, step = answer
+            self.insight.fail(step)
+            self.error = _rebuild_error(self.stage_name, packed)
             self.fail()
-        _, elapsed, count, out = answer[:4]
-        drops = answer[4] if len(answer) > 4 else ()
-        chunk_done(self, count, elapsed, out, drops, steps=answer[5] if len(answer) > 5 else None)
+        _, elapsed, count, out, drops, steps = answer
+        chunk_done(self, count, elapsed, out, drops, steps=steps)
         if self.budget is not None:
             self._record(count, drops)
         self.ready.extend(out)

@@ -203,7 +203,9 @@ class Feeder:
             # By value where needed: classes defined in __main__ do not exist in workers.
             data = cloudpickle.dumps((chunk_id, chunk), protocol=5)
         except Exception as error:
-            bad = unpicklable([x[1] if self.tagged else x for x in chunk], pickle.dumps)
+            # In an ordered region each element is a record (n, items): name an item.
+            items = [y for x in chunk for y in x[1]] if self.tagged else chunk
+            bad = unpicklable(items, pickle.dumps)
             raise TypeError(
                 f"{self.stage}: an item of type {bad} cannot be pickled to send it to"
                 f" a worker process: {error}"

@@ -381,12 +381,12 @@ class ProcessCore(ChunkReading):
             self.error = failure
             self.fail()
         if message[1] == "error":
-            self.insight.fail(message[3] if len(message) > 3 else -1)
-            self.error = _rebuild_error(self.stage_name, message[2])
+            _, _, packed, step = message
+            self.insight.fail(step)
+            self.error = _rebuild_error(self.stage_name, packed)
             self.fail()
-        elapsed, count, out = message[2:5]
-        drops = message[5] if len(message) > 5 else ()
-        chunk_done(self, count, elapsed, out, drops, steps=message[6] if len(message) > 6 else None)
+        _, _, elapsed, count, out, drops, steps = message
+        chunk_done(self, count, elapsed, out, drops, steps=steps)
         if self.budget is not None:
             self._record(count, drops)
         self.ready.extend(out)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import describe_item
-from ._stepfigures import StepApply, take_steps
+from ._stepfigures import StepApply, failed_step, ok_answer
 from ._worker import pack_error
 
 __all__ = [
@@ -136,6 +136,7 @@ def run_chunk(program: Program, chunk: list[Any]) -> tuple[Any, ...]:
     """
     dropped: list[Any] = []
     _dropped.items = dropped
+    apply: Callable[..., Any] | None = None
     try:
         apply = _compiled(program)
         if apply is None:
@@ -143,9 +144,7 @@ def run_chunk(program: Program, chunk: list[Any]) -> tuple[Any, ...]:
         start = time.perf_counter()
         out = apply(chunk)
     except BaseException as error:
-        steps = None if apply is None else take_steps(apply)
-        return ("error", pack_error(error), -1 if steps is None else steps[2])
+        return ("error", pack_error(error), -1 if apply is None else failed_step(apply))
     finally:
         _dropped.items = None
-    elapsed = time.perf_counter() - start
-    return ("ok", elapsed, len(chunk), out, dropped, take_steps(apply))
+    return ok_answer(apply, start, len(chunk), out, dropped)

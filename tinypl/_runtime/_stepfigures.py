@@ -11,14 +11,14 @@ per filter or flatten, as a counting fused run does.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from .._ops import Op
-from . import _tally
 from ._tally import Tally
 
-__all__ = ["StepApply", "Steps"]
+__all__ = ["StepApply", "Steps", "failed_step", "ok_answer", "take_steps"]
 
 #: What travels back with a chunk: per step its count (filter: dropped, flatten:
 #: yielded), its sampled seconds, and the index of the step that raised (or -1).
@@ -40,19 +40,18 @@ class StepApply:
     """
 
     def __init__(self, ops: tuple[Op, ...], tagged: bool, drop: Any = None) -> None:
-        from ._compile import _list_function
+        from ._compile import counting_forms
 
         self.ops = ops
         self.tally = Tally(ops)
-        self._plain = _list_function(ops, markers=False, drop=drop, tally=self.tally)
-        self.tally.timed = True
-        self._timed = _list_function(ops, markers=False, drop=drop, tally=self.tally)
-        self._tagged = tagged
+        self._plain, self._timed = counting_forms(ops, drop=drop, tally=self.tally)
+        #: Whether a chunk holds the records ``(n, items)`` of an ordered region.
+        self.tagged = tagged
 
     def __call__(self, items: list[Any]) -> list[Any]:
         if not items:
             return []
-        if self._tagged:
+        if self.tagged:
             first, *rest = items
             out = [(first[0], self._timed(first[1], first[0]))]
             plain = self._plain
@@ -61,26 +60,24 @@ class StepApply:
 
     def take(self) -> Steps:
         """This thread's figures since its last ``take``, and which step raised."""
-        local = self.tally.local
-        counts: list[Any] | None = getattr(local, "c", None)
-        errors = self.tally.errors
-        failed = -1
-        with self.tally._lock:
-            for index, value in enumerate(errors):
-                if value:
-                    failed = index
-                    errors[index] = 0
-        size = len(self.ops)
-        if counts is None:
-            return [0] * size, [0.0] * size, failed
-        taken = [int(counts[_tally.slot(i, 0)]) for i in range(size)]
-        samples = [float(counts[_tally.slot(i, 1)]) for i in range(size)]
-        for i in range(size):
-            counts[_tally.slot(i, 0)] = 0
-            counts[_tally.slot(i, 1)] = 0.0
-        return taken, samples, failed
+        return self.tally.take()
 
 
 def take_steps(apply: Callable[..., Any]) -> Steps | None:
     """The step figures of ``apply`` (``None``: it keeps none)."""
     return apply.take() if isinstance(apply, StepApply) else None
+
+
+def ok_answer(
+    apply: Callable[..., Any], started: float, count: int, out: list[Any], dropped: list[Any]
+) -> tuple[Any, ...]:
+    """What a chunk that ran from ``started`` on sends back, in a worker process and on
+    an executor alike: ``("ok", seconds, count, out, dropped, steps)``."""
+    elapsed = time.perf_counter() - started
+    return ("ok", elapsed, count, out, dropped, take_steps(apply))
+
+
+def failed_step(apply: Callable[..., Any]) -> int:
+    """The index of the step of ``apply`` that raised (-1: none, or none is known)."""
+    steps = take_steps(apply)
+    return -1 if steps is None else steps[2]

@@ -91,6 +91,26 @@ class Tally:
         with self._lock:
             self.errors[index] += 1
 
+    def take(self) -> tuple[list[int], list[float], int]:
+        """This thread's count and sampled seconds per op since its last ``take`` (then
+        reset), and the index of an op that raised (-1: none; the errors are reset)."""
+        failed = -1
+        with self._lock:
+            for index, value in enumerate(self.errors):
+                if value:
+                    failed = index
+                    self.errors[index] = 0
+        size = len(self.ops)
+        counts: list[Any] | None = getattr(self._local, "c", None)
+        if counts is None:
+            return [0] * size, [0.0] * size, failed
+        taken = [int(counts[slot(i, _COUNT)]) for i in range(size)]
+        samples = [float(counts[slot(i, _BUSY)]) for i in range(size)]
+        for i in range(size):
+            counts[slot(i, _COUNT)] = 0
+            counts[slot(i, _BUSY)] = 0.0
+        return taken, samples, failed
+
     def figures(self) -> list[Any]:
         """The sum of every thread's counters (``END``: the latest end seen)."""
         total: list[Any] = [0] * self.size

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._compile import chunk_function
-from ._stepfigures import StepApply, take_steps
+from ._stepfigures import StepApply, failed_step, ok_answer
 
 __all__ = ["WorkerSpec", "chunk_function", "pack_error", "run_worker", "unpicklable"]
 
@@ -281,21 +281,18 @@ def _answer(
     except BaseException as error:
         if drops:
             drops.clear()
-        steps = take_steps(apply)
-        return _error_message(chunk_id, error, -1 if steps is None else steps[2])
-    elapsed = time.perf_counter() - start
-    result: tuple[Any, ...] = (chunk_id, "ok", elapsed, len(items), out, list(drops or ()))
-    result = (*result, take_steps(apply))
+        return _error_message(chunk_id, error, failed_step(apply))
+    result = (chunk_id, *ok_answer(apply, start, len(items), out, list(drops or ())))
     if drops:
         drops.clear()
     try:
         pooled: bytes = serializer.dumps(result)
     except Exception:
-        return _by_value(result, stage)
+        return _by_value(result, stage, getattr(apply, "tagged", False))
     return POOLED + pooled
 
 
-def _by_value(result: tuple[Any, ...], stage: str) -> bytes:
+def _by_value(result: tuple[Any, ...], stage: str, tagged: bool) -> bytes:
     # Instances of classes that came by value (defined in the parent's __main__) do not
     # pickle by reference here; cloudpickle sends them by value.
     import cloudpickle
@@ -304,7 +301,9 @@ def _by_value(result: tuple[Any, ...], stage: str) -> bytes:
         data: bytes = cloudpickle.dumps(result, protocol=5)
         return PLAIN + data
     except Exception as error:
-        bad = unpicklable(result[4])  # (chunk_id, "ok", seconds, count, out, ...)
+        out = result[4]  # (chunk_id, "ok", seconds, count, out, ...)
+        # In an ordered region each result is a record (n, items): name an item.
+        bad = unpicklable([y for _, items in out for y in items] if tagged else out)
         failure = TypeError(
             f"{stage}: a result of type {bad} cannot be pickled to send it back to the"
             f" parent process: {error}"
