@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -196,7 +197,14 @@ def _generator() -> Iterator[int]:
         (Pipe(iter([1, 2])).map(double), r"the source Pipe\(<list_iterator.*is an iterator"),
         (Pipe(range(5)).shuffle(3), r"shuffle\(3\) has no seed"),
         (Pipe.mix([range(3), range(3)], weights=[1, 2]), r"mix\(.*\) draws its inputs"),
-        (Pipe(range(5)).map(double).thread(2), r"thread\(2\) delivers items in the order"),
+        (
+            Pipe(range(5)).map(double).thread(2).partition(2),
+            r"thread\(2\) delivers items in the order they complete, which the stateful",
+        ),
+        (
+            Pipe(range(5)).map(double).thread(2).partition(2).map(len).thread(3),
+            r"thread\(2\) delivers items in the order they complete",
+        ),
         (Pipe.mix([range(3), Pipe(iter([1]))]), r"Pipe\(<list_iterator.*is an iterator"),
     ],
 )
@@ -371,3 +379,91 @@ def test_a_bad_shuffle_state_is_refused(key: str, value: Any) -> None:
     _, state = cut(pipe, 5)
     with pytest.raises(ValueError, match=rf"state\['{key}'\]"):
         pipe.iter(state={**state, key: value})
+
+
+# -- without order(): the concurrent stages at the end of a pipe -------------------------
+
+
+@pytest.mark.timeout(60)
+def test_an_unordered_thread_stage_recomputes_only_what_was_not_delivered() -> None:
+    calls: list[int] = []
+
+    def load(x: int) -> int:
+        calls.append(x)
+        return x * 10
+
+    pipe = Pipe(range(40)).map(load).thread(3).map(double)
+    head, state = cut(pipe, 15)
+    assert state["mode"] == "unordered"
+    delivered = {x // 20 for x in head}
+    assert state["count"] + len(state["done"]) == 15
+    assert set(range(state["count"])) | set(state["done"]) == delivered
+    calls.clear()
+    with pipe.iter(state=state) as resumed:
+        rest = list(resumed)
+    assert sorted(head + rest) == [20 * x for x in range(40)]
+    assert sorted(calls) == sorted(set(range(40)) - delivered)
+
+
+@pytest.mark.timeout(60)
+def test_past_a_straggler_the_state_lists_what_was_delivered_and_stays_small() -> None:
+    release = threading.Event()
+    waiting = threading.Event()
+
+    def slow_first(x: int) -> int:
+        if x == 0:
+            waiting.set()
+            assert release.wait(30)
+        return x
+
+    pipe = Pipe(range(500)).map(slow_first).thread(2)
+    with pipe.iter() as run:
+        head = [next(run) for _ in range(60)]
+        assert waiting.is_set()
+        state = json.loads(json.dumps(run.state_dict()))
+        release.set()
+    assert 0 not in head
+    assert state["count"] == 0 and state["done"] == sorted(head)
+    assert len(json.dumps(state)) < 1000
+    with pipe.iter(state=state) as resumed:
+        assert sorted(head + list(resumed)) == list(range(500))
+
+
+@pytest.mark.timeout(60)
+def test_an_unordered_run_cut_inside_a_flattened_element_resumes_there() -> None:
+    pipe = Pipe(range(6)).map(lambda x: [x] * 3).flatten().thread(1)
+    head, state = cut(pipe, 4)  # one worker: the elements come in order
+    assert head == [0, 0, 0, 1]
+    assert (state["count"], state["done"], state["partial"]) == (1, [], [[1, 1]])
+    with pipe.iter(state=state) as resumed:
+        assert list(resumed) == [1, 1] + [x for x in range(2, 6) for _ in range(3)]
+
+
+@pytest.mark.timeout(60)
+def test_an_unordered_process_stage_resumes_and_its_stats_name_the_pipes_stages() -> None:
+    pipe = Pipe(range(30)).map(double).process(2)
+    head, state = cut(pipe, 11)
+    assert state["mode"] == "unordered"
+    with pipe.iter(state=state) as resumed:
+        assert isinstance(resumed, pl.Stage) and resumed.workers == 2
+        rest = list(resumed)
+        names = [row.name for row in resumed.stats().rows]
+    assert sorted(head + rest) == [2 * x for x in range(30)]
+    assert names == ["source", "map(double) in process(2)"]
+    assert "order.release()" in pipe.explain()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"count": -1}, r"state\['count'\] must be an int >= 0, got -1"),
+        ({"done": [5, 4]}, r"state\['done'\] must list increasing ints above state\['count'\]"),
+        ({"partial": [[0, 0]]}, r"state\['partial'\] must list pairs \[n, k\]"),
+        ({"partial": None}, r"state\['partial'\] must list pairs \[n, k\]"),
+    ],
+)
+def test_bad_unordered_states_fail_clearly(change: dict[str, Any], message: str) -> None:
+    pipe = Pipe(range(10)).map(double).thread(2)
+    _, state = cut(pipe, 3)
+    with pytest.raises(ValueError, match=message):
+        pipe.iter(state={**state, "count": 3, "done": [], "partial": [], **change})

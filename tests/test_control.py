@@ -514,7 +514,8 @@ def test_a_stuck_item_raises_timeout_error_within_timeout_plus_one_second(
     assert 1.0 <= waited <= 2.0
     assert "process(map): an item took more than 1 s" in str(caught.value)
     assert "was killed" in str(caught.value)
-    assert caught.value.__notes__ == ["tinypl: raised by process(map) on item: 5"]
+    # Numbered for a checkpoint, the unordered stage knows the item's source position.
+    assert caught.value.__notes__ == ["tinypl: raised by process(map) on item 5 of the source: 5"]
 
 
 @pytest.mark.timeout(60)

@@ -75,9 +75,16 @@ def test_a_long_item_is_shortened() -> None:
 
 @pytest.mark.timeout(20)
 def test_thread_workers_raise_the_users_error_with_its_note() -> None:
-    error = first_error(iter(Pipe(range(6)).map(load).thread(2)))
+    error = first_error(iter(Pipe(iter(range(6))).map(load).thread(2)))
     assert type(error) is Boom
     assert notes(error) == ["tinypl: raised by map(load) on item: 3"]
+
+
+@pytest.mark.timeout(20)
+def test_numbered_for_a_checkpoint_an_unordered_stage_names_the_source_position() -> None:
+    error = first_error(iter(Pipe(range(6)).map(load).thread(2)))
+    assert type(error) is Boom
+    assert notes(error) == ["tinypl: raised by map(load) on item 3 of the source: 3"]
 
 
 @pytest.mark.timeout(20)
@@ -89,6 +96,8 @@ def test_in_an_ordered_region_the_position_is_the_sequence_number() -> None:
 
 @pytest.mark.timeout(60)
 def test_process_workers_raise_the_users_error_with_its_note() -> None:
-    error = first_error(iter(Pipe(range(6)).map(abs).map(load).process(2)))
+    error = first_error(iter(Pipe(iter(range(6))).map(abs).map(load).process(2)))
     assert type(error) is Boom
     assert "tinypl: raised by map(load) on item: 3" in notes(error)
+    error = first_error(iter(Pipe(range(6)).map(abs).map(load).process(2)))
+    assert "tinypl: raised by map(load) on item 3 of the source: 3" in notes(error)

@@ -52,14 +52,15 @@ from ._checkpoint_plan import (
     not_resumable,
     one_to_one,
     plan_sources,
-    problem,
+    run_plan,
 )
 from ._checkpoint_shuffle import ShuffleRun, start_shuffled
+from ._checkpoint_unordered import UnorderedRun, resume_of, skipping
 from ._errors import NotResumable
 from ._explain import describe
-from ._planner import optimize
 from ._runtime import Stage
-from ._runtime._registry import build_next, build_nodes, build_source
+from ._runtime._registry import build_next, build_nodes, build_reading, build_source
+from ._runtime._release import ReleaseRaw
 from ._runtime._stage import EXHAUSTIBLE, ViewStage, WorkerStage, make_view, node_of
 
 __all__ = ["VERSION", "start"]
@@ -118,6 +119,7 @@ class _Run:
         "shuffle",
         "starts",
         "tagger",
+        "unordered",
     )  # fmt: skip
 
     def __init__(self, node: plan.Node, mode: Mode, reason: str | None) -> None:
@@ -135,6 +137,7 @@ class _Run:
         self.counter: itertools.count[int] | None = None
         self.tagger: Any = None
         self.shuffle: ShuffleRun | None = None
+        self.unordered: UnorderedRun | None = None
         self.base = 0
 
     def state(self) -> dict[str, Any]:
@@ -166,7 +169,10 @@ class _Run:
             assert self.shuffle is not None
             state.update(self.shuffle.state())
             return state
-        if self.mode == "ordered":
+        if self.mode == "unordered":
+            assert self.unordered is not None
+            state.update(self.unordered.state())
+        elif self.mode == "ordered":
             state["count"] = self.base + int(self.tagger.next)
         else:
             # ``count`` has no public reader; its repr, "count(n)", is exact and stable.
@@ -400,7 +406,11 @@ def _source_position(nodes: list[plan.Node], count: int) -> int | None:
     return count
 
 
-def _ordered(run: _Run, nodes: list[plan.Node], save: int, count: int) -> Stage[Any]:
+def _ordered(
+    run: _Run, nodes: list[plan.Node], save: int, count: int, skips: list[int] | None = None
+) -> Stage[Any]:
+    """The stages up to the ordered region's save, the first ``count`` elements entering
+    it dropped (and those at ``skips`` after them); the save's stage."""
     start = _source_position(nodes[:save], count) if count else None
     if start is not None:
         # Skipped at the source: nothing before the ordered region runs again.
@@ -410,10 +420,31 @@ def _ordered(run: _Run, nodes: list[plan.Node], save: int, count: int) -> Stage[
         stage = build_nodes(nodes[:save], following=nodes[save])
         if count:
             stage = _dropping(stage, count)
+    stage = skipping(stage, skips or [])
     saved = build_next(stage, nodes[save], nodes[save + 1] if save + 1 < len(nodes) else None)
+    if (count or skips) and saved._tagger is not None:
+        # Its numbers no longer are source positions: notes on errors name none.
+        saved._tagger.positions = False
     run.tagger = saved._tagger
     run.base = count
-    return build_nodes(nodes[save + 1 :], saved)
+    return saved
+
+
+def _unordered(
+    run: _Run, nodes: list[plan.Node], save: int, state: Mapping[str, Any] | None
+) -> Stage[Any]:
+    resume = resume_of(state)
+    saved = _ordered(run, nodes, save, resume.count, resume.skips)
+    end = next(i for i, node in enumerate(nodes) if isinstance(node, plan.Release))
+    region = build_nodes(nodes[save + 1 : end], saved, following=nodes[end])
+    release = nodes[end]
+    assert isinstance(release, plan.Release)
+    release = attrs.evolve(release, skip=resume.partial)
+    following = nodes[end + 1] if end + 1 < len(nodes) else None
+    released, raw = build_reading(region, release, following)
+    assert isinstance(raw, ReleaseRaw) and saved._tagger is not None
+    run.unordered = UnorderedRun(resume, saved._tagger, raw)
+    return build_nodes(nodes[end + 1 :], released)
 
 
 def _count(state: Mapping[str, Any], key: str) -> int:
@@ -425,8 +456,7 @@ def _count(state: Mapping[str, Any], key: str) -> int:
 
 def start(node: plan.Node, state: Mapping[str, Any] | None = None) -> Stage[Any]:
     """A run of the logical plan ``node``; with ``state``, resumed from it."""
-    nodes = plan.chain(optimize(node))
-    reason = problem(nodes)
+    nodes, reason = run_plan(node)
     mode, save = mode_of(nodes)
     if state is not None:
         if reason is not None:
@@ -443,9 +473,12 @@ def start(node: plan.Node, state: Mapping[str, Any] | None = None) -> Stage[Any]
         stage, run.shuffle = start_shuffled(nodes, save, state, positioned)
     else:
         run.starts = _load_sources(node, state)
-        count = 0 if state is None else _count(state, "count")
+        count = 0 if state is None or mode == "unordered" else _count(state, "count")
         if mode == "ordered":
-            stage = _ordered(run, nodes, save, count)
+            saved = _ordered(run, nodes, save, count)
+            stage = build_nodes(nodes[save + 1 :], saved)
+        elif mode == "unordered":
+            stage = _unordered(run, nodes, save, state)
         else:
             run.counter = itertools.count(count)
             stage = build_nodes(nodes)

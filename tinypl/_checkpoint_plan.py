@@ -27,14 +27,16 @@ __all__ = [
     "one_to_one",
     "plan_sources",
     "problem",
+    "run_plan",
 ]
 
 #: ``position``: the source's position is the state (a sync chain of per-item stages);
 #: ``ordered``: a count of the records an ordered region at the end delivered, replayed
 #: upstream of its save; ``shuffle``: the source's position and the source positions a
 #: seeded shuffle's buffer holds, re-read; ``replay``: a count of what the run delivered,
-#: replayed.
-Mode = Literal["position", "ordered", "shuffle", "replay"]
+#: replayed; ``unordered``: which elements entering the concurrent stages at the end
+#: (numbered for it, ``plan.Release``) were delivered, re-run but for those.
+Mode = Literal["position", "ordered", "shuffle", "replay", "unordered"]
 
 # Stages that pass each item on as they pull it, holding nothing: after the consumer's
 # item, the source has yielded exactly what led to it.
@@ -115,8 +117,9 @@ def _node_problem(node: plan.Node, ordered: bool) -> str | None:
     concurrent = isinstance(node, plan.CONCURRENT) and not isinstance(node, streams.ReadAhead)
     if concurrent and not ordered:
         return (
-            f"{name} delivers items in the order they complete, which a resumed run cannot"
-            " reproduce; add .order() after it"
+            f"{name} delivers items in the order they complete, which the stateful stages"
+            " after it would make part of the state; add .order() after it (unordered"
+            " concurrent stages resume only at the end of a pipe, before per-item stages)"
         )
     if isinstance(node, streams.Shuffle) and node.seed is None:
         return f"{name} has no seed, so a resumed run cannot draw the same order; pass seed="
@@ -144,6 +147,22 @@ def problem(physical: list[plan.Node]) -> str | None:
     if ordered:
         return "its last stage is a pl.order.save without the load that restores the order"
     return None
+
+
+def run_plan(node: plan.Node) -> tuple[list[plan.Node], str | None]:
+    """The physical plan a run of the logical plan ``node`` builds, and why the run
+    cannot be resumed (``None``: it can). Concurrent stages at the end without
+    ``order()`` are numbered (``plan.Release``) where that makes the run resumable."""
+    nodes = plan.chain(optimize(node))
+    reason = problem(nodes)
+    if reason is not None:
+        numbered = plan.chain(optimize(node, numbered=True))
+        released = any(isinstance(current, plan.Release) for current in numbered)
+        # Only at the end: what the release hands out varies from run to run, so no
+        # stateful stage after it could be replayed.
+        if released and problem(numbered) is None and mode_of(numbered)[0] == "unordered":
+            return numbered, None
+    return nodes, reason
 
 
 def _inputs(node: plan.Node) -> list[plan.Node]:
@@ -229,8 +248,8 @@ def _shuffled(physical: list[plan.Node]) -> int:
 
 
 def mode_of(physical: list[plan.Node]) -> tuple[Mode, int]:
-    """How a run of ``physical`` is resumed, and for ``ordered`` the index of its save
-    (for ``shuffle``, of its shuffle)."""
+    """How a run of ``physical`` is resumed, and for ``ordered`` and ``unordered`` the
+    index of its save (for ``shuffle``, of its shuffle)."""
     if _positional(physical):
         return "position", 0
     shuffle = _shuffled(physical)
@@ -240,6 +259,8 @@ def mode_of(physical: list[plan.Node]) -> tuple[Mode, int]:
     end = len(physical) - 1
     while end > 0 and _plain(physical[end]):
         end -= 1
+    if isinstance(physical[end], plan.Release):
+        return "unordered", _save_of(physical, end)
     if isinstance(physical[end], plan.Load):
         for index in range(end - 1, 0, -1):
             node = physical[index]
@@ -248,6 +269,11 @@ def mode_of(physical: list[plan.Node]) -> tuple[Mode, int]:
             if isinstance(node, plan.Save):
                 return "ordered", index
     return "replay", 0
+
+
+def _save_of(physical: list[plan.Node], load: int) -> int:
+    """The index of the save the load ``physical[load]`` ends the region of."""
+    return max(i for i in range(load) if isinstance(physical[i], plan.Save))
 
 
 def _source_label(source: Any) -> str:

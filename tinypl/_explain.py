@@ -258,6 +258,7 @@ _LABELS: dict[type[plan.Node], str] = {
     plan.Fused: "fused",
     plan.Save: "order.save",
     plan.Load: "order.load",
+    plan.Release: "order.release",
 }
 
 
@@ -276,14 +277,21 @@ _NOTES: dict[type[plan.Node], str] = {
     plan.Mutex: "one thread at a time pulls what is above",
     plan.Save: "numbers items for the load below",
     plan.Load: "restores the order numbered above",
+    plan.Release: "hands items out as they complete",
     plan.Fused: "one step per item",
     streams.Repeated: "each pass runs the plan inside afresh",
 }
 
 
-def explain(node: plan.Node, *, optimized: bool = True) -> str:
-    """A multi-line rendering of a plan, source first; ``optimized`` shows what runs."""
-    nodes = plan.chain(optimize(node) if optimized else node)
+def explain(
+    node: plan.Node, *, optimized: bool = True, physical: list[plan.Node] | None = None
+) -> str:
+    """A multi-line rendering of a plan, source first; ``optimized`` shows what runs
+    (``physical``, when given: the nodes a run builds)."""
+    if not optimized:
+        nodes = plan.chain(node)
+    else:
+        nodes = plan.chain(optimize(node)) if physical is None else physical
     title = "physical plan (what iter() builds)" if optimized else "logical plan (as written)"
     lines = [title]
     in_threads = _thread_members(nodes) if optimized else set()
@@ -298,7 +306,9 @@ def explain(node: plan.Node, *, optimized: bool = True) -> str:
             notes.append(f"{current.workers} worker processes; a feeder thread pulls above")
         if optimized and isinstance(current, plan.RunOnExecutor):
             notes.append("chunks run on the executor; a feeder thread pulls above")
-        if optimized and type(current) in _NOTES:
+        if optimized and isinstance(current, plan.Save) and current.released:
+            notes.append("numbers items so the run can tell its state_dict()")
+        elif optimized and type(current) in _NOTES:
             notes.append(_NOTES[type(current)])
         if id(current) in in_threads:
             text = text.replace(f"{index:>3}  ", f"{index:>3} *", 1)

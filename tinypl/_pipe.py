@@ -18,6 +18,7 @@ import attrs
 from . import _plan
 from . import _plan_streams as streams
 from ._checkpoint import start
+from ._checkpoint_plan import run_plan
 from ._explain import explain, short
 from ._length import length
 from ._marker import Marker
@@ -564,7 +565,8 @@ class Pipe(StreamMethods, InsightMethods, Generic[T_co]):
               0  Pipe(range(0, 3))
               1  map(str)
         """
-        return explain(self.plan, optimized=optimized)
+        physical = run_plan(self.plan)[0] if optimized else None
+        return explain(self.plan, optimized=optimized, physical=physical)
 
     def __repr__(self) -> str:
         return short(self.plan)

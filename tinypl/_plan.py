@@ -47,6 +47,7 @@ __all__ = [
     "Process",
     "ProcessOptions",
     "Ratelimit",
+    "Release",
     "RunInProcesses",
     "RunOnExecutor",
     "SHIPPABLE",
@@ -426,6 +427,9 @@ class Save(Node):
     #: May the window grow when a process stage sends items in large chunks?
     adaptive: bool = _bool("adaptive", False)
     token: OrderToken | None = attrs.field(default=None)
+    #: Whether a ``Release`` hands the region out (so its stages keep their own marker
+    #: order: an asyncio stage keeps its segments).
+    released: bool = attrs.field(default=False, kw_only=True)
 
 
 @attrs.frozen(slots=True, repr=False)
@@ -435,6 +439,18 @@ class Load(Node):
 
     upstream: Node
     save: OrderToken | None = attrs.field(default=None)
+
+
+@attrs.frozen(slots=True, repr=False)
+class Release(Load):
+    """Hands the items of the region numbered above out as they complete, in no order:
+    the numbers only tell a checkpoint which of the region's elements were delivered
+    (planned for a run whose last concurrent stages have no ``order()``)."""
+
+    #: Pairs ``(n, k)``: the first ``k`` elements of record ``n`` were delivered before
+    #: the run resumed.
+    skip: tuple[tuple[int, int], ...] = attrs.field(default=(), kw_only=True)
+
 # -- control (issue 13): skipping items whose processing failed -------------------------
 
 

@@ -37,6 +37,7 @@ from ._plan import (
     Order,
     PerItem,
     Process,
+    Release,
     RunInProcesses,
     RunOnExecutor,
     RunOnLoop,
@@ -69,9 +70,10 @@ def validate(plan: Node) -> None:
     _checked(plan)
 
 
-def optimize(plan: Node) -> Node:
-    """The physical plan for ``plan`` (raises as ``validate`` does)."""
-    nodes = _ship_to_processes(_checked(_cut_repeats(plan)))
+def optimize(plan: Node, numbered: bool = False) -> Node:
+    """The physical plan for ``plan`` (raises as ``validate`` does); ``numbered``: with
+    the concurrent stages at its end numbered for a checkpoint (``Release``)."""
+    nodes = _ship_to_processes(_checked(_cut_repeats(plan), numbered))
     nodes = _run_on_loops(nodes)
     nodes = _guard_threads(_scope_errors(_fuse(_read_ahead(nodes))))
     return _relink(nodes)
@@ -98,7 +100,7 @@ def _read_ahead(nodes: list[Node]) -> list[Node]:
     ]
 
 
-def _checked(plan: Node) -> list[Node]:
+def _checked(plan: Node, numbered: bool = False) -> list[Node]:
     """The nodes of ``plan`` with the order placed, once every check has passed."""
     nodes = chain(plan)
     for index, node in enumerate(nodes):
@@ -113,7 +115,7 @@ def _checked(plan: Node) -> list[Node]:
                 "executor: no map, filter, each or flatten stage stands directly before"
                 " executor(); there is nothing to run on the executor"
             )
-    return _place_order(nodes)
+    return _place_order(nodes, numbered)
 
 
 def _relink(nodes: list[Node]) -> Node:
@@ -123,7 +125,7 @@ def _relink(nodes: list[Node]) -> Node:
     return current
 
 
-def _place_order(nodes: list[Node]) -> list[Node]:
+def _place_order(nodes: list[Node], numbered: bool = False) -> list[Node]:
     out: list[Node] = []
     region = 1  # index in ``out`` where the current ordered region starts
     for node in nodes:
@@ -135,9 +137,7 @@ def _place_order(nodes: list[Node]) -> list[Node]:
         concurrent = [i for i in range(region, len(out)) if isinstance(out[i], CONCURRENT)]
         if not concurrent:
             continue  # nothing reorders items here: order() is a no-op
-        start = concurrent[0]
-        while start - 1 >= region and _joins_group(out, start - 1, region):
-            start -= 1
+        start = _region_start(out, concurrent[0], region)
         for inner in out[start:]:
             if not isinstance(inner, (*_GROUPABLE, *CONCURRENT)):
                 raise ValueError(
@@ -145,22 +145,56 @@ def _place_order(nodes: list[Node]) -> list[Node]:
                     " which sits between a concurrent stage and order(); call .order()"
                     f" before {stage_name(inner)}()"
                 )
-        window = node.maxsize
-        if window is None:
-            # Room for everything the concurrent stages can hold at once.
-            window = 0
-            for inner in out[start:]:
-                if isinstance(inner, (Thread, Process)):
-                    window += inner.workers + inner.queue_size
-                elif isinstance(inner, Executor):
-                    # Workers are known only at run time; the feeder widens the window.
-                    window += 2 * (inner.maxsize or EXECUTOR_MAXSIZE)
-                elif isinstance(inner, Asyncio):
-                    window += inner.concurrency + inner.queue_size
+        window = _room(out[start:]) if node.maxsize is None else node.maxsize
         out.insert(start, Save(out[start - 1], window, adaptive=node.maxsize is None))
         out.append(Load(out[-1]))
         region = len(out)
-    return out
+    return _release_last(out, region) if numbered else out
+
+
+def _region_start(nodes: list[Node], first: int, region: int) -> int:
+    """Where the numbering of a region whose first concurrent stage is ``nodes[first]``
+    starts: below the per-item stages that stage runs."""
+    start = first
+    while start - 1 >= region and _joins_group(nodes, start - 1, region):
+        start -= 1
+    return start
+
+
+def _room(nodes: list[Node]) -> int:
+    """Room for everything the concurrent stages among ``nodes`` can hold at once."""
+    window = 0
+    for inner in nodes:
+        if isinstance(inner, (Thread, Process)):
+            window += inner.workers + inner.queue_size
+        elif isinstance(inner, Executor):
+            # Workers are known only at run time; the feeder widens the window.
+            window += 2 * (inner.maxsize or EXECUTOR_MAXSIZE)
+        elif isinstance(inner, Asyncio):
+            window += inner.concurrency + inner.queue_size
+    return window
+
+
+#: How many times what its stages hold a released region may run ahead of its oldest
+#: unfinished element (and the least): a straggler holds the region up only that far.
+RELEASE_SLACK = (4, 64)
+
+
+def _release_last(out: list[Node], region: int) -> list[Node]:
+    """The concurrent stages after the last ordered region numbered like one, but handed
+    out as they complete (``Release``), so a checkpoint can tell what was delivered;
+    ``out`` as it is when they have none or a stateful stage stands between them."""
+    concurrent = [i for i in range(region, len(out)) if isinstance(out[i], CONCURRENT)]
+    if not concurrent:
+        return out
+    start = _region_start(out, concurrent[0], region)
+    end = concurrent[-1] + 1
+    if not all(isinstance(inner, (*_GROUPABLE, *CONCURRENT)) for inner in out[start:end]):
+        return out
+    factor, least = RELEASE_SLACK
+    window = max(least, factor * _room(out[start:end]))
+    save = Save(out[start - 1], window, adaptive=True, released=True)
+    return [*out[:start], save, *out[start:end], Release(out[end - 1]), *out[end:]]
 
 
 #: Chunks in flight on an executor whose worker count cannot be known.

@@ -254,8 +254,12 @@ class LoopCore(FailureHandling):
         self.insight = WorkerFigures()
         self._apply = _compiled(node, budget)
         self._tagger = upstream._tagger
+        #: Whether its queue holds the records of an ordered region (``_threads._read``).
+        self.records = self._tagger is not None
         self._positions = self._tagger is not None and self._tagger.positions
-        self._marks = upstream._may_mark and self._tagger is None
+        # Unordered, it keeps markers between segments, also numbered for a checkpoint.
+        released = self._tagger is None or self._tagger.released
+        self._marks = upstream._may_mark and released
         self._segments: deque[_Segment] = deque([_Segment()])
         self._advancing = False
         self._lock = threading.Lock()
@@ -357,12 +361,12 @@ class LoopCore(FailureHandling):
                         idle.discard(task)
                 if x is _END:
                     return
-                if tagged:
+                if self._marks:
+                    await self._segmented(x, task, tagged)
+                elif tagged:
                     n, items = x
                     done = await apply(items, n if self._positions else None)
                     await self._put((n, done))
-                elif self._marks:
-                    await self._segmented(x, task)
                 else:
                     for y in await apply((x,), None):
                         await self._put(y)
@@ -373,16 +377,28 @@ class LoopCore(FailureHandling):
                 self._tagger.fail(n, error)
             self._record(error)
 
-    async def _segmented(self, x: Any, task: asyncio.Task[None]) -> None:
+    async def _segmented(self, x: Any, task: asyncio.Task[None], tagged: bool) -> None:
+        """``x`` in its segment; ``tagged``: ``x`` is a record ``(n, items)`` of a
+        released region (a marker travels alone in its record)."""
         segments = self._segments
-        if x.__class__ is Marker:
+        items = x[1] if tagged else (x,)
+        if len(items) == 1 and items[0].__class__ is Marker:
             segments[-1].marker = x
             segments.append(_Segment())
             await self._advance()
             return
         segment = segments[-1]
         segment.pending += 1
-        done = await self._apply((x,), None)
+        n = x[0] if tagged else None
+        try:
+            done = await self._apply(items, n if self._positions else None)
+        except BaseException as error:
+            if n is not None:
+                assert self._tagger is not None
+                self._tagger.fail(n, error)
+            raise
+        if tagged:
+            done = [(n, done)]
         if segment is not segments[0]:
             if self._stopping:
                 return  # an earlier item failed: this one comes after it

@@ -152,6 +152,8 @@ def _assemble(stage: Stage[Any]) -> list[tuple[Stage[Any], Probe, list[Row]]]:
             below.items = counted
             _fill(done, counted)
         rows, below = probe.rows(below)
+        if _numbering(current._node):
+            rows = []  # a checkpoint's numbering of an unordered region: not a stage of the pipe
         if rows and rows[0].wait and last is not None and not _is_worker(done[-1][1]):
             _sync_below(done).fields["busy_s"] += rows[0].wait
         done.append((current, probe, rows))
@@ -166,6 +168,10 @@ def _assemble(stage: Stage[Any]) -> list[tuple[Stage[Any], Probe, list[Row]]]:
                     row.fields[key] = 0
     _group(done)
     return done
+
+
+def _numbering(node: plan.Node | None) -> bool:
+    return isinstance(node, plan.Save) and node.released
 
 
 def _fill(done: list[tuple[Stage[Any], Probe, list[Row]]], counted: int) -> None:
@@ -340,7 +346,8 @@ def explain_live(stage: Stage[Any]) -> str:
     stats = collect(stage)
     values = iter(stats.rows)
     lines = [f"live run ({stats.delivered} items in {stats.elapsed_s:.3f} s)"]
-    for index, (current, _, rows) in enumerate(_assemble(stage)):
+    shown = [entry for entry in _assemble(stage) if not _numbering(entry[0]._node)]
+    for index, (current, _, rows) in enumerate(shown):
         lines.append(f"{index:>3}  {name_of(current._node)}")
         for _ in rows:
             lines.append("       " + _figures(next(values)))

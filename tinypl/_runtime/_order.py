@@ -27,7 +27,13 @@ class Tagger:
     """
 
     def __init__(
-        self, window: int, adaptive: bool = False, token: object = None, positions: bool = False
+        self,
+        window: int,
+        adaptive: bool = False,
+        token: object = None,
+        positions: bool = False,
+        *,
+        released: bool = False,
     ) -> None:
         #: Whether a stage downstream may widen the window (``order()`` without maxsize).
         self.adaptive = adaptive
@@ -35,6 +41,8 @@ class Tagger:
         self.token = token
         #: Whether sequence numbers are positions in the pipeline's source.
         self.positions = positions
+        #: Whether the region is handed out unordered (``plan.Release``).
+        self.released = released
         self._cond = threading.Condition(threading.Lock())
         self._issued = 0
         self._next = 0  # lowest number not yet completed
@@ -91,6 +99,11 @@ class Tagger:
                     self._cond.notify_all()
             elif n > self._next:
                 self._done.add(n)
+
+    def completed(self) -> tuple[int, list[int]]:
+        """The lowest number not yet completed, and the completed numbers above it."""
+        with self._cond:
+            return self._next, sorted(self._done)
 
     @property
     def stopping(self) -> bool:

@@ -7,14 +7,14 @@ bottom-up, each node on the live stage below it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .._plan import Node, chain
 from .._planner import optimize
 from ._stage import Stage
 
-__all__ = ["build", "build_next", "build_nodes", "materialize"]
+__all__ = ["build", "build_next", "build_nodes", "build_reading", "materialize"]
 
 
 @functools.singledispatch
@@ -35,6 +35,19 @@ def build_next(stage: Stage[Any], node: Node, following: Node | None) -> Stage[A
 
     prepare(stage, node)
     return attach(build(node, stage), stage, following)
+
+
+def build_reading(
+    stage: Stage[Any], node: Node, following: Node | None
+) -> tuple[Stage[Any], Iterator[Any]]:
+    """``build_next``, and the raw iterator the builder gave the new stage (before the
+    probe of ``stats()`` may count around it): for a reader of its state."""
+    from ._collect import attach, prepare
+
+    prepare(stage, node)
+    built = build(node, stage)
+    raw = built.raw  # ``attach`` may put a counter in its place
+    return attach(built, stage, following), raw
 
 
 def build_nodes(

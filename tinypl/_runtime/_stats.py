@@ -352,7 +352,9 @@ class ChunkFigures:
 
     def add(self, steps: Any, drops: Any) -> None:
         """A chunk's step figures (``_stepfigures.Steps``) and the items it dropped."""
-        if steps is not None and len(steps[0]) == len(self.counts):
+        if steps is not None:
+            # The workers run the stage's own steps: one figure per step, always.
+            assert len(steps[0]) == len(self.counts), (len(steps[0]), len(self.counts))
             for index, (count, sample) in enumerate(zip(steps[0], steps[1], strict=True)):
                 self.counts[index] += count
                 self.samples[index] += sample
@@ -448,9 +450,34 @@ class Counted(Iterator[Any]):
         return NotImplemented if hint < 0 else hint
 
 
+class CountedRecords(Counted):
+    """Counts the items and markers of the records ``(n, items)`` of an ordered region
+    passing through."""
+
+    __slots__ = ()
+
+    def __next__(self) -> Any:
+        try:
+            record = self._pull()
+        except StopIteration:
+            if self.ended is None:
+                self.ended = clock()
+            raise
+        for x in record[1]:
+            if x.__class__ is Marker:
+                self._marker()
+            else:
+                self._item()
+        return record
+
+
 def counted_raw(stage: Stage[Any]) -> Any:
     """Counts what leaves ``stage`` for the stages built on it (its ``raw``); the counter."""
     raw = stage.raw
+    if stage._tagger is not None:
+        counted: Counted = CountedRecords(raw)
+        stage._raw = counted
+        return counted
     if not stage._may_mark and stage._thread_safe is False:
         counter = itertools.count()
         stage._raw = map(operator.itemgetter(0), zip(raw, counter, strict=False))

@@ -25,6 +25,7 @@ from ._collect import knows_out, name_of
 from ._compile import Drop, group_function, restarting, stepper, stepping
 from ._order import GroupApply, LoadRaw, SaveRaw, Tagger
 from ._registry import build, build_source
+from ._release import released
 from ._skip import Budget, budget_for, keep_budget
 from ._stage import (
     EXHAUSTIBLE,
@@ -363,7 +364,7 @@ def _save(node: plan.Save, upstream: Stage[Any]) -> Stage[Any]:
     positions = isinstance(source, plan.Source) and not isinstance(source.source, Stage)
     # Without maxsize the load sizes the window, once the stages between exist.
     window = 1 if node.maxsize is None else node.maxsize
-    tagger = Tagger(window, node.adaptive, node.token, positions)
+    tagger = Tagger(window, node.adaptive, node.token, positions, released=node.released)
     raw = SaveRaw(upstream.raw, tagger)
     # Pulled directly, a save stage hands out plain items: only raw pulls are numbered.
     stage: ViewStage[Any] = ViewStage(is_marker, Locked(upstream.raw, raw.lock))
@@ -402,6 +403,8 @@ def _load(node: plan.Load, upstream: Stage[Any]) -> Stage[Any]:
             " than the one passed as order"
         )
     _size_window(upstream, tagger)
+    if isinstance(node, plan.Release):
+        return released(upstream, tagger, node.skip)
     raw = LoadRaw(upstream.raw, tagger)
     stage = _view(raw, node, upstream, may_mark=upstream._may_mark, thread_safe=False)
     weakref.finalize(stage, tagger.signal)

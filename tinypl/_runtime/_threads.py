@@ -94,6 +94,9 @@ class ThreadCore(FailureHandling):
         self._abandoned: set[threading.Thread] = set()
         #: The figures of ``stage.stats()``.
         self.insight = WorkerFigures()
+        #: Whether it passes the records ``(n, items)`` of an ordered region: its figures
+        #: count what they hold.
+        self.records = upstream._tagger is not None
         self.poll = self.out.get_nowait
 
     # -- workers -------------------------------------------------------------------------
@@ -158,6 +161,7 @@ class ThreadCore(FailureHandling):
         put = self.out.put
         take = self._take_slot
         item, marker = self.insight.pulled.__next__, self.insight.pulled_markers.__next__
+        records = self.records
         try:
             if self.init is not None:
                 self._run_init(info)
@@ -169,7 +173,10 @@ class ThreadCore(FailureHandling):
                     x = pull()
                 except StopIteration:
                     break
-                (marker if x.__class__ is Marker else item)()
+                if records:
+                    count_record(x, item, marker)
+                else:
+                    (marker if x.__class__ is Marker else item)()
                 take()
                 put(x)  # even when stopping: an item pulled is delivered or dropped later
         except BaseException as error:
@@ -199,7 +206,10 @@ class ThreadCore(FailureHandling):
                 break
             finally:
                 started[index] = 0.0
-            next(figures.pulled_markers if x.__class__ is Marker else figures.pulled)
+            if self.records:
+                count_record(x, figures.pulled.__next__, figures.pulled_markers.__next__)
+            else:
+                next(figures.pulled_markers if x.__class__ is Marker else figures.pulled)
             take()
             put(x)
 
@@ -289,6 +299,12 @@ class ThreadCore(FailureHandling):
         out.put(FAILED if self.error is not None else END)
 
 
+def count_record(record: tuple[int, list[Any]], item: Any, marker: Any) -> None:
+    """Count the items and markers of an ordered region's record."""
+    for x in record[1]:
+        (marker if x.__class__ is Marker else item)()
+
+
 class QueueReader:
     """The raw iterator of a thread stage: items (and markers) from its queue."""
 
@@ -329,7 +345,10 @@ def _read(core: ThreadCore) -> Any:
         if x.__class__ is not Control:
             core.free(None)
             figures.fill_sum += core.out.qsize()
-            next(figures.markers if x.__class__ is Marker else figures.delivered)
+            if core.records:
+                count_record(x, figures.delivered.__next__, figures.markers.__next__)
+            else:
+                next(figures.markers if x.__class__ is Marker else figures.delivered)
             return x
         core.control(x)
 
