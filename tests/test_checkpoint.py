@@ -467,3 +467,19 @@ def test_bad_unordered_states_fail_clearly(change: dict[str, Any], message: str)
     _, state = cut(pipe, 3)
     with pytest.raises(ValueError, match=message):
         pipe.iter(state={**state, "count": 3, "done": [], "partial": [], **change})
+
+
+@pytest.mark.timeout(60)
+def test_a_shuffle_before_an_ordered_region_is_resumed_from_its_journal_not_replayed() -> None:
+    seen: list[int] = []
+    pipe = (
+        Pipe(range(20_000)).each(seen.append).shuffle(1000, seed=4)
+        .partition(8).map(sum).thread(2).order()
+    )  # fmt: skip
+    head, state = cut(pipe, 1000)  # 8,000 of the shuffle's items, well past its journal's start
+    assert state["mode"] == "ordered" and state["count"] == 1000
+    assert len(state["shuffle"]["buffer"]) == 1000 and state["shuffle"]["source"] == 9000
+    seen.clear()
+    assert head + list(pipe.iter(state=state)) == list(pipe)
+    # Only the buffer's positions were read again, not the 9,000 before them.
+    assert len(seen) == 1000 + 11_000 + 20_000

@@ -42,6 +42,7 @@ import attrs
 
 from . import _plan as plan
 from . import _plan_streams as streams
+from ._checkpoint_journal import JournaledShuffle
 from ._checkpoint_plan import (
     COUNTERS,
     Mode,
@@ -53,6 +54,7 @@ from ._checkpoint_plan import (
     one_to_one,
     plan_sources,
     run_plan,
+    shuffle_before,
 )
 from ._checkpoint_shuffle import ShuffleRun, start_shuffled
 from ._checkpoint_unordered import UnorderedRun, resume_of, skipping
@@ -109,6 +111,7 @@ class _Run:
         "counters",
         "fingerprint",
         "flattens",
+        "journal",
         "loaded",
         "mode",
         "plan",
@@ -138,6 +141,9 @@ class _Run:
         self.tagger: Any = None
         self.shuffle: ShuffleRun | None = None
         self.unordered: UnorderedRun | None = None
+        #: A journaled shuffle before the region, its emissions per element entering the
+        #: region, and how many it made before the run's count began.
+        self.journal: tuple[JournaledShuffle, int, int] | None = None
         self.base = 0
 
     def state(self) -> dict[str, Any]:
@@ -177,6 +183,11 @@ class _Run:
         else:
             # ``count`` has no public reader; its repr, "count(n)", is exact and stable.
             state["count"] = int(repr(self.counter)[6:-1])
+        if self.journal is not None and state["count"]:
+            step, per, offset = self.journal
+            shuffled = step.state_after(offset + (state["count"] - self.base) * per)
+            if shuffled is not None:
+                state["shuffle"] = shuffled
         state["sources"] = copy.deepcopy(self.starts)
         return state
 
@@ -407,19 +418,17 @@ def _source_position(nodes: list[plan.Node], count: int) -> int | None:
 
 
 def _ordered(
-    run: _Run, nodes: list[plan.Node], save: int, count: int, skips: list[int] | None = None
+    run: _Run,
+    nodes: list[plan.Node],
+    save: int,
+    count: int,
+    state: Mapping[str, Any] | None,
+    *,
+    skips: list[int] | None = None,
 ) -> Stage[Any]:
     """The stages up to the ordered region's save, the first ``count`` elements entering
     it dropped (and those at ``skips`` after them); the save's stage."""
-    start = _source_position(nodes[:save], count) if count else None
-    if start is not None:
-        # Skipped at the source: nothing before the ordered region runs again.
-        head = plan.Source(_Positioned(nodes[0].source, start))  # type: ignore[attr-defined]
-        stage = build_nodes([head, *nodes[1:save]], following=nodes[save])
-    else:
-        stage = build_nodes(nodes[:save], following=nodes[save])
-        if count:
-            stage = _dropping(stage, count)
+    stage = _before_region(run, nodes, save, count, state)
     stage = skipping(stage, skips or [])
     saved = build_next(stage, nodes[save], nodes[save + 1] if save + 1 < len(nodes) else None)
     if (count or skips) and saved._tagger is not None:
@@ -430,11 +439,37 @@ def _ordered(
     return saved
 
 
+def _before_region(
+    run: _Run, nodes: list[plan.Node], save: int, count: int, state: Mapping[str, Any] | None
+) -> Stage[Any]:
+    at, per = shuffle_before(nodes, save)
+    if at:
+        loaded = None if state is None else state.get("shuffle")
+        positioned = _Positioned(nodes[0].source, 0)  # type: ignore[attr-defined]
+        stage, shuffled = start_shuffled(
+            nodes[:save], at, loaded, positioned, kind=JournaledShuffle, after=nodes[save]
+        )
+        assert isinstance(shuffled.step, JournaledShuffle)
+        # Without the shuffle's state, the run replays it: its journal counts from 0.
+        run.journal = shuffled.step, per, 0 if loaded else count * per
+        return _dropping(stage, count) if count and not loaded else stage
+    start = _source_position(nodes[:save], count) if count else None
+    if start is not None:
+        # Skipped at the source: nothing before the ordered region runs again.
+        head = plan.Source(_Positioned(nodes[0].source, start))  # type: ignore[attr-defined]
+        stage = build_nodes([head, *nodes[1:save]], following=nodes[save])
+    else:
+        stage = build_nodes(nodes[:save], following=nodes[save])
+        if count:
+            stage = _dropping(stage, count)
+    return stage
+
+
 def _unordered(
     run: _Run, nodes: list[plan.Node], save: int, state: Mapping[str, Any] | None
 ) -> Stage[Any]:
     resume = resume_of(state)
-    saved = _ordered(run, nodes, save, resume.count, resume.skips)
+    saved = _ordered(run, nodes, save, resume.count, state, skips=resume.skips)
     end = next(i for i, node in enumerate(nodes) if isinstance(node, plan.Release))
     region = build_nodes(nodes[save + 1 : end], saved, following=nodes[end])
     release = nodes[end]
@@ -475,7 +510,7 @@ def start(node: plan.Node, state: Mapping[str, Any] | None = None) -> Stage[Any]
         run.starts = _load_sources(node, state)
         count = 0 if state is None or mode == "unordered" else _count(state, "count")
         if mode == "ordered":
-            saved = _ordered(run, nodes, save, count)
+            saved = _ordered(run, nodes, save, count, state)
             stage = build_nodes(nodes[save + 1 :], saved)
         elif mode == "unordered":
             stage = _unordered(run, nodes, save, state)

@@ -28,6 +28,7 @@ __all__ = [
     "plan_sources",
     "problem",
     "run_plan",
+    "shuffle_before",
 ]
 
 #: ``position``: the source's position is the state (a sync chain of per-item stages);
@@ -234,6 +235,13 @@ def one_to_one(node: plan.Node) -> bool:
 def _shuffled(physical: list[plan.Node]) -> int:
     """The index of the shuffle in a plan of a positional sequence source, one-to-one
     stages, a shuffle and per-item stages; 0 for any other plan."""
+    at = _shuffle_at(physical)
+    return at if at and all(_plain(node) for node in physical[at + 1 :]) else 0
+
+
+def _shuffle_at(physical: list[plan.Node]) -> int:
+    """The index of a shuffle after a positional sequence source and one-to-one stages
+    (0: there is none)."""
     head = physical[0]
     if not isinstance(head, plan.Source) or has_protocol(head.source):
         return 0
@@ -244,7 +252,25 @@ def _shuffled(physical: list[plan.Node]) -> int:
         at += 1
     if at == len(physical) or not isinstance(physical[at], streams.Shuffle):
         return 0
-    return at if all(_plain(node) for node in physical[at + 1 :]) else 0
+    return at
+
+
+def shuffle_before(physical: list[plan.Node], save: int) -> tuple[int, int]:
+    """For a plan whose region starts at the save ``physical[save]``: the index of a
+    seeded shuffle that stands before it in ``shuffle`` mode's arrangement (a positional
+    sequence source and one-to-one stages before it), with only one-to-one stages and
+    partitions after it, and how many of its emissions make one element entering the
+    region; ``(0, 0)`` for any other plan."""
+    at = _shuffle_at(physical[:save])
+    if not at:
+        return 0, 0
+    per = 1
+    for node in physical[at + 1 : save]:
+        if isinstance(node, plan.Partition):
+            per *= node.size  # no marker reaches it: full batches but the last
+        elif not one_to_one(node):
+            return 0, 0
+    return at, per
 
 
 def mode_of(physical: list[plan.Node]) -> tuple[Mode, int]:

@@ -22,10 +22,10 @@ from ._runtime._registry import build_nodes
 from ._runtime._stage import ChainStage, Parts
 from ._runtime._streams import ShuffleStep, _permute
 
-__all__ = ["ShuffleRun", "start_shuffled"]
+__all__ = ["PositionedShuffle", "ShuffleRun", "start_shuffled"]
 
 
-class _PositionedShuffle(ShuffleStep):
+class PositionedShuffle(ShuffleStep):
     """A buffer shuffle that keeps, next to each held item, its position in the source
     (the ``n``-th element it pulls is the source's: every stage before it is one-to-one
     and pulls lazily). It draws exactly as ``ShuffleStep`` does, so a run is unchanged."""
@@ -95,7 +95,7 @@ class ShuffleRun:
 
     __slots__ = ("positioned", "step")
 
-    def __init__(self, positioned: Any, step: _PositionedShuffle) -> None:
+    def __init__(self, positioned: Any, step: PositionedShuffle) -> None:
         self.positioned = positioned
         self.step = step
 
@@ -104,13 +104,16 @@ class ShuffleRun:
 
 
 def _positions(state: Mapping[str, Any], key: str, size: int) -> list[int]:
-    value = state.get(key)
-    if not isinstance(value, list) or not all(type(p) is int and 0 <= p < size for p in value):
+    value: Any = state.get(key)
+    # At C speed: a resumed run checks a buffer's worth of them before its first item.
+    valid = isinstance(value, list) and set(map(type, value)) <= {int}
+    if not valid or (value and not (min(value) >= 0 and max(value) < size)):
         raise ValueError(
             f"Pipe.iter: state[{key!r}] must list source positions (ints from 0 to"
             f" {size - 1}), got {value!r}"
         )
-    return value
+    positions: list[int] = value
+    return positions
 
 
 def _checked(state: Mapping[str, Any], size: int, buffer: int) -> None:
@@ -141,18 +144,29 @@ def _checked(state: Mapping[str, Any], size: int, buffer: int) -> None:
 
 def _reread(seq: Any, positions: list[int], before: list[plan.Node]) -> list[Any]:
     """The items the stages ``before`` make of the source's elements at ``positions``."""
-    if not positions:
-        return []
-    stage = build_nodes([plan.Source([seq[p] for p in positions]), *before])
+    if type(seq) is range and seq.start == 0 and seq.step == 1:
+        elements = list(positions)  # the indices of a sampler: each is its own element
+    else:
+        elements = list(map(seq.__getitem__, positions))
+    if not elements or not before:
+        return elements
+    stage = build_nodes([plan.Source(elements), *before])
     with stage:
         return list(stage)
 
 
 def start_shuffled(
-    nodes: list[plan.Node], at: int, state: Mapping[str, Any] | None, positioned: Any
+    nodes: list[plan.Node],
+    at: int,
+    state: Mapping[str, Any] | None,
+    positioned: Any,
+    *,
+    kind: type[PositionedShuffle] = PositionedShuffle,
+    after: plan.Node | None = None,
 ) -> tuple[Stage[Any], ShuffleRun]:
-    """A run of ``nodes`` whose shuffle is ``nodes[at]``, from ``positioned`` (the
-    sequence source, started where ``state`` says); resumed from ``state`` if given."""
+    """A run of ``nodes`` whose shuffle is ``nodes[at]`` (run by a ``kind``), from
+    ``positioned`` (the sequence source, started where ``state`` says); resumed from
+    ``state`` if given. ``after``: the node to be built on it (``None``: none)."""
     from ._runtime._collect import attach, prepare  # the probes of stage.stats()
 
     node = nodes[at]
@@ -162,7 +176,7 @@ def start_shuffled(
         _checked(state, len(seq), node.buffer_size)
         positioned.start = state["source"]
     head = build_nodes([plan.Source(positioned), *nodes[1:at]], following=node)
-    step = _PositionedShuffle(node.buffer_size, random.Random(node.seed), positioned.position)
+    step = kind(node.buffer_size, random.Random(node.seed), positioned.position)
     if state is not None:
         before = nodes[1:at]
         buffer = _reread(seq, state["buffer"], before)
@@ -171,8 +185,8 @@ def start_shuffled(
     shuffled = ChainStage.over(Parts(step.runs(head.raw, False)))
     shuffled._attach(raw=None, node=node, upstream=head, may_mark=False, thread_safe=False)
     shuffled._step = step
-    following = nodes[at + 1] if at + 1 < len(nodes) else None
+    following = nodes[at + 1] if at + 1 < len(nodes) else after
     stage = attach(shuffled, head, following)
-    if following is not None:
-        stage = build_nodes(nodes[at + 1 :], stage)
+    if at + 1 < len(nodes):
+        stage = build_nodes(nodes[at + 1 :], stage, following=after)
     return stage, ShuffleRun(positioned, step)

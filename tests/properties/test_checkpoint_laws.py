@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from tinypl import Marker, NotResumable, Pipe
+from tinypl import Marker, NotResumable, Pipe, _checkpoint_journal
 
 M = Marker("m")
 
@@ -283,3 +284,45 @@ def test_a_shuffle_over_a_sequence_resumes_from_its_buffer(
     with pipe.iter() as run:
         assert run.state_dict()["mode"] == "shuffle"
     check_law(pipe, cut)
+
+
+@pytest.mark.timeout(120)
+@given(
+    st.integers(0, 120).map(range),
+    st.tuples(st.integers(1, 12), st.integers(0, 9)),
+    st.lists(small, max_size=2),
+    st.tuples(small, st.booleans(), st.sampled_from([1, 3, 4096])),
+    st.integers(0, 60),
+)
+def test_a_shuffle_before_a_concurrent_region_resumes_from_its_journal(
+    source: range,
+    shuffle: tuple[int, int],
+    batches: list[int],
+    end: tuple[int, bool, int],
+    cut: int,
+) -> None:
+    workers, ordered, span = end
+    with mock.patch.object(_checkpoint_journal, "SPAN", span):  # snapshots this often
+        _journal_law(source, shuffle, batches, (workers, ordered), cut)
+
+
+def _journal_law(
+    source: range, shuffle: tuple[int, int], batches: list[int], end: tuple[int, bool], cut: int
+) -> None:
+    workers, ordered = end
+    pipe: Pipe[Any] = Pipe(source).map(inc).shuffle(shuffle[0], seed=shuffle[1])
+    for size in batches:
+        pipe = pipe.partition(size)
+    pipe = pipe.map(double if not batches else len).thread(workers)
+    with pipe.iter() as run:
+        items = list(run)
+    k = min(cut, len(items))
+    with pipe.iter() as run:
+        for _ in range(k):
+            next(run)
+        state = run.state_dict()
+    event(f"journaled: {'shuffle' in state}")
+    if ordered:
+        check_law(pipe.order(), cut)
+    else:
+        check_unordered_law(pipe, cut)
