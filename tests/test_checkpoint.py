@@ -483,3 +483,32 @@ def test_a_shuffle_before_an_ordered_region_is_resumed_from_its_journal_not_repl
     assert head + list(pipe.iter(state=state)) == list(pipe)
     # Only the buffer's positions were read again, not the 9,000 before them.
     assert len(seen) == 1000 + 11_000 + 20_000
+
+
+def test_insert_marker_keeps_its_count_and_a_due_marker_belongs_to_the_resumed_run() -> None:
+    pipe = Pipe(range(10)).insert_marker(M, every=3).map(double)
+    with pipe.iter() as run:
+        head = [next(run) for _ in range(3)]
+        state = json.loads(json.dumps(run.state_dict()))
+    assert head == [0, 2, 4]
+    assert (state["mode"], state["source"], state["markers"]) == ("position", 3, [[0, True]])
+    with pipe.iter(state=state) as resumed:
+        assert list(resumed.raw) == [M, 6, 8, 10, M, 12, 14, 16, M, 18]
+    with pytest.raises(ValueError, match=r"state\['markers'\] must list, for each of the"):
+        pipe.iter(state={**state, "markers": [[3, False]]})
+
+
+def test_a_repeat_resumes_in_its_pass_from_that_pass_state() -> None:
+    seen: list[int] = []
+    pipe = Pipe(range(5)).each(seen.append).repeat(3, M).map(double)
+    head, state = cut(pipe, 7)
+    assert head == [0, 2, 4, 6, 8, 0, 2]
+    assert (state["mode"], state["pass"], state["body"]["source"]) == ("repeat", 1, 2)
+    seen.clear()
+    with pipe.iter(state=state) as resumed:
+        assert list(resumed.raw) == [4, 6, 8, M, 0, 2, 4, 6, 8, M]
+    assert seen == [2, 3, 4, 0, 1, 2, 3, 4]  # nothing of the passes before ran again
+    with pytest.raises(ValueError, match=r"state\['pass'\] must be an int from 0 to"):
+        pipe.iter(state={**state, "pass": 4})
+    with pytest.raises(NotResumable, match=r"shuffle\(2\) has no seed"):
+        Pipe(range(3)).shuffle(2).repeat(2).iter(state=state)

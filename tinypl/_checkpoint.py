@@ -64,6 +64,8 @@ from ._runtime import Stage
 from ._runtime._registry import build_next, build_nodes, build_reading, build_source
 from ._runtime._release import ReleaseRaw
 from ._runtime._stage import EXHAUSTIBLE, ViewStage, WorkerStage, make_view, node_of
+from ._runtime._steps import InsertMarkerStep
+from ._runtime._streams import RepeatStep, repeated_stage
 
 __all__ = ["VERSION", "start"]
 
@@ -113,11 +115,13 @@ class _Run:
         "flattens",
         "journal",
         "loaded",
+        "markers",
         "mode",
         "plan",
         "positioned",
         "problem",
         "protocol",
+        "repeat",
         "resumed",
         "shuffle",
         "starts",
@@ -135,12 +139,14 @@ class _Run:
         self.starts: list[Any] = []
         self.flattens: list[tuple[Stage[Any], _Resumed | None]] = []
         self.counters: list[Stage[Any]] = []
+        self.markers: list[InsertMarkerStep] = []
         self.loaded: Mapping[str, Any] | None = None
         self.resumed: list[_Resumed] = []
         self.counter: itertools.count[int] | None = None
         self.tagger: Any = None
         self.shuffle: ShuffleRun | None = None
         self.unordered: UnorderedRun | None = None
+        self.repeat: RepeatStep | None = None
         #: A journaled shuffle before the region, its emissions per element entering the
         #: region, and how many it made before the run's count began.
         self.journal: tuple[JournaledShuffle, int, int] | None = None
@@ -170,10 +176,16 @@ class _Run:
                     state["flatten"] = [_inner_place(*flatten) for flatten in self.flattens]
             if self.counters:
                 state["counts"] = [int(stage._step.left) for stage in self.counters]
+            if self.markers:
+                state["markers"] = [step.state() for step in self.markers]
             return state
         if self.mode == "shuffle":
             assert self.shuffle is not None
             state.update(self.shuffle.state())
+            return state
+        if self.mode == "repeat":
+            assert self.repeat is not None
+            state.update(self.repeat.state())
             return state
         if self.mode == "unordered":
             assert self.unordered is not None
@@ -334,6 +346,7 @@ def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | No
     assert isinstance(head, plan.Source)
     places = [] if state is None else _places(state, nodes)
     counts = [] if state is None else _counts(state, nodes)
+    marks = [] if state is None else _marks(state, nodes)
     if has_protocol(head.source):  # no flatten then: the source cannot re-read an item
         if state is not None:
             head.source.load_state_dict(state["source"])
@@ -364,6 +377,12 @@ def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | No
             stage = build_next(stage, counted, following)
             run.counters.append(_own(stage))
             _named_as(_own(stage), node)
+        elif isinstance(node, plan.InsertMarker):
+            stage, step = build_reading(stage, node, following)
+            assert isinstance(step, InsertMarkerStep)
+            if marks:
+                step.load(*marks.pop(0))
+            run.markers.append(step)
         elif isinstance(node, streams.Shard) and run.positioned is not None:
             # It sees the source's positions: its phase follows from where it starts.
             start = run.positioned.start
@@ -386,6 +405,24 @@ def _counts(state: Mapping[str, Any], nodes: list[plan.Node]) -> list[int]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"Pipe.iter: state['counts'] must hold ints >= 0, got {value!r}")
     return list(counts)
+
+
+def _marks(state: Mapping[str, Any], nodes: list[plan.Node]) -> list[tuple[int, bool]]:
+    marks = state.get("markers", [])
+    stages = [node for node in nodes if isinstance(node, plan.InsertMarker)]
+    valid = isinstance(marks, list) and len(marks) == len(stages)
+    if valid:
+        for mark, node in zip(marks, stages, strict=True):
+            valid = valid and isinstance(mark, list) and len(mark) == 2
+            valid = valid and type(mark[0]) is int and 0 <= mark[0] < node.every
+            valid = valid and type(mark[1]) is bool
+    if not valid:
+        raise ValueError(
+            f"Pipe.iter: state['markers'] must list, for each of the pipe's {len(stages)}"
+            " insert_marker stages, [items since its last marker, whether a marker is"
+            f" due], got {marks!r}"
+        )
+    return [(count, due) for count, due in marks]
 
 
 def _places(state: Mapping[str, Any], nodes: list[plan.Node]) -> list[int | None]:
@@ -506,6 +543,8 @@ def start(node: plan.Node, state: Mapping[str, Any] | None = None) -> Stage[Any]
     elif mode == "shuffle":
         positioned = _Positioned(nodes[0].source, 0)  # type: ignore[attr-defined]
         stage, run.shuffle = start_shuffled(nodes, save, state, positioned)
+    elif mode == "repeat":
+        stage = _repeat(run, nodes, state)
     else:
         run.starts = _load_sources(node, state)
         count = 0 if state is None or mode == "unordered" else _count(state, "count")
@@ -524,6 +563,33 @@ def start(node: plan.Node, state: Mapping[str, Any] | None = None) -> Stage[Any]
     if stage is not getattr(nodes[0], "source", None):
         stage._checkpoint = run
     return stage
+
+
+def _repeat(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | None) -> Stage[Any]:
+    """A repeat's passes, each a run of its own (``start``), resumed in its pass."""
+    from ._runtime._collect import attach  # the probes of stage.stats()
+
+    head = nodes[0]
+    assert isinstance(head, streams.Repeated)
+    run.repeat = RepeatStep(head, start, (0, None) if state is None else _pass(state, head))
+    stage = repeated_stage(run.repeat)
+    return build_nodes(nodes[1:], stage) if len(nodes) > 1 else attach(stage, None, None)
+
+
+def _pass(state: Mapping[str, Any], node: streams.Repeated) -> tuple[int, Any]:
+    at: Any = state.get("pass")
+    body = state.get("body")
+    times = node.times
+    valid = type(at) is int and at >= 0 and (times is None or at <= times)
+    if valid:
+        valid = isinstance(body, Mapping) if times is None or at < times else body is None
+    if not valid:
+        raise ValueError(
+            f"Pipe.iter: state['pass'] must be an int from 0 to the repeat's {times} passes"
+            f" and state['body'] the state of that pass's run (None after the last), got"
+            f" {at!r} and {type(body).__name__}"
+        )
+    return at, body
 
 
 def _load_sources(node: plan.Node, state: Mapping[str, Any] | None) -> list[Any]:

@@ -35,9 +35,10 @@ __all__ = [
 #: ``ordered``: a count of the records an ordered region at the end delivered, replayed
 #: upstream of its save; ``shuffle``: the source's position and the source positions a
 #: seeded shuffle's buffer holds, re-read; ``replay``: a count of what the run delivered,
-#: replayed; ``unordered``: which elements entering the concurrent stages at the end
+#: replayed; ``repeat``: a repeat's pass and the state of that pass's run, then per-item
+#: stages; ``unordered``: which elements entering the concurrent stages at the end
 #: (numbered for it, ``plan.Release``) were delivered, re-run but for those.
-Mode = Literal["position", "ordered", "shuffle", "replay", "unordered"]
+Mode = Literal["position", "ordered", "shuffle", "replay", "unordered", "repeat"]
 
 # Stages that pass each item on as they pull it, holding nothing: after the consumer's
 # item, the source has yielded exactly what led to it.
@@ -203,7 +204,7 @@ def _positional(physical: list[plan.Node]) -> bool:
     rewinds = is_positional(head.source)  # a flatten re-reads its item from the source
     if not rewinds and not has_protocol(head.source):
         return False
-    batched = counted = False
+    batched = counted = marked = False
     aligned = rewinds  # the stages so far see each source element at its own position
     for node in physical[1:]:
         if isinstance(node, streams.Shard):
@@ -217,9 +218,13 @@ def _positional(physical: list[plan.Node]) -> bool:
             if batched or counted or not rewinds:
                 return False
         elif isinstance(node, plan.Partition):
+            if marked:
+                return False  # a marker may leave it holding a partial batch
             batched = True  # no marker can reach it here: its batch is empty after each
         elif isinstance(node, COUNTERS):
             counted = True
+        elif isinstance(node, plan.InsertMarker):
+            counted = marked = True  # its count is its state (a re-read item: counted twice)
         elif not _plain(node):
             return False
     return True
@@ -278,6 +283,8 @@ def mode_of(physical: list[plan.Node]) -> tuple[Mode, int]:
     index of its save (for ``shuffle``, of its shuffle)."""
     if _positional(physical):
         return "position", 0
+    if isinstance(physical[0], streams.Repeated) and all(map(_plain, physical[1:])):
+        return "repeat", 0
     shuffle = _shuffled(physical)
     if shuffle:
         return "shuffle", shuffle

@@ -75,6 +75,17 @@ class InsertMarkerStep(_Raw):
         self._count = 0
         self._pending: deque[Any] = deque()
 
+    def state(self) -> list[Any]:
+        """For a checkpoint, between two items: ``[items since the last marker, whether
+        the marker is due next]``."""
+        return [self._count, bool(self._pending)]
+
+    def load(self, count: int, due: bool) -> None:
+        """Go on from a ``state()``."""
+        self._count = count
+        if due:
+            self._pending.append(self._marker)
+
     def __next__(self) -> Any:
         if self._pending:
             return self._pending.popleft()

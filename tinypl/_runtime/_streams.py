@@ -16,12 +16,22 @@ from typing import Any
 from .. import _plan as plan
 from .. import _plan_streams as streams
 from .._marker import Marker
+from .._plan import Node
 from ._registry import build, build_source, materialize
 from ._stage import ChainStage, Parts, Stage, make_view
 from ._steps import _Raw
 from ._sync import _not_in_ordered_region, _view
 
-__all__ = ["MixStep", "RepeatStep", "ShardStep", "ShuffleStep", "SkipStep", "TakeStep", "ZipStep"]
+__all__ = [
+    "MixStep",
+    "RepeatStep",
+    "ShardStep",
+    "ShuffleStep",
+    "SkipStep",
+    "TakeStep",
+    "ZipStep",
+    "repeated_stage",
+]
 
 
 class ShuffleStep:
@@ -395,22 +405,35 @@ def _mix(node: streams.Mix) -> Stage[Any]:
 class RepeatStep(Iterator[Any]):
     """The passes of a repeat, each a fresh run of the body; the marker after each."""
 
-    __slots__ = ("_body", "_current", "_marker", "_node", "_pass", "_times")
+    __slots__ = ("_begin", "_body", "_current", "_marker", "_node", "_pass", "_times")
 
-    def __init__(self, node: streams.Repeated) -> None:
+    def __init__(
+        self,
+        node: streams.Repeated,
+        begin: Callable[[Node, Any], Stage[Any]] | None = None,
+        resume: tuple[int, Any] = (0, None),
+    ) -> None:
         self._node = node
         self._body = node.body
         self._times = node.times
         self._marker = node.marker
-        self._pass = 0
+        #: How a pass starts, from a body's state (a checkpoint's ``start``).
+        self._begin = begin
+        self._pass, state = resume
         self._current: Stage[Any] | None = None
-        if self._times != 0:
-            self._current = self._start()
+        if self._times is None or self._pass < self._times:
+            self._current = self._start(state)
 
-    def _start(self) -> Stage[Any]:
-        stage = materialize(streams.reseeded(self._body, self._pass))
+    def _start(self, state: Any = None) -> Stage[Any]:
+        body = streams.reseeded(self._body, self._pass)
+        stage = materialize(body) if self._begin is None else self._begin(body, state)
         _not_in_ordered_region(self._node, stage)
         return stage
+
+    def state(self) -> dict[str, Any]:
+        """For a checkpoint: the pass, and the state of its run (``None``: all done)."""
+        current = self._current
+        return {"pass": self._pass, "body": None if current is None else current.state_dict()}
 
     @property
     def may_mark(self) -> bool:
@@ -448,7 +471,12 @@ class RepeatStep(Iterator[Any]):
 
 @build_source.register
 def _repeated(node: streams.Repeated) -> Stage[Any]:
-    raw = RepeatStep(node)
+    return repeated_stage(RepeatStep(node))
+
+
+def repeated_stage(raw: RepeatStep) -> Stage[Any]:
+    """The live stage of a repeat's passes."""
+    node = raw._node
     stage: Stage[Any] = make_view(raw, None)
     stage._attach(
         raw=raw, node=node, upstream=None, may_mark=raw.may_mark, thread_safe=False, core=raw
