@@ -512,3 +512,27 @@ def test_a_repeat_resumes_in_its_pass_from_that_pass_state() -> None:
         pipe.iter(state={**state, "pass": 4})
     with pytest.raises(NotResumable, match=r"shuffle\(2\) has no seed"):
         Pipe(range(3)).shuffle(2).repeat(2).iter(state=state)
+
+
+def test_a_mix_resumes_each_input_where_it_stood_and_its_draws_where_they_stood() -> None:
+    seen: list[int] = []
+    first = Pipe(range(100)).each(seen.append)
+    pipe = Pipe.mix([first, range(1000, 1100)], weights=[1, 3], seed=5).map(double)
+    head, state = cut(pipe, 60)
+    assert state["mode"] == "mix" and state["inputs"][0]["mode"] == "position"
+    seen.clear()
+    assert head + list(pipe.iter(state=state)) == list(pipe)
+    assert seen[0] == state["inputs"][0]["source"]  # the input was not replayed
+    round_robin = Pipe.mix([range(5), "abc"], stop="all")
+    head, state = cut(round_robin, 4)
+    assert "rng" not in state["mix"] and len(json.dumps(state)) < 400
+    assert head + list(round_robin.iter(state=state)) == [0, "a", 1, "b", 2, "c", 3, 4]
+    with pytest.raises(ValueError, match=r"state\['inputs'\] must list the states of the"):
+        round_robin.iter(state={**state, "inputs": []})
+
+
+def test_a_shard_of_a_shard_is_not_resumed_by_the_source_position() -> None:
+    pipe = Pipe(list(range(9))).shard(0, 2).shard(1, 2)  # found by the thorough profile
+    head, state = cut(pipe, 1)
+    assert head == [2] and state["mode"] == "replay"
+    assert list(pipe.iter(state=state)) == [6]

@@ -42,6 +42,16 @@ import attrs
 
 from . import _plan as plan
 from . import _plan_streams as streams
+from ._checkpoint_checks import (
+    VERSION,
+    check,
+    count_of,
+    counts_of,
+    input_states,
+    marks_of,
+    pass_of,
+    places_of,
+)
 from ._checkpoint_journal import JournaledShuffle
 from ._checkpoint_plan import (
     COUNTERS,
@@ -65,12 +75,9 @@ from ._runtime._registry import build_next, build_nodes, build_reading, build_so
 from ._runtime._release import ReleaseRaw
 from ._runtime._stage import EXHAUSTIBLE, ViewStage, WorkerStage, make_view, node_of
 from ._runtime._steps import InsertMarkerStep
-from ._runtime._streams import RepeatStep, repeated_stage
+from ._runtime._streams import MixStep, RepeatStep, mixed_stage, repeated_stage
 
 __all__ = ["VERSION", "start"]
-
-#: The format of a state. A state loads in every later version that knows its format.
-VERSION = 1
 
 class _Positioned:
     """A sequence source starting at ``start``, which remembers the iterator of its run
@@ -116,6 +123,7 @@ class _Run:
         "journal",
         "loaded",
         "markers",
+        "mix",
         "mode",
         "plan",
         "positioned",
@@ -147,6 +155,7 @@ class _Run:
         self.shuffle: ShuffleRun | None = None
         self.unordered: UnorderedRun | None = None
         self.repeat: RepeatStep | None = None
+        self.mix: tuple[list[Stage[Any]], MixStep] | None = None
         #: A journaled shuffle before the region, its emissions per element entering the
         #: region, and how many it made before the run's count began.
         self.journal: tuple[JournaledShuffle, int, int] | None = None
@@ -186,6 +195,12 @@ class _Run:
         if self.mode == "repeat":
             assert self.repeat is not None
             state.update(self.repeat.state())
+            return state
+        if self.mode == "mix":
+            assert self.mix is not None
+            inputs, mixer = self.mix
+            state["inputs"] = [part.state_dict() for part in inputs]
+            state["mix"] = mixer.state()
             return state
         if self.mode == "unordered":
             assert self.unordered is not None
@@ -344,16 +359,16 @@ def _inner_place(stage: Stage[Any], first: _Resumed | None) -> int | None:
 def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | None) -> Stage[Any]:
     head = nodes[0]
     assert isinstance(head, plan.Source)
-    places = [] if state is None else _places(state, nodes)
-    counts = [] if state is None else _counts(state, nodes)
-    marks = [] if state is None else _marks(state, nodes)
+    places = [] if state is None else places_of(state, nodes)
+    counts = [] if state is None else counts_of(state, nodes)
+    marks = [] if state is None else marks_of(state, nodes)
     if has_protocol(head.source):  # no flatten then: the source cannot re-read an item
         if state is not None:
             head.source.load_state_dict(state["source"])
         run.protocol = head.source
         source = head
     else:
-        start = 0 if state is None else _count(state, "source")
+        start = 0 if state is None else count_of(state, "source")
         run.loaded = state
         if any(place is not None for place in places):
             start -= 1  # the flattens' current item is re-read from the source
@@ -391,52 +406,6 @@ def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | No
         else:
             stage = build_next(stage, node, following)
     return stage
-
-
-def _counts(state: Mapping[str, Any], nodes: list[plan.Node]) -> list[int]:
-    counts = state.get("counts", [])
-    wanted = sum(isinstance(node, COUNTERS) for node in nodes)
-    if not isinstance(counts, list) or len(counts) != wanted:
-        raise ValueError(
-            f"Pipe.iter: state['counts'] must list the counts of the pipe's {wanted}"
-            f" take and skip stages, got {counts!r}"
-        )
-    for value in counts:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"Pipe.iter: state['counts'] must hold ints >= 0, got {value!r}")
-    return list(counts)
-
-
-def _marks(state: Mapping[str, Any], nodes: list[plan.Node]) -> list[tuple[int, bool]]:
-    marks = state.get("markers", [])
-    stages = [node for node in nodes if isinstance(node, plan.InsertMarker)]
-    valid = isinstance(marks, list) and len(marks) == len(stages)
-    if valid:
-        for mark, node in zip(marks, stages, strict=True):
-            valid = valid and isinstance(mark, list) and len(mark) == 2
-            valid = valid and type(mark[0]) is int and 0 <= mark[0] < node.every
-            valid = valid and type(mark[1]) is bool
-    if not valid:
-        raise ValueError(
-            f"Pipe.iter: state['markers'] must list, for each of the pipe's {len(stages)}"
-            " insert_marker stages, [items since its last marker, whether a marker is"
-            f" due], got {marks!r}"
-        )
-    return [(count, due) for count, due in marks]
-
-
-def _places(state: Mapping[str, Any], nodes: list[plan.Node]) -> list[int | None]:
-    places = state.get("flatten", [])
-    wanted = sum(isinstance(node, plan.Flatten) for node in nodes)
-    valid = isinstance(places, list) and all(
-        place is None or (type(place) is int and place >= 0) for place in places
-    )
-    if not valid or len(places) != wanted:
-        raise ValueError(
-            f"Pipe.iter: state['flatten'] must list the places (ints >= 0 or None) of the"
-            f" pipe's {wanted} flatten stages, got {places!r}"
-        )
-    return list(places)
 
 
 def _source_position(nodes: list[plan.Node], count: int) -> int | None:
@@ -519,13 +488,6 @@ def _unordered(
     return build_nodes(nodes[end + 1 :], released)
 
 
-def _count(state: Mapping[str, Any], key: str) -> int:
-    value = state.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"Pipe.iter: state[{key!r}] must be an int >= 0, got {value!r}")
-    return value
-
-
 def start(node: plan.Node, state: Mapping[str, Any] | None = None) -> Stage[Any]:
     """A run of the logical plan ``node``; with ``state``, resumed from it."""
     nodes, reason = run_plan(node)
@@ -545,9 +507,11 @@ def start(node: plan.Node, state: Mapping[str, Any] | None = None) -> Stage[Any]
         stage, run.shuffle = start_shuffled(nodes, save, state, positioned)
     elif mode == "repeat":
         stage = _repeat(run, nodes, state)
+    elif mode == "mix":
+        stage = _mixed(run, nodes, state)
     else:
         run.starts = _load_sources(node, state)
-        count = 0 if state is None or mode == "unordered" else _count(state, "count")
+        count = 0 if state is None or mode == "unordered" else count_of(state, "count")
         if mode == "ordered":
             saved = _ordered(run, nodes, save, count, state)
             stage = build_nodes(nodes[save + 1 :], saved)
@@ -571,25 +535,25 @@ def _repeat(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | None) 
 
     head = nodes[0]
     assert isinstance(head, streams.Repeated)
-    run.repeat = RepeatStep(head, start, (0, None) if state is None else _pass(state, head))
+    run.repeat = RepeatStep(head, start, (0, None) if state is None else pass_of(state, head))
     stage = repeated_stage(run.repeat)
     return build_nodes(nodes[1:], stage) if len(nodes) > 1 else attach(stage, None, None)
 
 
-def _pass(state: Mapping[str, Any], node: streams.Repeated) -> tuple[int, Any]:
-    at: Any = state.get("pass")
-    body = state.get("body")
-    times = node.times
-    valid = type(at) is int and at >= 0 and (times is None or at <= times)
-    if valid:
-        valid = isinstance(body, Mapping) if times is None or at < times else body is None
-    if not valid:
-        raise ValueError(
-            f"Pipe.iter: state['pass'] must be an int from 0 to the repeat's {times} passes"
-            f" and state['body'] the state of that pass's run (None after the last), got"
-            f" {at!r} and {type(body).__name__}"
-        )
-    return at, body
+def _mixed(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | None) -> Stage[Any]:
+    """A mix of its inputs' runs (each a run of its own, ``start``), resumed where each
+    stood and with the draws where they stood."""
+    from ._runtime._collect import attach  # the probes of stage.stats()
+
+    head = nodes[0]
+    assert isinstance(head, streams.Mix)
+    states = [None] * len(head.inputs) if state is None else input_states(state, head)
+    inputs = [start(inner, part) for inner, part in zip(head.inputs, states, strict=True)]
+    stage, step = mixed_stage(head, inputs)
+    if state is not None:
+        step.load(state["mix"])
+    run.mix = inputs, step
+    return build_nodes(nodes[1:], stage) if len(nodes) > 1 else attach(stage, None, None)
 
 
 def _load_sources(node: plan.Node, state: Mapping[str, Any] | None) -> list[Any]:
@@ -608,31 +572,3 @@ def _load_sources(node: plan.Node, state: Mapping[str, Any] | None) -> list[Any]
     return list(starts)
 
 
-def check(state: Any, node: plan.Node, mode: Mode) -> None:
-    """Fail unless ``state`` was taken from a run of a pipe like ``node``."""
-    if not isinstance(state, Mapping):
-        raise TypeError(
-            f"Pipe.iter: state must be a dict from run.state_dict(), got {type(state).__name__}"
-        )
-    version = state.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
-        raise ValueError(
-            f"Pipe.iter: state['version'] must be an int from 1 to {VERSION} (the formats"
-            f" this tinypl reads), got {version!r}"
-        )
-    ours = fingerprint(node)
-    theirs = state.get("fingerprint")
-    if not isinstance(theirs, list):
-        raise ValueError(f"Pipe.iter: state['fingerprint'] must be a list, got {theirs!r}")
-    for index, (mine, saved) in enumerate(itertools.zip_longest(ours, theirs)):
-        if mine != saved:
-            here = "nothing" if mine is None else mine
-            there = "nothing" if saved is None else saved
-            raise ValueError(
-                f"Pipe.iter: the state was taken from a different pipe: its stage {index}"
-                f" is {here} here, but {there} in the pipe of the state"
-            )
-    if state.get("mode") != mode:
-        raise ValueError(
-            f"Pipe.iter: state['mode'] must be {mode!r} for this pipe, got {state.get('mode')!r}"
-        )

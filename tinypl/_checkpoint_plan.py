@@ -36,9 +36,10 @@ __all__ = [
 #: upstream of its save; ``shuffle``: the source's position and the source positions a
 #: seeded shuffle's buffer holds, re-read; ``replay``: a count of what the run delivered,
 #: replayed; ``repeat``: a repeat's pass and the state of that pass's run, then per-item
+#: stages; ``mix``: the state of each input's run and of the mix's draws, then per-item
 #: stages; ``unordered``: which elements entering the concurrent stages at the end
 #: (numbered for it, ``plan.Release``) were delivered, re-run but for those.
-Mode = Literal["position", "ordered", "shuffle", "replay", "unordered", "repeat"]
+Mode = Literal["position", "ordered", "shuffle", "replay", "unordered", "repeat", "mix"]
 
 # Stages that pass each item on as they pull it, holding nothing: after the consumer's
 # item, the source has yielded exactly what led to it.
@@ -210,6 +211,7 @@ def _positional(physical: list[plan.Node]) -> bool:
         if isinstance(node, streams.Shard):
             if not aligned:
                 return False  # its phase is then no function of the source's position
+            aligned = False  # what it passes on is every count-th element, not each
             continue
         aligned = aligned and one_to_one(node)
         if isinstance(node, plan.Flatten):
@@ -285,6 +287,8 @@ def mode_of(physical: list[plan.Node]) -> tuple[Mode, int]:
         return "position", 0
     if isinstance(physical[0], streams.Repeated) and all(map(_plain, physical[1:])):
         return "repeat", 0
+    if isinstance(physical[0], streams.Mix) and all(map(_plain, physical[1:])):
+        return "mix", 0
     shuffle = _shuffled(physical)
     if shuffle:
         return "shuffle", shuffle

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .. import _plan as plan
@@ -30,6 +30,7 @@ __all__ = [
     "SkipStep",
     "TakeStep",
     "ZipStep",
+    "mixed_stage",
     "repeated_stage",
 ]
 
@@ -224,7 +225,8 @@ class MixStep(Iterator[Any]):
     """Interleaves inputs, round-robin or by weight; a marker does not use up a draw."""
 
     __slots__ = (
-        "_active", "_cumulative", "_draw", "_pulls", "_random", "_stop", "_turn", "_weights"
+        "_active", "_cumulative", "_draw", "_pulls", "_random", "_rng", "_stop", "_turn",
+        "_weights",
     )  # fmt: skip
 
     def __init__(
@@ -237,6 +239,7 @@ class MixStep(Iterator[Any]):
         self._pulls = [raw.__next__ for raw in inputs]
         self._active = list(range(len(inputs)))
         self._weights = weights
+        self._rng = rng
         self._random = rng.random
         self._stop = stop
         self._turn = 0  # round-robin: index into _active
@@ -246,6 +249,24 @@ class MixStep(Iterator[Any]):
 
     def __iter__(self) -> MixStep:
         return self
+
+    def state(self) -> dict[str, Any]:
+        """For a checkpoint, between two items: the inputs still drawn from, the next
+        round-robin turn and (weighted) the generator's state."""
+        state: dict[str, Any] = {"active": list(self._active), "turn": self._turn}
+        if self._weights is not None:
+            version, internal, gauss = self._rng.getstate()
+            state["rng"] = [version, list(internal), gauss]
+        return state
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        """Go on from a ``state()`` (checked by the caller)."""
+        if self._weights is not None:
+            version, internal, gauss = state["rng"]
+            self._rng.setstate((version, tuple(internal), gauss))
+        self._active[:] = state["active"]
+        self._turn = state["turn"]
+        self._reweigh()
 
     def _reweigh(self) -> None:
         if self._weights is not None:
@@ -397,9 +418,15 @@ def _concat(node: streams.Concat, upstream: Stage[Any]) -> Stage[Any]:
 
 @build_source.register
 def _mix(node: streams.Mix) -> Stage[Any]:
-    inputs = _runs(node.inputs, node)
+    return mixed_stage(node, _runs(node.inputs, node))[0]
+
+
+def mixed_stage(node: streams.Mix, inputs: list[Stage[Any]]) -> tuple[Stage[Any], MixStep]:
+    """The live stage of a mix over the live ``inputs``, and its step."""
+    for stage in inputs:
+        _not_in_ordered_region(node, stage)
     raw = MixStep([s.raw for s in inputs], node.weights, random.Random(node.seed), node.stop)
-    return _multi(raw, node, None, inputs)
+    return _multi(raw, node, None, inputs), raw
 
 
 class RepeatStep(Iterator[Any]):
