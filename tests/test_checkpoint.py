@@ -536,3 +536,26 @@ def test_a_shard_of_a_shard_is_not_resumed_by_the_source_position() -> None:
     head, state = cut(pipe, 1)
     assert head == [2] and state["mode"] == "replay"
     assert list(pipe.iter(state=state)) == [6]
+
+
+def test_a_partition_keeps_the_markers_it_holds_and_resumes_by_position() -> None:
+    n = Marker("n")
+    pipe = (
+        Pipe(range(20)).insert_marker(M, every=3).insert_marker(n, every=4)
+        .partition(3, markers="after", split_on_marker=True).map(len)
+    )  # fmt: skip
+    with iter(pipe) as run:
+        full = list(run.raw)
+    with pipe.iter() as run:
+        raw = iter(run.raw)
+        head = [next(raw) for _ in range(3)]  # 3, then the split at 4 and its marker n
+        state = json.loads(json.dumps(run.state_dict()))
+    assert head == [3, M, 1]
+    assert (state["mode"], state["source"], state["held"]) == ("position", 4, [[1]])
+    with pipe.iter(state=state) as resumed:
+        assert head + list(resumed.raw) == full
+    before = Pipe(range(10)).insert_marker(M, every=2).partition(3, markers="before")
+    with before.iter() as run:
+        assert next(iter(run.raw)) is M  # emitted at once, in the middle of a batch
+        with pytest.raises(NotResumable, match=r"a partition is in the middle of a batch"):
+            run.state_dict()

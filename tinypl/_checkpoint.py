@@ -47,11 +47,13 @@ from ._checkpoint_checks import (
     check,
     count_of,
     counts_of,
+    held_of,
     input_states,
     marks_of,
     pass_of,
     places_of,
 )
+from ._checkpoint_flatten import Past, Resumed, inner_place
 from ._checkpoint_journal import JournaledShuffle
 from ._checkpoint_plan import (
     COUNTERS,
@@ -69,15 +71,15 @@ from ._checkpoint_plan import (
 from ._checkpoint_shuffle import ShuffleRun, start_shuffled
 from ._checkpoint_unordered import UnorderedRun, resume_of, skipping
 from ._errors import NotResumable
-from ._explain import describe
 from ._runtime import Stage
 from ._runtime._registry import build_next, build_nodes, build_reading, build_source
 from ._runtime._release import ReleaseRaw
-from ._runtime._stage import EXHAUSTIBLE, ViewStage, WorkerStage, make_view, node_of
-from ._runtime._steps import InsertMarkerStep
+from ._runtime._stage import ViewStage, WorkerStage, make_view, node_of
+from ._runtime._steps import InsertMarkerStep, PartitionStep
 from ._runtime._streams import MixStep, RepeatStep, mixed_stage, repeated_stage
 
 __all__ = ["VERSION", "start"]
+
 
 class _Positioned:
     """A sequence source starting at ``start``, which remembers the iterator of its run
@@ -125,6 +127,7 @@ class _Run:
         "markers",
         "mix",
         "mode",
+        "partitions",
         "plan",
         "positioned",
         "problem",
@@ -133,6 +136,7 @@ class _Run:
         "resumed",
         "shuffle",
         "starts",
+        "table",
         "tagger",
         "unordered",
     )  # fmt: skip
@@ -145,11 +149,13 @@ class _Run:
         self.positioned: _Positioned | None = None
         self.protocol: Any = None
         self.starts: list[Any] = []
-        self.flattens: list[tuple[Stage[Any], _Resumed | None]] = []
+        self.flattens: list[tuple[Stage[Any], Resumed | None]] = []
         self.counters: list[Stage[Any]] = []
         self.markers: list[InsertMarkerStep] = []
+        self.partitions: list[PartitionStep] = []
+        self.table: list[Any] = []  # the markers of the plan's insert_marker stages
         self.loaded: Mapping[str, Any] | None = None
-        self.resumed: list[_Resumed] = []
+        self.resumed: list[Resumed] = []
         self.counter: itertools.count[int] | None = None
         self.tagger: Any = None
         self.shuffle: ShuffleRun | None = None
@@ -182,11 +188,13 @@ class _Run:
                 assert self.positioned is not None
                 state["source"] = self.positioned.position()
                 if self.flattens:
-                    state["flatten"] = [_inner_place(*flatten) for flatten in self.flattens]
+                    state["flatten"] = [inner_place(*flatten) for flatten in self.flattens]
             if self.counters:
                 state["counts"] = [int(stage._step.left) for stage in self.counters]
             if self.markers:
                 state["markers"] = [step.state() for step in self.markers]
+            if self.partitions:
+                state["held"] = [self._held(batches) for batches in self.partitions]
             return state
         if self.mode == "shuffle":
             assert self.shuffle is not None
@@ -217,6 +225,17 @@ class _Run:
                 state["shuffle"] = shuffled
         state["sources"] = copy.deepcopy(self.starts)
         return state
+
+    def _held(self, batches: PartitionStep) -> list[int]:
+        """The markers a partition holds, each by the index of the insert_marker stage
+        that made it."""
+        held = batches.held()
+        if held is None:
+            raise NotResumable(
+                "tinypl: this run cannot be resumed here: a partition is in the middle of a"
+                " batch; take the state right after an item"
+            )
+        return [self.table.index(marker) for marker in held]
 
 
 def _named_as(stage: Stage[Any], node: plan.Node) -> None:
@@ -269,99 +288,36 @@ def _counted(stage: Stage[Any], counter: itertools.count[int]) -> Stage[Any]:
     return view
 
 
-class _Resumed:
-    """Hands out one element: the flatten's item, already ``skip`` elements in (as the
-    builtin iterator where it can be, so a later state can read its place again)."""
-
-    __slots__ = ("_pull", "_skip", "offset", "past", "pending")
-
-    def __init__(self, upstream: Iterator[Any], skip: int, eager: bool) -> None:
-        self._pull: Any = upstream.__next__
-        self._skip = skip
-        #: Until the flatten takes its item, the run stands where its state put it.
-        self.pending = True
-        #: Whether the flatten has gone on to its next item.
-        self.past = False
-        #: What to add to the place the flatten reads in this item: an eager flatten
-        #: lists what is left of it, so it counts from there.
-        self.offset = skip if eager else 0
-
-    def __iter__(self) -> _Resumed:
-        return self
-
-    def __next__(self) -> Iterator[Any]:
-        pull, self._pull = self._pull, _exhausted
-        self.pending = False
-        inner: Any = iter(pull())
-        if type(inner) in EXHAUSTIBLE:
-            inner.__setstate__(self._skip)
-            return inner  # type: ignore[no-any-return]
-        return itertools.islice(inner, self._skip, None)
-
-
-def _exhausted() -> Any:
-    raise StopIteration
-
-
-class _Past:
-    """Yields nothing; pulled once the flatten wants its second item, it says so."""
-
-    __slots__ = ("_first",)
-
-    def __init__(self, first: _Resumed) -> None:
-        self._first = first
-
-    def __iter__(self) -> _Past:
-        return self
-
-    def __next__(self) -> Any:
-        self._first.past = True
-        raise StopIteration
-
-
 def _skipping_into(run: _Run, stage: Stage[Any], node: plan.Flatten, skip: int) -> Stage[Any]:
     """``stage`` whose first element is handed to the flatten ``skip`` elements in."""
-    first = _Resumed(stage.raw, skip, node.eager)
+    first = Resumed(stage.raw, skip, node.eager)
     run.resumed.append(first)
-    raw = itertools.chain(first, _Past(first), stage.raw)
+    raw = itertools.chain(first, Past(first), stage.raw)
     view: ViewStage[Any] = make_view(raw, None)
     view._attach(raw=raw, node=None, upstream=stage, may_mark=stage._may_mark,
                  thread_safe=False)  # fmt: skip
     return view
 
 
-def _name(stage: Stage[Any]) -> str:
-    node = stage._node
-    return "flatten()" if node is None else describe(node)
+class _Loaded:
+    """What a state gives the stages of a positioned run, in their order."""
 
+    __slots__ = ("counts", "held", "marks", "places", "table")
 
-def _inner_place(stage: Stage[Any], first: _Resumed | None) -> int | None:
-    """How many elements of its current item a live flatten stage has handed out;
-    ``None`` before its first item and after its last. ``first``: how a resumed
-    flatten's first item was handed to it."""
-    parts = getattr(stage, "_parts", None)
-    inner = parts._current if parts is not None else getattr(stage.raw, "_inner", None)
-    if inner is None:
-        return None
-    if type(inner) in EXHAUSTIBLE:
-        reduced = inner.__reduce__()
-        if len(reduced) < 3:
-            return None  # exhausted
-        offset = 0 if first is None or first.past else first.offset
-        return int(reduced[2]) + offset
-    raise NotResumable(
-        f"tinypl: this run cannot be resumed here: {_name(stage)} is in the"
-        f" middle of an item whose iterator ({type(inner).__name__}) has no readable"
-        " position; flatten lists, tuples or ranges (or use flatten(eager=True))"
-    )
+    def __init__(self, state: Mapping[str, Any] | None, nodes: list[plan.Node]) -> None:
+        #: The markers of the plan's insert_marker stages (a held marker is an index).
+        self.table = [node.marker for node in nodes if isinstance(node, plan.InsertMarker)]
+        self.places = [] if state is None else places_of(state, nodes)
+        self.counts = [] if state is None else counts_of(state, nodes)
+        self.marks = [] if state is None else marks_of(state, nodes)
+        self.held = [] if state is None else held_of(state, nodes, len(self.table))
 
 
 def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | None) -> Stage[Any]:
     head = nodes[0]
     assert isinstance(head, plan.Source)
-    places = [] if state is None else places_of(state, nodes)
-    counts = [] if state is None else counts_of(state, nodes)
-    marks = [] if state is None else marks_of(state, nodes)
+    loaded = _Loaded(state, nodes)
+    run.table = loaded.table
     if has_protocol(head.source):  # no flatten then: the source cannot re-read an item
         if state is not None:
             head.source.load_state_dict(state["source"])
@@ -370,7 +326,7 @@ def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | No
     else:
         start = 0 if state is None else count_of(state, "source")
         run.loaded = state
-        if any(place is not None for place in places):
+        if any(place is not None for place in loaded.places):
             start -= 1  # the flattens' current item is re-read from the source
         run.positioned = _Positioned(head.source, start)
         source = plan.Source(run.positioned)
@@ -379,32 +335,46 @@ def _positioned(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | No
         return build_nodes([source])  # the run is its source alone
     stage = build_source(source)
     for index, node in enumerate(rest, 1):
-        following = rest[index] if index < len(rest) else None
-        if isinstance(node, plan.Flatten):
-            place = places.pop(0) if places else None
-            if place:
-                # Every flatten but the last re-reads the item its downstream is in.
-                stage = _skipping_into(run, stage, node, place - (1 if places else 0))
-            stage = build_next(stage, node, following)
-            run.flattens.append((_own(stage), run.resumed[-1] if place else None))
-        elif isinstance(node, COUNTERS):
-            counted = attrs.evolve(node, n=counts.pop(0)) if counts else node
-            stage = build_next(stage, counted, following)
-            run.counters.append(_own(stage))
-            _named_as(_own(stage), node)
-        elif isinstance(node, plan.InsertMarker):
-            stage, step = build_reading(stage, node, following)
-            assert isinstance(step, InsertMarkerStep)
-            if marks:
-                step.load(*marks.pop(0))
-            run.markers.append(step)
-        elif isinstance(node, streams.Shard) and run.positioned is not None:
-            # It sees the source's positions: its phase follows from where it starts.
-            start = run.positioned.start
-            phased = attrs.evolve(node, index=(node.index - start) % node.count)
-            stage = build_next(stage, phased, following)
-        else:
-            stage = build_next(stage, node, following)
+        stage = _next_positioned(run, stage, node, rest[index] if index < len(rest) else None,
+                                 loaded)  # fmt: skip
+    return stage
+
+
+def _next_positioned(
+    run: _Run, stage: Stage[Any], node: plan.Node, following: plan.Node | None, loaded: _Loaded
+) -> Stage[Any]:
+    """``node`` built on ``stage`` where its state says, noted where ``run`` reads it."""
+    if isinstance(node, plan.Flatten):
+        place = loaded.places.pop(0) if loaded.places else None
+        if place:
+            # Every flatten but the last re-reads the item its downstream is in.
+            stage = _skipping_into(run, stage, node, place - (1 if loaded.places else 0))
+        stage = build_next(stage, node, following)
+        run.flattens.append((_own(stage), run.resumed[-1] if place else None))
+    elif isinstance(node, COUNTERS):
+        counted = attrs.evolve(node, n=loaded.counts.pop(0)) if loaded.counts else node
+        stage = build_next(stage, counted, following)
+        run.counters.append(_own(stage))
+        _named_as(_own(stage), node)
+    elif isinstance(node, plan.InsertMarker):
+        stage, step = build_reading(stage, node, following)
+        assert isinstance(step, InsertMarkerStep)
+        if loaded.marks:
+            step.load(*loaded.marks.pop(0))
+        run.markers.append(step)
+    elif isinstance(node, plan.Partition):
+        stage, batches = build_reading(stage, node, following)
+        if isinstance(batches, PartitionStep):  # markers may reach it
+            if loaded.held:
+                batches.load([loaded.table[i] for i in loaded.held.pop(0)])
+            run.partitions.append(batches)
+    elif isinstance(node, streams.Shard) and run.positioned is not None:
+        # It sees the source's positions: its phase follows from where it starts.
+        start = run.positioned.start
+        phased = attrs.evolve(node, index=(node.index - start) % node.count)
+        stage = build_next(stage, phased, following)
+    else:
+        stage = build_next(stage, node, following)
     return stage
 
 
@@ -570,5 +540,3 @@ def _load_sources(node: plan.Node, state: Mapping[str, Any] | None) -> list[Any]
     for source, started in zip(sources, starts, strict=True):
         source.load_state_dict(copy.deepcopy(started))
     return list(starts)
-
-

@@ -19,6 +19,7 @@ __all__ = [
     "count_of",
     "counts_of",
     "generator_state",
+    "held_of",
     "input_states",
     "marks_of",
     "pass_of",
@@ -59,6 +60,25 @@ def marks_of(state: Mapping[str, Any], nodes: list[plan.Node]) -> list[tuple[int
             f" due], got {marks!r}"
         )
     return [(count, due) for count, due in marks]
+
+
+def held_of(state: Mapping[str, Any], nodes: list[plan.Node], markers: int) -> list[list[int]]:
+    """The markers each partition that markers reach holds, by insert_marker stage."""
+    held = state.get("held", [])
+    valid = isinstance(held, list) and len(held) <= sum(
+        isinstance(node, plan.Partition) for node in nodes
+    )
+    valid = valid and all(
+        isinstance(part, list) and all(type(i) is int and 0 <= i < markers for i in part)
+        for part in held
+    )
+    if not valid:
+        raise ValueError(
+            "Pipe.iter: state['held'] must list, for each partition that markers reach, the"
+            f" indices (from 0 to {markers - 1}) of the insert_marker stages whose markers"
+            f" it holds, got {held!r}"
+        )
+    return [list(part) for part in held]
 
 
 def places_of(state: Mapping[str, Any], nodes: list[plan.Node]) -> list[int | None]:

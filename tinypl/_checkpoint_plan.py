@@ -205,7 +205,7 @@ def _positional(physical: list[plan.Node]) -> bool:
     rewinds = is_positional(head.source)  # a flatten re-reads its item from the source
     if not rewinds and not has_protocol(head.source):
         return False
-    batched = counted = marked = False
+    batched = counted = False
     aligned = rewinds  # the stages so far see each source element at its own position
     for node in physical[1:]:
         if isinstance(node, streams.Shard):
@@ -220,13 +220,12 @@ def _positional(physical: list[plan.Node]) -> bool:
             if batched or counted or not rewinds:
                 return False
         elif isinstance(node, plan.Partition):
-            if marked:
-                return False  # a marker may leave it holding a partial batch
-            batched = True  # no marker can reach it here: its batch is empty after each
+            # Its batch is empty after each it emits; the markers it holds are its state.
+            batched = True
         elif isinstance(node, COUNTERS):
             counted = True
         elif isinstance(node, plan.InsertMarker):
-            counted = marked = True  # its count is its state (a re-read item: counted twice)
+            counted = True  # its count is its state (a re-read item: counted twice)
         elif not _plain(node):
             return False
     return True

@@ -53,8 +53,7 @@ def resume_of(state: Mapping[str, Any] | None) -> Resume:
     done = state.get("done")
     if not _ints(done) or any(b <= a for a, b in zip([count, *done], done, strict=False)):
         raise ValueError(
-            "Pipe.iter: state['done'] must list increasing ints above state['count'],"
-            f" got {done!r}"
+            f"Pipe.iter: state['done'] must list increasing ints above state['count'], got {done!r}"
         )
     skips = [d - count for d in done]
     partial = state.get("partial")
@@ -79,9 +78,7 @@ def skipping(stage: Stage[Any], skips: list[int]) -> Stage[Any]:
     if not skips:
         return stage
     dropped = set(skips)
-    keep = itertools.chain(
-        (i not in dropped for i in range(skips[-1] + 1)), itertools.repeat(True)
-    )
+    keep = itertools.chain((i not in dropped for i in range(skips[-1] + 1)), itertools.repeat(True))
     raw = itertools.compress(stage.raw, keep)
     view: ViewStage[Any] = make_view(raw, stage._tagger)
     view._attach(raw=raw, node=None, upstream=stage, may_mark=stage._may_mark,

@@ -189,6 +189,18 @@ class PartitionStep(_Raw):
         self._pending: deque[Any] = deque()
         self._ended = False
 
+    def held(self) -> list[Marker] | None:
+        """For a checkpoint, right after a batch: the markers due before the next one
+        (its batch is empty then: a batch was just emitted); ``None`` in the middle of a
+        batch (after a marker pulled from the raw stream, say)."""
+        if self._batch or not all(x.__class__ is Marker for x in self._pending):
+            return None
+        return list(self._pending)
+
+    def load(self, held: list[Marker]) -> None:
+        """Go on from ``held()``: those markers come first."""
+        self._pending.extend(held)
+
     def _flush(self) -> None:
         if self._batch:
             self._pending.append(self._batch)
