@@ -15,7 +15,6 @@ emission); a cut before it or in the flush at the end falls back to a replay.
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -59,13 +58,7 @@ class JournaledShuffle(PositionedShuffle):
 
     def _plain(self, upstream: Iterator[Any]) -> Iterator[Any]:
         buffer, at, size, draw = self._buffer, self._at, self._size, self._random
-        places = zip(itertools.count(self._position()), upstream, strict=False)
-        if len(buffer) < size:
-            for p, x in places:
-                buffer.append(x)
-                at.append(p)
-                if len(buffer) == size:
-                    break
+        places = self._filled(upstream)
         last = self._snapshots[-1] if self._snapshots else None
         # A fresh generator after an error goes on counting where the last one stopped.
         emitted = 0 if last is None else last.emitted + len(last.journal)
@@ -82,12 +75,7 @@ class JournaledShuffle(PositionedShuffle):
             log(j)
             emitted += 1
             yield y
-        self._ended = True
-        self._flushing()
-        flush, flush_at = self._flush, self._flush_at
-        while flush:
-            flush_at.pop()
-            yield flush.pop()
+        yield from self._drained()
 
     def state_after(self, emitted: int) -> dict[str, Any] | None:
         """The shuffle's state after ``emitted`` emissions of this run (as ``state()``

@@ -39,9 +39,10 @@ class PositionedShuffle(ShuffleStep):
         self._at: list[int] = []
         self._flush_at: list[int] = []
 
-    def _plain(self, upstream: Iterator[Any]) -> Iterator[Any]:
-        buffer, at, size, draw = self._buffer, self._at, self._size, self._random
-        flush, flush_at = self._flush, self._flush_at
+    def _filled(self, upstream: Iterator[Any]) -> Iterator[tuple[int, Any]]:
+        """``upstream`` with each element's source position, once the buffer is full
+        (or ``upstream`` ended)."""
+        buffer, at, size = self._buffer, self._at, self._size
         places = zip(itertools.count(self._position()), upstream, strict=False)
         if len(buffer) < size:
             for p, x in places:
@@ -49,17 +50,26 @@ class PositionedShuffle(ShuffleStep):
                 at.append(p)
                 if len(buffer) == size:
                     break
-        for p, x in places:  # the buffer is full
+        return places
+
+    def _drained(self) -> Iterator[Any]:
+        """The end: the buffer flushed in a drawn order."""
+        self._ended = True
+        self._flushing()
+        flush, flush_at = self._flush, self._flush_at
+        while flush:
+            flush_at.pop()
+            yield flush.pop()
+
+    def _plain(self, upstream: Iterator[Any]) -> Iterator[Any]:
+        buffer, at, size, draw = self._buffer, self._at, self._size, self._random
+        for p, x in self._filled(upstream):  # the buffer is full
             j = int(draw() * size)
             y = buffer[j]
             buffer[j] = x
             at[j] = p
             yield y
-        self._ended = True
-        self._flushing()
-        while flush:
-            flush_at.pop()
-            yield flush.pop()
+        yield from self._drained()
 
     def _flushing(self, marker: Any = None) -> None:
         assert marker is None  # no marker reaches it: the stages before it are one-to-one

@@ -431,12 +431,15 @@ class Counted(Iterator[Any]):
         self._marker = self.markers.__next__
         self.ended: float | None = None
 
+    def _end(self) -> None:
+        if self.ended is None:
+            self.ended = clock()
+
     def __next__(self) -> Any:
         try:
             x = self._pull()
         except StopIteration:
-            if self.ended is None:
-                self.ended = clock()
+            self._end()
             raise
         if x.__class__ is Marker:
             self._marker()
@@ -460,8 +463,7 @@ class CountedRecords(Counted):
         try:
             record = self._pull()
         except StopIteration:
-            if self.ended is None:
-                self.ended = clock()
+            self._end()
             raise
         for x in record[1]:
             if x.__class__ is Marker:
