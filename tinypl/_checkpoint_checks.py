@@ -12,6 +12,7 @@ from typing import Any
 from . import _plan as plan
 from . import _plan_streams as streams
 from ._checkpoint_plan import COUNTERS, Mode, fingerprint
+from ._runtime._streams import load_rng
 
 __all__ = [
     "VERSION",
@@ -124,10 +125,11 @@ def input_states(state: Mapping[str, Any], node: streams.Mix) -> list[Any]:
 
 
 def generator_state(rng: Any) -> bool:
+    """Whether ``rng`` is a generator's state as ``rng_state()`` gives it."""
     if not (isinstance(rng, list) and len(rng) == 3 and isinstance(rng[1], list)):
         return False
     try:
-        random.Random().setstate((rng[0], tuple(rng[1]), rng[2]))
+        load_rng(random.Random(), rng)
     except (TypeError, ValueError):
         return False
     return True

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ._checkpoint_shuffle import PositionedShuffle
+from ._runtime._streams import rng_state
 
 __all__ = ["SPAN", "JournaledShuffle"]
 
@@ -94,11 +95,10 @@ class JournaledShuffle(PositionedShuffle):
         rng.setstate(snapshot.rng)
         for _ in range(steps):
             rng.random()
-        version, internal, gauss = rng.getstate()
         return {
             "source": source + steps,
             "buffer": at,
             "flush": [],
             "ended": False,
-            "rng": [version, list(internal), gauss],
+            "rng": rng_state(rng),
         }

@@ -17,10 +17,11 @@ from typing import Any
 
 from . import _plan as plan
 from . import _plan_streams as streams
+from ._checkpoint_checks import generator_state
 from ._runtime import Stage
 from ._runtime._registry import build_nodes
 from ._runtime._stage import ChainStage, Parts
-from ._runtime._streams import ShuffleStep, _permute
+from ._runtime._streams import ShuffleStep, _permute, load_rng, rng_state
 
 __all__ = ["PositionedShuffle", "ShuffleRun", "start_shuffled"]
 
@@ -82,17 +83,15 @@ class PositionedShuffle(ShuffleStep):
         self._at.clear()
 
     def state(self) -> dict[str, Any]:
-        version, internal, gauss = self.rng.getstate()
         return {
             "buffer": list(self._at),
             "flush": list(self._flush_at),
             "ended": self._ended,
-            "rng": [version, list(internal), gauss],
+            "rng": rng_state(self.rng),
         }
 
     def load(self, state: Mapping[str, Any], buffer: list[Any], flush: list[Any]) -> None:
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
+        load_rng(self.rng, state["rng"])
         self._buffer[:] = buffer
         self._at[:] = state["buffer"]
         self._flush[:] = flush
@@ -140,13 +139,7 @@ def _checked(state: Mapping[str, Any], size: int, buffer: int) -> None:
             f" state['ended'] must be a bool, got {len(held)} and {state.get('ended')!r}"
         )
     rng = state.get("rng")
-    valid = isinstance(rng, list) and len(rng) == 3 and isinstance(rng[1], list)
-    if valid:
-        try:
-            random.Random().setstate((rng[0], tuple(rng[1]), rng[2]))  # type: ignore[index]
-        except (TypeError, ValueError):
-            valid = False
-    if not valid:
+    if not generator_state(rng):
         raise ValueError(
             f"Pipe.iter: state['rng'] must be the shuffle's generator state, got {rng!r}"
         )

@@ -30,8 +30,10 @@ __all__ = [
     "SkipStep",
     "TakeStep",
     "ZipStep",
+    "load_rng",
     "mixed_stage",
     "repeated_stage",
+    "rng_state",
 ]
 
 
@@ -106,6 +108,27 @@ class ShuffleStep:
         self._flushing()
         while flush:
             yield flush.pop()
+
+
+def rng_state(rng: random.Random) -> list[Any]:
+    """A generator's state as plain data (JSON keeps lists, not tuples).
+
+    Examples:
+        >>> rng = random.Random(1)
+        >>> copy = random.Random()
+        >>> load_rng(copy, rng_state(rng))
+        >>> copy.random() == rng.random()
+        True
+    """
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def load_rng(rng: random.Random, state: Any) -> None:
+    """Set ``rng`` to a ``rng_state()``; raises ``TypeError`` or ``ValueError`` for
+    anything else."""
+    version, internal, gauss = state
+    rng.setstate((version, tuple(internal), gauss))
 
 
 def _permute(items: list[Any], rand: Callable[[], float]) -> None:
@@ -255,15 +278,13 @@ class MixStep(Iterator[Any]):
         round-robin turn and (weighted) the generator's state."""
         state: dict[str, Any] = {"active": list(self._active), "turn": self._turn}
         if self._weights is not None:
-            version, internal, gauss = self._rng.getstate()
-            state["rng"] = [version, list(internal), gauss]
+            state["rng"] = rng_state(self._rng)
         return state
 
     def load(self, state: Mapping[str, Any]) -> None:
         """Go on from a ``state()`` (checked by the caller)."""
         if self._weights is not None:
-            version, internal, gauss = state["rng"]
-            self._rng.setstate((version, tuple(internal), gauss))
+            load_rng(self._rng, state["rng"])
         self._active[:] = state["active"]
         self._turn = state["turn"]
         self._reweigh()
