@@ -113,6 +113,15 @@ class Tagger:
         with self._cond:
             self.failed[n] = error
 
+    def forget(self, error: BaseException) -> None:
+        """``error`` is raised to the consumer: the numbers whose records it cost are
+        complete (a later pull goes on after them)."""
+        failed = self.failed
+        for k, v in list(failed.items()):
+            if v is error or v is error.__cause__:
+                del failed[k]
+                self.complete(k)
+
     def divert(self, record: Record) -> list[Any]:
         """Hand a record's items to someone other than the load (a public pull)."""
         self.complete(record[0])
@@ -192,11 +201,7 @@ class LoadRaw:
                 except BaseException as error:
                     # An error raised through here (e.g. a stage in this thread) releases
                     # the number it cost, so a later pull goes on after it.
-                    failed = tagger.failed
-                    for k, v in list(failed.items()):
-                        if v is error or v is error.__cause__:
-                            del failed[k]
-                            tagger.complete(k)
+                    tagger.forget(error)
                     raise
                 else:
                     if n != expected:

@@ -107,11 +107,7 @@ class ReleaseRaw:
                 raise failed.pop(n) from None
             raise
         except BaseException as error:
-            # The records the error cost are handed out as this error (as a load does).
-            for k, v in list(tagger.failed.items()):
-                if v is error or v is error.__cause__:
-                    del tagger.failed[k]
-                    tagger.complete(k)
+            tagger.forget(error)  # the records it cost are handed out as this error
             raise
 
 
