@@ -40,6 +40,7 @@ __all__ = [
     "WorkerFigures",
     "chunk_done",
     "count_of",
+    "count_record",
     "counted_raw",
     "final_view",
 ]
@@ -453,6 +454,13 @@ class Counted(Iterator[Any]):
         return NotImplemented if hint < 0 else hint
 
 
+def count_record(record: tuple[int, list[Any]], item: Any, marker: Any) -> None:
+    """Count the items and markers of an ordered region's record (``item()`` and
+    ``marker()`` count one)."""
+    for x in record[1]:
+        (marker if x.__class__ is Marker else item)()
+
+
 class CountedRecords(Counted):
     """Counts the items and markers of the records ``(n, items)`` of an ordered region
     passing through."""
@@ -465,11 +473,7 @@ class CountedRecords(Counted):
         except StopIteration:
             self._end()
             raise
-        for x in record[1]:
-            if x.__class__ is Marker:
-                self._marker()
-            else:
-                self._item()
+        count_record(record, self._item, self._marker)
         return record
 
 

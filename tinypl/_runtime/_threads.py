@@ -31,7 +31,7 @@ from ._control import DONE, END, FAILED, SIGNAL_CHECK, Control
 from ._failure import FailureHandling, Replicas, interpreter_exiting
 from ._registry import build
 from ._stage import Stage, WorkerStage, signal_stop, worker_stage
-from ._stats import ThreadProbe, WorkerFigures
+from ._stats import ThreadProbe, WorkerFigures, count_record
 from ._watchdog import Watchdog
 
 __all__ = ["JOIN_TIMEOUT", "ThreadStage", "ThreadWorkerError"]
@@ -297,12 +297,6 @@ class ThreadCore(FailureHandling):
         while not out.empty():
             out.get_nowait()
         out.put(FAILED if self.error is not None else END)
-
-
-def count_record(record: tuple[int, list[Any]], item: Any, marker: Any) -> None:
-    """Count the items and markers of an ordered region's record."""
-    for x in record[1]:
-        (marker if x.__class__ is Marker else item)()
 
 
 class QueueReader:
