@@ -501,20 +501,15 @@ def start(node: plan.Node, state: Mapping[str, Any] | None = None) -> Stage[Any]
 
 def _repeat(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | None) -> Stage[Any]:
     """A repeat's passes, each a run of its own (``start``), resumed in its pass."""
-    from ._runtime._collect import attach  # the probes of stage.stats()
-
     head = nodes[0]
     assert isinstance(head, streams.Repeated)
     run.repeat = RepeatStep(head, start, (0, None) if state is None else pass_of(state, head))
-    stage = repeated_stage(run.repeat)
-    return build_nodes(nodes[1:], stage) if len(nodes) > 1 else attach(stage, None, None)
+    return _after_head(repeated_stage(run.repeat), nodes)
 
 
 def _mixed(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | None) -> Stage[Any]:
     """A mix of its inputs' runs (each a run of its own, ``start``), resumed where each
     stood and with the draws where they stood."""
-    from ._runtime._collect import attach  # the probes of stage.stats()
-
     head = nodes[0]
     assert isinstance(head, streams.Mix)
     states = [None] * len(head.inputs) if state is None else input_states(state, head)
@@ -523,6 +518,13 @@ def _mixed(run: _Run, nodes: list[plan.Node], state: Mapping[str, Any] | None) -
     if state is not None:
         step.load(state["mix"])
     run.mix = inputs, step
+    return _after_head(stage, nodes)
+
+
+def _after_head(stage: Stage[Any], nodes: list[plan.Node]) -> Stage[Any]:
+    """The rest of ``nodes`` built on ``stage``, the live head ``nodes[0]``."""
+    from ._runtime._collect import attach  # the probes of stage.stats()
+
     return build_nodes(nodes[1:], stage) if len(nodes) > 1 else attach(stage, None, None)
 
 
