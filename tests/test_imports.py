@@ -84,3 +84,46 @@ def test_lazy_names_are_the_shared_memory_ones() -> None:
     assert "SharedMemoryRingBuffer" in dir(pl.process)
     with pytest.raises(AttributeError, match="no_such_name"):
         pl.process.no_such_name  # noqa: B018
+
+
+WORKER_PROBE = """
+import json, sys
+import tinypl._runtime._worker, tinypl._shm
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("tinypl"))))
+"""
+
+BUILDER = ["tinypl._pipe", "tinypl._planner", "tinypl._checkpoint", "tinypl._compat"]
+BUILDER += ["tinypl._runtime._registry", "tinypl._runtime._threads", "tinypl.asyncio"]
+
+
+@pytest.mark.timeout(60)
+def test_what_a_worker_imports_leaves_the_builder_and_the_backends_out() -> None:
+    # A forkserver boots on these imports (issue 17): the pipe builder, the planner and
+    # the backends doubled its boot, and every first run of a process stage waited on it.
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER_PROBE],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=50,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)
+    assert "tinypl._runtime._worker" in loaded
+    assert [m for m in BUILDER if m in loaded] == []
+
+
+def test_every_public_name_resolves_to_its_module_attribute() -> None:
+    import importlib
+
+    import tinypl as pl
+
+    assert sorted(pl._LAZY) == sorted(pl.__all__)
+    for name, (module, attribute) in pl._LAZY.items():
+        target = importlib.import_module(module, "tinypl")
+        expected = target if attribute is None else getattr(target, attribute)
+        assert getattr(pl, name) is expected, name
+    assert pl.flatten_lazy is pl.flatten
+    with pytest.raises(AttributeError, match="no_such_name"):
+        pl.no_such_name  # noqa: B018

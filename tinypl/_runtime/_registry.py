@@ -14,17 +14,48 @@ from .._plan import Node, chain
 from .._planner import optimize
 from ._stage import Stage
 
-__all__ = ["build", "build_next", "build_nodes", "build_reading", "materialize"]
+__all__ = [
+    "build",
+    "build_next",
+    "build_nodes",
+    "build_reading",
+    "load_backends",
+    "materialize",
+]
+
+
+_BACKENDS = ("_execstage", "_insight", "_loopstage", "_procstage", "_streams", "_sync", "_threads")
+_loaded = False
+
+
+def load_backends() -> bool:
+    """Import every backend, so that each registers its builders; ``True`` the first time.
+
+    Called when a node has no builder yet: importing ``tinypl._runtime`` stays light for
+    the worker processes, which build no node."""
+    global _loaded
+    if _loaded:
+        return False
+    import importlib
+
+    for name in _BACKENDS:
+        importlib.import_module(f".{name}", __package__)
+    _loaded = True
+    return True
 
 
 @functools.singledispatch
 def build(node: Node, upstream: Stage[Any]) -> Stage[Any]:
     """Materialize ``node`` on the live ``upstream`` stage."""
+    if load_backends():
+        return build(node, upstream)
     raise NotImplementedError(f"tinypl: no runtime is registered for {type(node).__name__}")
 
 
 @functools.singledispatch
 def build_source(node: Node) -> Stage[Any]:
+    if load_backends():
+        return build_source(node)
     raise TypeError(f"tinypl: a plan cannot start with {type(node).__name__}")
 
 
@@ -33,6 +64,7 @@ def build_next(stage: Stage[Any], node: Node, following: Node | None) -> Stage[A
     ``following`` is the node to be built on the result (``None``: the run's last)."""
     from ._collect import attach, prepare  # the probes of stage.stats()
 
+    load_backends()  # before dispatch: a base class's builder must not stand in for one
     prepare(stage, node)
     return attach(build(node, stage), stage, following)
 
@@ -44,6 +76,7 @@ def build_reading(
     probe of ``stats()`` may count around it): for a reader of its state."""
     from ._collect import attach, prepare
 
+    load_backends()
     prepare(stage, node)
     built = build(node, stage)
     raw = built.raw  # ``attach`` may put a counter in its place
@@ -57,6 +90,7 @@ def build_nodes(
     ``nodes[0]``; ``following`` is the node to come after the last of them."""
     from ._collect import attach
 
+    load_backends()
     if stage is None:
         stage = build_source(nodes[0])
         nodes = nodes[1:]
