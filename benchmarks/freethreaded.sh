@@ -1,5 +1,13 @@
 #!/usr/bin/env bash
-# Build (or reuse) a free-threaded CPython 3.13 and run tinypl's thread benchmarks on it.
+# Build (or reuse) a free-threaded CPython (3.13 by default, FT_VERSION=3.14 where a Debian
+# mirror holds its source) and run tinypl's thread benchmarks on it.
+#
+# On 3.13t, whether a pure-Python CPU-bound function scales in two threads depends on how
+# its code object came to be: the benchmarks' spin (an imported module) ran 0.6-0.9x
+# serial in two threads, plain threads and ThreadPoolExecutor included, while the same
+# source exec'd in some scripts ran 1.9x. The objects its loop touches are then shared and
+# reference-counted atomically. 3.14 defers those counts; its Debian source was not on the
+# mirror when this was written (404), hence the option.
 #
 #   benchmarks/freethreaded.sh            # build/reuse, then the benchmarks
 #   benchmarks/freethreaded.sh --build    # only build/reuse the interpreter and its venv
@@ -8,37 +16,56 @@
 #
 # Everything lands in a cache folder, never in the repository:
 #   ${TINYPL_FT_CACHE:-${XDG_CACHE_HOME:-~/.cache}/tinypl-ft}/{src,build,python,venv}
-# The source is Debian trixie's python3.13 source package, fetched with apt-get through a
-# private apt configuration (the system's sources and lists are left alone); its
+# The source is Debian's python3.13 source package from trixie (python3.14: forky, sid),
+# fetched with apt-get through a private apt configuration (the system's sources and lists
+# are left alone); its
 # upstream tarball (.orig.tar.xz) is built, without the Debian patches, which assume
 # Debian's own install layout. If apt cannot reach trixie, python.org's tarball is tried.
 # The build runs under `nice` (JOBS defaults to the number of cores).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE=${TINYPL_FT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tinypl-ft}
+FT_VERSION=${FT_VERSION:-3.13}
+case $FT_VERSION in
+    3.13) SUITES="trixie"; UPSTREAM_VERSION=${UPSTREAM_VERSION:-3.13.5} ;;
+    3.14) SUITES="forky sid"; UPSTREAM_VERSION=${UPSTREAM_VERSION:-3.14.0} ;;
+    *) echo "FT_VERSION must be 3.13 or 3.14, not '$FT_VERSION'" >&2; exit 2 ;;
+esac
+BASE=${TINYPL_FT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tinypl-ft}
+# 3.13 keeps the layout of the first version of this script, so a built interpreter is reused.
+if [[ $FT_VERSION == 3.13 ]]; then CACHE=$BASE; else CACHE=$BASE/$FT_VERSION; fi
 PREFIX=$CACHE/python
-PY=$PREFIX/bin/python3.13t
+PY=$PREFIX/bin/python${FT_VERSION}t
 VENV=$CACHE/venv
 JOBS=${JOBS:-$(nproc)}
-UPSTREAM_VERSION=${UPSTREAM_VERSION:-3.13.5}
 
 log() { printf '[freethreaded] %s\n' "$*" >&2; }
 
 fetch_source() {
     local src=$CACHE/src apt=$CACHE/apt
     mkdir -p "$src" "$apt/lists/partial" "$apt/cache/archives/partial"
-    if ls "$src"/python3.13_*.orig.tar.xz >/dev/null 2>&1; then return; fi
-    printf 'deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s trixie main\n' \
-        http://deb.debian.org/debian >"$apt/sources.list"
+    if ls "$src"/python"$FT_VERSION"_*.orig.tar.xz >/dev/null 2>&1; then return; fi
+    local suite
+    : >"$apt/sources.list"
+    for suite in $SUITES; do
+        printf 'deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' \
+            http://deb.debian.org/debian "$suite" >>"$apt/sources.list"
+    done
     local opts=(-q -o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/nonexistent
         -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache")
-    log "fetching Debian trixie's python3.13 source package into $src"
-    if (cd "$src" && apt-get "${opts[@]}" update && apt-get "${opts[@]}" source --download-only python3.13); then
-        return
+    log "fetching Debian's python$FT_VERSION source package ($SUITES) into $src"
+    # A suite's index can name a version its mirror no longer (or not yet) holds: newest first.
+    local version
+    if apt-get "${opts[@]}" update; then
+        for version in $(apt-cache "${opts[@]}" showsrc "python$FT_VERSION" 2>/dev/null \
+            | sed -n 's/^Version: //p' | sort -rVu); do
+            if (cd "$src" && apt-get "${opts[@]}" source --download-only "python$FT_VERSION=$version"); then
+                return
+            fi
+        done
     fi
     log "apt-get source failed; trying python.org's Python-$UPSTREAM_VERSION.tar.xz"
-    curl -fsSL -o "$src/python3.13_$UPSTREAM_VERSION.orig.tar.xz" \
+    curl -fsSL -o "$src/python${FT_VERSION}_$UPSTREAM_VERSION.orig.tar.xz" \
         "https://www.python.org/ftp/python/$UPSTREAM_VERSION/Python-$UPSTREAM_VERSION.tar.xz"
 }
 
@@ -49,7 +76,7 @@ build_python() {
     fi
     fetch_source
     local tarball build=$CACHE/build
-    tarball=$(ls "$CACHE"/src/python3.13_*.orig.tar.xz | sort | tail -1)
+    tarball=$(ls "$CACHE"/src/python"$FT_VERSION"_*.orig.tar.xz | sort -V | tail -1)
     rm -rf "$build" && mkdir -p "$build"
     log "building $(basename "$tarball") with --disable-gil in $build (JOBS=$JOBS; several minutes)"
     tar -xJf "$tarball" -C "$build" --strip-components=1
