@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from procwatch import REPO
@@ -47,10 +48,10 @@ print(json.dumps(report))
 """
 
 
-@pytest.mark.timeout(60)
-def test_import_and_building_a_process_pipe_stay_light() -> None:
+def _probe(script: str, *args: str) -> Any:
+    """What ``script`` printed as JSON, run in a fresh interpreter on this checkout."""
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(HEAVY)],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         check=False,
         text=True,
@@ -58,7 +59,12 @@ def test_import_and_building_a_process_pipe_stay_light() -> None:
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+@pytest.mark.timeout(60)
+def test_import_and_building_a_process_pipe_stay_light() -> None:
+    report = _probe(PROBE, json.dumps(HEAVY))
     assert report["import"] == []
     assert report["build"] == []
     assert report["thread"] == []
@@ -100,16 +106,7 @@ BUILDER += ["tinypl._runtime._registry", "tinypl._runtime._threads", "tinypl.asy
 def test_what_a_worker_imports_leaves_the_builder_and_the_backends_out() -> None:
     # A forkserver boots on these imports (issue 17): the pipe builder, the planner and
     # the backends doubled its boot, and every first run of a process stage waited on it.
-    result = subprocess.run(
-        [sys.executable, "-c", WORKER_PROBE],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=50,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
-    assert result.returncode == 0, result.stderr
-    loaded = json.loads(result.stdout)
+    loaded = _probe(WORKER_PROBE)
     assert "tinypl._runtime._worker" in loaded
     assert [m for m in BUILDER if m in loaded] == []
 
