@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 from types import SimpleNamespace
 
@@ -75,3 +76,33 @@ def test_a_chunk_sent_while_its_worker_is_replaced_stays_in_flight() -> None:
     feeder.received(0)
     assert feeder.in_flight() == 0
     assert feeder.holding(0) == []
+
+
+@pytest.mark.timeout(30)
+def test_a_reader_flush_with_no_credit_keeps_the_chunk_instead_of_waiting() -> None:
+    # The reader saw nothing in flight, then the feeder took the last credit: a reader
+    # waiting for a credit would wait for itself, since only it hands credits back (a
+    # hang seen on the free-threaded build, issue 17).
+    sent: list[tuple[int, bytes]] = []
+    feeder = Feeder(
+        SimpleNamespace(_tagger=None),  # type: ignore[arg-type]
+        stage="process",
+        workers=1,
+        maxsize=1,
+        chunksize=None,
+        send=lambda index, data: sent.append((index, data)),
+        post=lambda message: None,
+    )
+    feeder._credits.get()  # the feeder holds the only credit
+    feeder._chunk = [1, 2]
+    feeder.flush(wait=False)
+    assert sent == []
+    assert feeder._chunk == [1, 2]
+    assert feeder.in_flight() == 0
+    feeder._chunk.append(3)  # gathered by the feeder meanwhile
+    feeder._credits.put(None)  # its chunk was answered
+    feeder.flush(wait=False)
+    assert len(sent) == 1
+    assert feeder._chunk == []
+    assert feeder.in_flight() == 1
+    assert pickle.loads(sent[0][1])[1] == [1, 2, 3]

@@ -95,8 +95,9 @@ class _ChunkFeeder(Feeder):
         )
         self._core = core
 
-    def _send(self, chunk: list[Any]) -> None:
-        self._credits.get()
+    def _send(self, chunk: list[Any], *, credited: bool = False) -> None:
+        if not credited:
+            self._credits.get()
         if self.stopping:
             raise _Stopped
         with self._lock:
@@ -235,7 +236,7 @@ class ExecutorCore(ChunkReading):
                 raise StopIteration
             # Nothing in flight while the feeder waits on a slow source: submit what it
             # has gathered so far instead of waiting for the chunk to fill.
-            self.feeder.flush()
+            self.feeder.flush(wait=False)
         # A bounded wait returns to refill's loop, where a pending Ctrl-C is raised.
         self._take(block=True)
 

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 from typing import Any
 
 from .._marker import Marker
@@ -183,17 +183,29 @@ class Feeder:
             target = min(target, int(GATHER_SECONDS / gathered))
         return max(1, min(size * 2, target))
 
-    def flush(self) -> None:
-        """Send the partial chunk, if any (the feeder, or a reader about to wait)."""
+    def flush(self, *, wait: bool = True) -> None:
+        """Send the partial chunk, if any: the feeder, or (``wait=False``) a reader about
+        to wait, which never waits for a credit. Only the reader hands credits back, and
+        the feeder may take the last one after the reader saw nothing in flight: with no
+        credit the chunk stays, for the feeder or the reader's next flush."""
         with self._chunk_lock:
             chunk, self._chunk = self._chunk, []
-        if chunk:
-            self._send(chunk)
+        if not chunk:
+            return
+        if not wait:
+            try:
+                self._credits.get_nowait()
+            except Empty:
+                with self._chunk_lock:
+                    self._chunk[:0] = chunk  # before what the feeder gathered since
+                return
+        self._send(chunk, credited=not wait)
 
-    def _send(self, chunk: list[Any]) -> None:
+    def _send(self, chunk: list[Any], *, credited: bool = False) -> None:
         import cloudpickle
 
-        self._credits.get()
+        if not credited:
+            self._credits.get()
         if self.stopping:
             raise _Stopped
         with self._lock:

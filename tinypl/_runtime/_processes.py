@@ -318,7 +318,7 @@ class ProcessCore(ChunkReading):
                 raise StopIteration
             # Nothing in flight while the feeder waits on a slow source: send what it has
             # gathered so far instead of waiting for the chunk to fill.
-            self.feeder.flush()
+            self.feeder.flush(wait=False)
         pool = self.pool
         sentinels = pool.sentinels()
         # An empty answer returns to refill's loop, where a pending Ctrl-C is raised.
