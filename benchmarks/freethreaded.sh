@@ -101,7 +101,7 @@ make_venv() {
     # Wheels only, for every package: a source build may need a compiler toolchain
     # (hypothesis' native part wants Rust and crates.io) that is not there.
     "$VENV/bin/python" -m pip install -q --only-binary :all: numpy attrs toolz cloudpickle \
-        threadpoolctl pytest pytest-timeout hypothesis psutil pillow
+        threadpoolctl pytest pytest-timeout hypothesis psutil pillow tqdm
     local peer
     for peer in grain spdl; do
         "$VENV/bin/python" -m pip install -q --only-binary :all: "$peer" \

@@ -42,3 +42,16 @@ def test_threads_pulling_one_source_get_every_item_exactly_once(name: str, fused
         pipe = pl.Pipe(make())
         pipe = pipe.map(abs) if fused else pipe
         assert Counter(pipe.thread(4)) == expected
+
+
+def test_a_source_under_the_lock_still_tells_its_length() -> None:
+    import operator
+    import threading
+
+    from tinypl._runtime._steps import Locked
+
+    locked = Locked(iter(range(5)), threading.Lock())
+    assert operator.length_hint(locked) == 5
+    next(locked)
+    assert operator.length_hint(locked) == 4
+    assert operator.length_hint(Locked(iter(x for x in range(3)), threading.Lock()), -1) == -1

@@ -7,6 +7,7 @@ the builtin ``map`` the marker-free fast path compiles to.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -291,12 +292,19 @@ class TraceStep(_Raw):
 class Locked(_Raw):
     """Pulls upstream under a lock: the mutex stage."""
 
-    __slots__ = ("lock", "stopped")
+    __slots__ = ("_upstream", "lock", "stopped")
 
     def __init__(self, upstream: Iterator[Any], lock: Any) -> None:
         super().__init__(upstream)
+        self._upstream = upstream
         self.lock = lock
         self.stopped = False
+
+    def __length_hint__(self) -> Any:
+        # The lock changes no count: a source put under it (a free-threaded build's
+        # shared builtin iterator) still tells a progress bar its total.
+        hint = operator.length_hint(self._upstream, -1)
+        return NotImplemented if hint < 0 else hint
 
     def __next__(self) -> Any:
         with self.lock:
