@@ -100,7 +100,13 @@ HELPERS = (
 )
 
 #: Module-level functions that are tools, not stages (no ``Pipe`` counterpart).
-UTILITIES = ("process.cleanup", "process.keep_warm", "process.shutdown", "worker_info")
+UTILITIES = (
+    "process.cleanup",
+    "process.empty",
+    "process.keep_warm",
+    "process.shutdown",
+    "worker_info",
+)
 
 
 def map_(pipe: Iterable[T], fn: Callable[[T], U]) -> Stage[U]:

@@ -12,6 +12,8 @@ from ._errors import ProcessWorkerError as WorkerException
 from ._errors import RemoteTraceback
 
 if _typing.TYPE_CHECKING:
+    import numpy.typing as _npt
+
     from ._shm import BufferClosedError, RingBufferRef, SharedMemoryRingBuffer
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "WorkerException",
     "cleanup",
     "each",
+    "empty",
     "keep_warm",
     "map",
     "shutdown",
@@ -46,6 +49,39 @@ def cleanup() -> list[str]:
 
     _shm.trim_cache()  # mappings of finished runs whose arrays are gone
     return _shm.cleanup()
+
+
+def empty(
+    shape: int | tuple[int, ...], dtype: _typing.Any = float, *, order: str = "C"
+) -> "_npt.NDArray[_typing.Any]":
+    """An uninitialized NumPy array for a result that a process stage's worker returns
+    without copying it: the array lives in the worker's shared memory from the start
+    and reaches the consumer as a view on the same memory.
+
+    Without it, a worker copies each large array of a result into shared memory once
+    (see "Large arrays and shared memory" in the docs); for results of many megabytes
+    that copy is most of the cost. Fill the array in place (``out=``, slice assignment,
+    ``fill``) and return it, or a contiguous view of it, once. Do not write to it after
+    returning it: the memory then belongs to the consumer. Outside a process-stage
+    worker (in the calling thread, a thread stage, an executor's workers), and for
+    arrays under 64 KiB, it is ``numpy.empty(shape, dtype, order=order)``.
+
+    Examples:
+        >>> import numpy as np
+        >>> import tinypl as pl
+        >>> def frame(i):
+        ...     out = pl.process.empty((512, 512), np.float32)
+        ...     np.multiply(np.ones((512, 512), np.float32), i, out=out)
+        ...     return out
+        >>> [float(a[0, 0]) for a in pl.Pipe(range(3)).map(frame).process(2).order()]
+        [0.0, 1.0, 2.0]
+        >>> pl.process.empty(4, "int8").shape  # here: numpy.empty
+        (4,)
+    """
+    from ._shm._lend import empty as lend
+
+    array: _npt.NDArray[_typing.Any] = lend(shape, dtype, order)
+    return array
 
 
 def shutdown() -> int:

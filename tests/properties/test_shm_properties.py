@@ -126,3 +126,52 @@ def test_ring_random_program(ops: list[tuple[str, int]]) -> None:
         for ref, arr in live:
             assert_same(arr, buffer.read(ref))
         assert buffer.bytes_in_use() == 0
+
+
+# A program over a pool's lent arrays: ("lend", kib) lends one; ("send", k, view) sends
+# the k-th live lent array (or a view of its second half); ("drop", k) drops the k-th
+# lent array unsent; ("free", k) drops the k-th received array in the reader.
+LEND_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("lend"), st.integers(64, 2048)),
+        st.tuples(st.just("send"), st.integers(0, 7), st.booleans()),
+        st.tuples(st.just("drop"), st.integers(0, 7)),
+        st.tuples(st.just("free"), st.integers(0, 7)),
+    ),
+    max_size=40,
+)
+
+
+@given(ops=LEND_OPS)
+def test_lent_arrays_never_alias_and_every_region_comes_back(ops: list[tuple[Any, ...]]) -> None:
+    """Law: every array the reader holds keeps the values it was sent with, whatever is
+    lent, sent, dropped or freed meanwhile (no region is handed out twice), and once
+    every array is gone no region is in use."""
+    import gc
+
+    lent: list[tuple[np.ndarray, int]] = []  # (array, tag)
+    held: Any = None
+    received: list[tuple[np.ndarray, int]] = []
+    tags = iter(range(1, 10**6))
+    with ShmPool(16 << 20, reader_pid=os.getpid(), max_wait=0) as pool:
+        for op in ops:
+            if op[0] == "lend":
+                tag = next(tags)
+                array = pool.empty(op[1] * 128)  # KiB of float64
+                array.fill(tag)
+                lent.append((array, tag))
+            elif op[0] == "send" and lent:
+                array, tag = lent.pop(op[1] % len(lent))
+                part = array[len(array) // 2 :] if op[2] else array
+                received.append((loads(pool.dumps(part)), tag))
+            elif op[0] == "drop" and lent:
+                lent.pop(op[1] % len(lent))
+            elif op[0] == "free" and received:
+                received.pop(op[1] % len(received))
+            array = part = None  # the lists alone hold what is alive
+            gc.collect()
+            for held, tag in [*lent, *received]:
+                assert held.min() == held.max() == tag
+        del lent[:], received[:], held
+        gc.collect()
+        assert pool.stats()["regions_in_use"] == 0

@@ -7,7 +7,11 @@ run ends cleanly, its worker set is not stopped but *released*: every worker dro
 queued chunks, answers ``IDLE`` and waits for the spec of a next run on its task pipe.
 A later stage with the same start method, worker count, thread limits and watch mode
 (timeout/restart) *checks out* the set and hands it its own spec (functions, ``init``,
-seed, ``sys.path``); workers run ``init`` and are seeded again for every run.
+seed, ``sys.path``); workers run ``init`` and are seeded again for every run. A worker
+keeps its shared-memory pool too (trimmed to ``_worker.IDLE_POOL_BYTES`` while idle),
+and this process keeps its mappings of it: a fresh page of shared memory costs a fault
+and a zeroed page, so a short run of large results paid for its pool again and again.
+Stopping an idle set (:func:`shutdown`, expiry, eviction) unmaps what its pools left.
 
 What keeps this safe:
 
@@ -129,7 +133,7 @@ def _alive(pool: WorkerSet) -> bool:
 
 
 def _ignore(data: bytes) -> None:
-    """An idle set holds no result (its workers closed their shared memory)."""
+    """An idle set holds no result (its workers answered every chunk before ``IDLE``)."""
 
 
 def _stop(pool: WorkerSet) -> None:
@@ -141,6 +145,9 @@ def _stop(pool: WorkerSet) -> None:
     if live:
         wait(live, 1.0)
     pool.finish(_ignore)
+    from .. import _shm
+
+    _shm.trim_cache()  # this process's mappings of the pools those workers kept idle
 
 
 def _forget() -> None:

@@ -8,7 +8,9 @@ Two independent pieces live here, on top of shared plumbing:
 * :class:`ShmPool` (``_pool``) with :func:`loads` / :func:`discard` /
   :func:`trim_cache` (``_pool_reader``) -- the single-writer buffer pool that carries
   process-stage results: large numpy buffers are copied once into shared memory and
-  come back as zero-copy views.
+  come back as zero-copy views; ``_lend`` lets a worker allocate an array in its
+  pool (:meth:`ShmPool.empty`), which then travels without any copy; ``_regions`` is
+  the writer's view of a segment, shared by both.
 * ``_segments`` (names, creation, liveness of processes), ``_pickling`` (protocol 5
   with out-of-band buffers) and ``_layout`` (the byte layouts) are shared by both;
   ``_sweep`` (:func:`cleanup_orphans`, :func:`cleanup`) removes what killed

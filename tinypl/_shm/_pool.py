@@ -15,11 +15,12 @@ import os
 import pickle
 import threading
 import time
-from contextlib import suppress
 from typing import Any, Final
 
 from ._layout import U64, MessageFormat, PoolHeader
+from ._lend import Lending, Lent, check_shape
 from ._pickling import dumps_out_of_band
+from ._regions import Region, WriterSegment
 from ._segments import (
     Backoff,
     ClosingContext,
@@ -30,7 +31,6 @@ from ._segments import (
     process_identity,
     register_owner_cleanup,
     round_up,
-    unlink_segment,
 )
 
 __all__ = ["GROW_RETRY_INTERVAL", "ShmPool"]
@@ -43,49 +43,6 @@ GROW_RETRY_INTERVAL: Final = 1.0
 _SLOTS = PoolHeader.SLOTS
 _NSLOTS = PoolHeader.NSLOTS
 _ALIGN = PoolHeader.REGION_ALIGN
-
-
-class Region:
-    """A piece of a segment that one buffer of one message occupies."""
-
-    __slots__ = ("offset", "size", "slot")
-
-    def __init__(self, offset: int, size: int, slot: int) -> None:
-        self.offset = offset
-        self.size = size
-        self.slot = slot
-
-
-class WriterSegment:
-    """Writer-side view of one pool segment; region bookkeeping is writer-private."""
-
-    __slots__ = ("free_slots", "mm", "name", "referenced", "regions", "size", "top", "view")
-
-    def __init__(self, name: str, mm: mmap.mmap) -> None:
-        self.name = name
-        self.mm = mm
-        self.size = len(mm)
-        self.view = memoryview(mm)
-        self.top = PoolHeader.SIZE  # start of the never-used tail of the segment
-        self.regions: list[Region] = []  # sorted by offset, contiguous up to top
-        self.free_slots = list(range(_NSLOTS - 1, -1, -1))
-        self.referenced = False  # some returned message points into this segment
-
-    def states(self) -> bytes:
-        return self.mm[_SLOTS : _SLOTS + _NSLOTS]
-
-    def mark(self, region: Region, used: bool) -> None:
-        self.mm[_SLOTS + region.slot] = used
-
-    def close(self, unlink: bool) -> None:
-        try:
-            self.mm[PoolHeader.CLOSED] = 1
-            if unlink:
-                unlink_segment(self.name)
-        finally:
-            with suppress(BufferError):  # a dumps() still running in a thread
-                self.view.release()
-                self.mm.close()
 
 
 def _init_header(mm: mmap.mmap, writer: Creator, reader: Creator) -> None:
@@ -113,6 +70,7 @@ class PoolState:
         self.inline_fallbacks = 0
         self.grow_failed_at = -1e9
         self.warned = False
+        self.lending = Lending()
 
     # ---- allocation -------------------------------------------------------------
 
@@ -214,6 +172,23 @@ class PoolState:
 
     # ---- lifecycle ----------------------------------------------------------------
 
+    def trim(self, keep: int) -> int:
+        """Close the newest segments with no region in use until at most ``keep`` bytes
+        stay allocated; returns how many were closed."""
+        closed = 0
+        total = sum(segment.size - PoolHeader.SIZE for segment in self.segments)
+        for segment in reversed(list(self.segments)):
+            if total <= keep:
+                break
+            if b"\x01" in segment.states():
+                continue
+            self.segments.remove(segment)
+            total -= segment.size - PoolHeader.SIZE
+            attached = segment.mm[PoolHeader.ATTACHED]
+            segment.close(unlink=not segment.referenced or bool(attached))
+            closed += 1
+        return closed
+
     def close(self) -> None:
         if self.closed or os.getpid() != self.pid:
             return  # a forked child must not touch its parent's pool
@@ -235,15 +210,20 @@ class _Message:
         self.index: dict[str, int] = {}
         self.names: list[bytes] = []
         self.descs: list[bytes] = []
-        self.taken: list[tuple[WriterSegment, Region]] = []
+        self.taken: list[tuple[WriterSegment, Region]] = []  # copied into: free on failure
+        self.lent: list[Lent] = []  # lent regions it carries: lent again on failure
 
-    def add(self, segment: WriterSegment, region: Region, nbytes: int) -> None:
-        self.taken.append((segment, region))
+    def add(
+        self, segment: WriterSegment, region: Region, nbytes: int, offset: int | None = None
+    ) -> None:
+        """One buffer in ``region``, at ``offset`` in the segment (default: the start of
+        the region)."""
         idx = self.index.get(segment.name)
         if idx is None:
             idx = self.index[segment.name] = len(self.names)
             self.names.append(segment.name.encode("ascii"))
-        self.descs.append(MessageFormat.DESC.pack(idx, 0, region.slot, region.offset, nbytes))
+        at = region.offset if offset is None else offset
+        self.descs.append(MessageFormat.DESC.pack(idx, 0, region.slot, at, nbytes))
 
     def pack(self, stream: bytes) -> bytes:
         head = MessageFormat.HEAD.pack(
@@ -261,11 +241,19 @@ def _take_buffer(state: PoolState, message: _Message, pb: pickle.PickleBuffer) -
         n = raw.nbytes
         if n < state.min_buffer:
             return True
+        found = state.lending.find(raw)
+        if found is not None:  # the data is in the pool already: no copy
+            lent, offset = found
+            lent.sent = True
+            message.lent.append(lent)
+            message.add(lent.segment, lent.region, n, offset)
+            return False
         got = state.alloc(n)
         if got is None:
             state.inline_fallbacks += 1
             return True
         segment, region = got
+        message.taken.append(got)
         message.add(segment, region, n)
         segment.view[region.offset : region.offset + n] = raw
     return False
@@ -391,10 +379,54 @@ class ShmPool(ClosingContext):
             except BaseException:
                 for segment, region in message.taken:  # never sent: give the regions back
                     segment.mark(region, False)
+                for lent in message.lent:
+                    lent.sent = False
                 raise
             for segment, _region in message.taken:
                 segment.referenced = True
+            for lent in message.lent:
+                lent.segment.referenced = True
         return message.pack(stream)
+
+    def empty(self, shape: int | tuple[int, ...], dtype: Any = float, order: str = "C") -> Any:
+        """An uninitialized array that lives in the pool, so that :meth:`dumps` sends it
+        (or a contiguous view of it) without copying it: it reaches the reader as a view
+        on the same memory. Sent once; a later message carries a copy. Arrays smaller
+        than ``min_buffer``, of object dtype, or for which the pool has no room are plain
+        ``numpy.empty`` arrays.
+
+        The region stays in use until the reader drops the arrays it received; if the
+        array is never sent, until the last array on it dies here. Write to it only
+        before sending it: after that the memory belongs to the reader.
+
+        Examples:
+            >>> from tinypl._shm import loads
+            >>> with ShmPool(1 << 22) as pool:
+            ...     a = pool.empty((256, 256), "float32")
+            ...     a.fill(2.0)
+            ...     b = loads(pool.dumps(a))
+            ...     a[0, 0] = 7.0  # the same memory (never do this after sending)
+            ...     b.dtype.name, float(b[0, 0]), float(b[1, 1])
+            ('float32', 7.0, 2.0)
+        """
+        import numpy as np
+
+        dims = check_shape(shape)
+        if order not in ("C", "F"):
+            raise ValueError(f"order must be 'C' or 'F', got {order!r}")
+        kind = np.dtype(dtype)
+        nbytes = kind.itemsize * int(np.prod(dims, dtype=np.int64))
+        state = self._state
+        if kind.hasobject or nbytes < max(state.min_buffer, 1) or state.closed:
+            return np.empty(dims, kind, "F" if order == "F" else "C")
+        if os.getpid() != state.pid:
+            raise RuntimeError("a ShmPool can only be used by the process that created it")
+        with state.lock:
+            got = state.alloc(nbytes)
+            if got is None:
+                return np.empty(dims, kind, "F" if order == "F" else "C")
+            base = state.lending.lend(*got, nbytes)
+        return base.view(kind).reshape(dims, order=order)
 
     def stats(self) -> dict[str, int]:
         """Counters for monitoring and tests.
@@ -425,6 +457,25 @@ class ShmPool(ClosingContext):
                 "bytes_in_use": bytes_in_use,
                 "inline_fallbacks": state.inline_fallbacks,
             }
+
+    def trim(self, keep: int) -> int:
+        """Unmap the newest segments with no region in use until at most ``keep`` bytes
+        of shared memory stay allocated (an idle worker keeps that much for its next
+        run); returns how many segments were unmapped.
+
+        Examples:
+            >>> import numpy as np
+            >>> from tinypl._shm import loads
+            >>> with ShmPool(1 << 26) as pool:
+            ...     kept = [loads(pool.dumps(np.ones(1 << 19))) for _ in range(4)]
+            ...     del kept
+            ...     before = pool.stats()["segments"]
+            ...     closed = pool.trim(0)
+            ...     before, closed, pool.stats()["segments"]
+            (3, 3, 0)
+        """
+        with self._state.lock:
+            return self._state.trim(keep)
 
     def close(self) -> None:
         """Unmap the pool and unlink segment names no pending message refers to.

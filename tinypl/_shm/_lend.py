@@ -1,0 +1,137 @@
+"""Arrays a worker allocates in its own pool (:meth:`ShmPool.empty`), so that returning
+them costs no copy: the message then names the region the array already lives in.
+
+A lent region is marked used from the moment it is lent. It goes back to the pool in
+one of two ways: the reader frees it once its views die (the region was sent), or,
+if the region was never sent, when the worker's last array on it dies.
+
+Examples:
+    >>> from tinypl._shm import ShmPool, loads
+    >>> with ShmPool(1 << 22) as pool:
+    ...     a = pool.empty(100_000)
+    ...     a[:] = 1.0
+    ...     before = pool.stats()["bytes_in_use"]
+    ...     b = loads(pool.dumps(a))  # no second region: b is a view on a's memory
+    ...     float(b.sum()), pool.stats()["bytes_in_use"] == before
+    (100000.0, True)
+"""
+
+from __future__ import annotations
+
+import weakref
+from contextlib import suppress
+from typing import Any
+
+from ._regions import Region, WriterSegment
+
+__all__ = ["Lending", "check_shape", "empty", "serve"]
+
+
+class Lent:
+    """One lent region: where it is, the address its data starts at, and whether a
+    message carries it already (a region travels once; later sends copy it)."""
+
+    __slots__ = ("region", "segment", "sent", "start")
+
+    def __init__(self, segment: WriterSegment, region: Region, start: int) -> None:
+        self.segment = segment
+        self.region = region
+        self.start = start
+        self.sent = False
+
+
+def _give_back(lent: Lent, lending: Lending, key: int) -> None:
+    """Finalizer of a lent region's base array, in the worker."""
+    lending.lent.pop(key, None)
+    if not lent.sent:
+        # Not under the pool's lock: this may run inside a collection that interrupted
+        # dumps(); a state byte set to 0 is exactly what the reader does without it.
+        with suppress(ValueError):  # the pool closed and unmapped the segment first
+            lent.segment.mark(lent.region, False)
+
+
+def _address(array: Any) -> int:
+    address: int = array.__array_interface__["data"][0]
+    return address
+
+
+def check_shape(shape: object) -> tuple[int, ...]:
+    """``shape`` as a tuple of non-negative ints, or a ``ValueError``/``TypeError``
+    that names the argument.
+
+    Examples:
+        >>> check_shape(3), check_shape((2, 4))
+        ((3,), (2, 4))
+        >>> check_shape((2, -1))
+        Traceback (most recent call last):
+        ValueError: shape must hold non-negative ints, got (2, -1)
+    """
+    dims = (shape,) if isinstance(shape, int) else shape
+    if not isinstance(dims, tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in dims
+    ):
+        raise TypeError(f"shape must be an int or a tuple of ints, got {shape!r}")
+    if any(d < 0 for d in dims):
+        raise ValueError(f"shape must hold non-negative ints, got {shape!r}")
+    return dims
+
+
+class Lending:
+    """The regions a pool has lent, by the id of each region's base array (every numpy
+    view of a lent array has that base array as its ``base``)."""
+
+    def __init__(self) -> None:
+        self.lent: dict[int, Lent] = {}
+
+    def lend(self, segment: WriterSegment, region: Region, nbytes: int) -> Any:
+        """A uint8 array over ``nbytes`` of ``region`` (already marked used)."""
+        import numpy as np
+
+        # frombuffer over a memoryview: views of this array keep it as their base.
+        base = np.frombuffer(segment.view[region.offset : region.offset + nbytes], np.uint8)
+        lent = Lent(segment, region, _address(base))
+        key = id(base)
+        self.lent[key] = lent
+        weakref.finalize(base, _give_back, lent, self, key).atexit = False
+        return base
+
+    def find(self, raw: memoryview) -> tuple[Lent, int] | None:
+        """The unsent lent region that ``raw`` (a pickle buffer) lies in, and its offset
+        in the segment; ``None`` when it lies in no such region."""
+        base = getattr(raw.obj, "base", None)
+        lent = self.lent.get(id(base))
+        if lent is None or lent.sent:
+            return None
+        skip = _address(raw.obj) - lent.start
+        if skip < 0 or skip + raw.nbytes > lent.region.size:
+            return None
+        return lent, lent.region.offset + skip
+
+
+class _Serving:
+    """The pool of the process-stage run this worker serves (``None`` elsewhere)."""
+
+    pool: Any = None
+
+
+def serve(pool: Any) -> None:
+    """Make ``pool`` the one :func:`empty` lends from (``None``: no run is served)."""
+    _Serving.pool = pool
+
+
+def empty(shape: int | tuple[int, ...], dtype: Any = float, order: str = "C") -> Any:
+    """:meth:`ShmPool.empty` of the pool this worker serves, else ``numpy.empty``.
+
+    Examples:
+        >>> empty((2, 3), "int8").shape
+        (2, 3)
+    """
+    pool = _Serving.pool
+    if pool is not None and not pool.closed:
+        return pool.empty(shape, dtype, order)
+    import numpy as np
+
+    dims = check_shape(shape)
+    if order not in ("C", "F"):
+        raise ValueError(f"order must be 'C' or 'F', got {order!r}")
+    return np.empty(dims, dtype, "F" if order == "F" else "C")
