@@ -105,6 +105,16 @@ def make_array(i: int) -> Any:
     return np.full(PROCESS_ARRAY_LENGTH, float(i))
 
 
+def make_array_in_place(i: int) -> Any:
+    """:func:`make_array` written into ``pl.process.empty`` (the new tinypl only): the
+    result lives in the worker's shared memory from the start and travels uncopied."""
+    import tinypl as pl
+
+    out = pl.process.empty(PROCESS_ARRAY_LENGTH)
+    out.fill(float(i))
+    return out
+
+
 def write_to_ring(ring: Any, fn: Callable[[Any], Any], x: Any) -> Any:
     """tinypl 0.1.0 ``SharedMemoryRingBuffer`` pattern, worker side: ``ring.write(fn(x))``."""
     return ring.write(fn(x))

@@ -248,3 +248,13 @@ class Case:
         tinypl_start = _tinypl_default()
         self.in_process("fluent", "tinypl Pipe.map.process (fluent)", tinypl_start, _tinypl_fluent)
         self.in_process("module", "tinypl pl.process.map", tinypl_start, _tinypl_module_level)
+
+    def tinypl_with(self, key: str, label: str, fn: Callable[[Any], Any]) -> PeerResult:
+        """The fluent tinypl row with another stage function (the arrays' in-place row)."""
+
+        def builder(
+            n: int, _fn: Callable[[Any], Any], workers: int, kind: str, cap: float | None
+        ) -> Body:
+            return _tinypl_fluent(n, fn, workers, kind, cap)
+
+        return self.in_process(key, label, _tinypl_default(), builder)
