@@ -5,7 +5,9 @@ what a user's editor must infer.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
+import numpy.typing as npt
 from typing_extensions import assert_type
 
 import tinypl as pl
@@ -69,3 +71,6 @@ def total(batch: list[int]) -> int:
 
 
 assert_type(pl.dataloader.load(Squares(), 2, total), pl.Stage[int])
+
+frame = pl.process.empty((2, 3), "float32")
+assert_type(frame, npt.NDArray[Any])
