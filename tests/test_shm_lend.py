@@ -201,3 +201,76 @@ def test_a_warm_worker_serves_its_next_run_from_the_same_pool() -> None:
             assert names and names[: len(first[pid])] == first[pid]
     finally:
         pl.process.keep_warm(previous)
+
+
+# -- found in review: pinning, fork, reentrancy, shapes ---------------------------------------
+
+
+def test_a_sent_region_stays_pinned_while_the_worker_holds_its_array(pool: ShmPool) -> None:
+    a = pool.empty(1 << 17)
+    a[:] = 1.0
+    b = loads(pool.dumps(a))
+    del b  # the reader is done; the worker still holds `a`
+    gc.collect()
+    c = pool.empty(1 << 17)
+    c[:] = 7.0
+    assert not np.shares_memory(a, c) and float(a.max()) == 1.0
+    again = loads(pool.dumps(a))  # a copy of what `a` holds
+    assert float(again.min()) == float(again.max()) == 1.0
+    del a, c, again
+    gc.collect()
+    assert _in_use(pool) == (0, 0)
+
+
+@pytest.mark.timeout(30)
+def test_a_forked_child_dropping_a_lent_array_leaves_the_parents_region(pool: ShmPool) -> None:
+    from tinypl._shm import _lend
+
+    a = pool.empty(1 << 17)
+    a[:] = 3.0
+    _lend.serve(pool)
+    try:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: drop the inherited array, and lend from no pool
+            try:
+                del a
+                gc.collect()
+                plain = _lend.empty(1 << 17)
+                os.write(write, b"1" if plain.flags.owndata else b"0")
+            finally:
+                os._exit(0)
+        os.close(write)
+        answer = os.read(read, 1)
+        os.close(read)
+        os.waitpid(pid, 0)
+    finally:
+        _lend.serve(None)
+    assert answer == b"1"  # pl.process.empty in the child was numpy.empty
+    assert _in_use(pool)[0] == 1  # the parent's `a` still holds its region
+    b = pool.empty(1 << 17)
+    b[:] = 9.0
+    assert float(a.max()) == 3.0
+
+
+class _LendsWhilePickled:
+    def __init__(self, pool: ShmPool) -> None:
+        self.pool = pool
+
+    def __reduce__(self) -> Any:
+        array = self.pool.empty(1 << 17)
+        array[:] = 4.0
+        return (np.asarray, (array,))
+
+
+@pytest.mark.timeout(30)
+def test_a_result_that_lends_while_it_is_pickled_does_not_deadlock(pool: ShmPool) -> None:
+    out = loads(pool.dumps([_LendsWhilePickled(pool)]))
+    assert float(out[0].min()) == float(out[0].max()) == 4.0
+
+
+def test_shapes_take_numpy_ints_and_lists_and_subarray_dtypes_are_plain(pool: ShmPool) -> None:
+    assert pool.empty(np.int64(1 << 14)).shape == (1 << 14,)
+    assert pool.empty([np.int32(128), 256]).shape == (128, 256)
+    sub = pool.empty(1 << 14, ("f8", (3,)))
+    assert sub.shape == (1 << 14, 3) and sub.flags.owndata

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -128,25 +128,29 @@ def test_ring_random_program(ops: list[tuple[str, int]]) -> None:
         assert buffer.bytes_in_use() == 0
 
 
-# A program over a pool's lent arrays: ("lend", kib) lends one; ("send", k, view) sends
-# the k-th live lent array (or a view of its second half); ("drop", k) drops the k-th
-# lent array unsent; ("free", k) drops the k-th received array in the reader.
+# A program over a pool's lent arrays: ("lend", kib) lends one; ("send", k, view, keep)
+# sends the k-th live lent array (or a view of its second half), the worker keeping it
+# (it may send it again: a copy) or not; ("drop", k) drops the k-th lent array;
+# ("free", k) drops the k-th received array in the reader.
 LEND_OPS = st.lists(
     st.one_of(
-        st.tuples(st.just("lend"), st.integers(64, 2048)),
-        st.tuples(st.just("send"), st.integers(0, 7), st.booleans()),
-        st.tuples(st.just("drop"), st.integers(0, 7)),
-        st.tuples(st.just("free"), st.integers(0, 7)),
+        st.tuples(st.just("lend"), st.sampled_from([64, 512, 2048])),
+        st.tuples(st.just("send"), st.integers(0, 3), st.booleans(), st.booleans()),
+        st.tuples(st.just("drop"), st.integers(0, 3)),
+        st.tuples(st.just("free"), st.integers(0, 3)),
     ),
-    max_size=40,
+    max_size=16,
 )
 
 
 @given(ops=LEND_OPS)
+# The worker keeps an array it sent, the reader frees its view, and a new lend must not
+# take the region (found in review; the thorough profile finds it too).
+@example(ops=[("lend", 64), ("send", 0, False, True), ("free", 0), ("lend", 64)])
 def test_lent_arrays_never_alias_and_every_region_comes_back(ops: list[tuple[Any, ...]]) -> None:
-    """Law: every array the reader holds keeps the values it was sent with, whatever is
-    lent, sent, dropped or freed meanwhile (no region is handed out twice), and once
-    every array is gone no region is in use."""
+    """Law: every array the reader or the worker holds keeps its values, whatever is
+    lent, sent (again), dropped or freed meanwhile (no region is handed out while an
+    array on it lives), and once every array is gone no region is in use."""
     import gc
 
     lent: list[tuple[np.ndarray, int]] = []  # (array, tag)
@@ -161,7 +165,8 @@ def test_lent_arrays_never_alias_and_every_region_comes_back(ops: list[tuple[Any
                 array.fill(tag)
                 lent.append((array, tag))
             elif op[0] == "send" and lent:
-                array, tag = lent.pop(op[1] % len(lent))
+                index = op[1] % len(lent)
+                array, tag = lent[index] if op[3] else lent.pop(index)
                 part = array[len(array) // 2 :] if op[2] else array
                 received.append((loads(pool.dumps(part)), tag))
             elif op[0] == "drop" and lent:

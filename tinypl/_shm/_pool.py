@@ -18,7 +18,7 @@ import time
 from typing import Any, Final
 
 from ._layout import U64, MessageFormat, PoolHeader
-from ._lend import Lending, Lent, check_shape
+from ._lend import Lending, Lent, check_shape, release
 from ._pickling import dumps_out_of_band
 from ._regions import Region, WriterSegment
 from ._segments import (
@@ -65,7 +65,9 @@ class PoolState:
         self.writer = current_process()
         self.pid = self.writer[0]
         self.segments: list[WriterSegment] = []
-        self.lock = threading.Lock()
+        # Reentrant: a result's own pickling may lend an array (ShmPool.empty in a
+        # __reduce__) while dumps() holds the lock.
+        self.lock = threading.RLock()
         self.closed = False
         self.inline_fallbacks = 0
         self.grow_failed_at = -1e9
@@ -76,10 +78,11 @@ class PoolState:
 
     def _best_free(self, need: int) -> tuple[WriterSegment, Region] | None:
         best: tuple[WriterSegment, Region] | None = None
+        pinned = self.lending.pinned
         for segment in self.segments:
             states = segment.states()
             for r in segment.regions:
-                fits = states[r.slot] == 0 and r.size >= need
+                fits = states[r.slot] == 0 and r.size >= need and r not in pinned
                 if fits and (best is None or r.size < best[1].size):
                     best = (segment, r)
         return best
@@ -108,18 +111,23 @@ class PoolState:
     def _coalesce(self) -> bool:
         """Merge adjacent free regions (a free slot can only be taken by us, so this is safe)."""
         changed = False
+        pinned = self.lending.pinned
+
+        def free(r: Region) -> bool:
+            return states[r.slot] == 0 and r not in pinned
+
         for segment in self.segments:
             states = segment.states()
             merged: list[Region] = []
             for r in segment.regions:
                 prev = merged[-1] if merged else None
-                if prev is not None and states[prev.slot] == 0 and states[r.slot] == 0:
+                if prev is not None and free(prev) and free(r):
                     prev.size += r.size
                     segment.free_slots.append(r.slot)
                     changed = True
                 else:
                     merged.append(r)
-            if merged and states[merged[-1].slot] == 0:
+            if merged and free(merged[-1]):
                 last = merged.pop()
                 segment.top = last.offset
                 segment.free_slots.append(last.slot)
@@ -176,11 +184,12 @@ class PoolState:
         """Close the newest segments with no region in use until at most ``keep`` bytes
         stay allocated; returns how many were closed."""
         closed = 0
+        pinned = self.lending.pinned
         total = sum(segment.size - PoolHeader.SIZE for segment in self.segments)
         for segment in reversed(list(self.segments)):
             if total <= keep:
                 break
-            if b"\x01" in segment.states():
+            if b"\x01" in segment.states() or any(r in pinned for r in segment.regions):
                 continue
             self.segments.remove(segment)
             total -= segment.size - PoolHeader.SIZE
@@ -352,6 +361,11 @@ class ShmPool(ClosingContext):
         return self._state.min_buffer
 
     @property
+    def owner(self) -> int:
+        """The pid of the process that created the pool (the only one that may write)."""
+        return self._state.pid
+
+    @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._state.closed
@@ -381,6 +395,8 @@ class ShmPool(ClosingContext):
                     segment.mark(region, False)
                 for lent in message.lent:
                     lent.sent = False
+                    if not lent.alive:  # its array died while pickling: nobody has it
+                        release(lent)
                 raise
             for segment, _region in message.taken:
                 segment.referenced = True
@@ -395,9 +411,9 @@ class ShmPool(ClosingContext):
         than ``min_buffer``, of object dtype, or for which the pool has no room are plain
         ``numpy.empty`` arrays.
 
-        The region stays in use until the reader drops the arrays it received; if the
-        array is never sent, until the last array on it dies here. Write to it only
-        before sending it: after that the memory belongs to the reader.
+        The region stays in use until the reader dropped the arrays it received and the
+        last array on it here died (never sent: only the latter). Write to it only
+        before sending it: after that the reader sees every write.
 
         Examples:
             >>> from tinypl._shm import loads
@@ -417,7 +433,8 @@ class ShmPool(ClosingContext):
         kind = np.dtype(dtype)
         nbytes = kind.itemsize * int(np.prod(dims, dtype=np.int64))
         state = self._state
-        if kind.hasobject or nbytes < max(state.min_buffer, 1) or state.closed:
+        plain = kind.hasobject or kind.subdtype is not None  # subarrays add dimensions
+        if plain or nbytes < max(state.min_buffer, 1) or state.closed:
             return np.empty(dims, kind, "F" if order == "F" else "C")
         if os.getpid() != state.pid:
             raise RuntimeError("a ShmPool can only be used by the process that created it")
