@@ -16,10 +16,13 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._compile import chunk_function
 from ._stepfigures import StepApply, failed_step, ok_answer
+
+if TYPE_CHECKING:
+    from .._shm import ShmPool
 
 __all__ = ["WorkerSpec", "chunk_function", "pack_error", "run_worker", "unpicklable"]
 
@@ -196,19 +199,17 @@ def run_worker(
             os.close(fd)
     limits = _limit_thread_pools() if spec.limit_threads else None
     _reuse_freed_memory()
-    serializer: Any = None
+    serializer: ShmPool | None = None
     try:
         while True:
             # One pool for every run this worker serves: fresh shared memory costs a
             # page fault and a zeroed page per 4 KiB (an 8 MB region: ~7 ms against
             # 0.5 ms to refill one), which a short run of large results paid again.
-            if serializer is None or getattr(serializer, "closed", False):
+            if serializer is None or serializer.closed:
                 serializer = spec.pool()
             if not _run(spec, serializer, tasks, results, stop, index=index, progress=progress):
                 break
-            trim = getattr(serializer, "trim", None)
-            if trim is not None:
-                trim(IDLE_POOL_BYTES)
+            serializer.trim(IDLE_POOL_BYTES)
             try:
                 results.send_bytes(IDLE)
             except OSError:
@@ -236,7 +237,7 @@ IDLE_POOL_BYTES = 128 << 20
 
 def _run(
     spec: WorkerSpec,
-    serializer: Any,
+    serializer: ShmPool,
     tasks: Any,
     results: Any,
     stop: Any,
@@ -249,7 +250,7 @@ def _run(
     acknowledges with ``IDLE``)."""
     from .._shm._lend import serve
 
-    serve(serializer if hasattr(serializer, "empty") else None)  # pl.process.empty
+    serve(serializer)  # the pool pl.process.empty lends from
     try:
         import cloudpickle
 
@@ -398,7 +399,7 @@ PLAIN = b"P"  # a pickle (cloudpickle where needed)
 POOLED = b"S"  # a shared-memory pool message (tinypl._shm.loads)
 
 
-def shared_memory_pool(capacity: int, min_buffer: int, reader_pid: int) -> Any:
+def shared_memory_pool(capacity: int, min_buffer: int, reader_pid: int) -> ShmPool:
     """The default result serializer: large buffers travel through shared memory."""
     from .._shm import ShmPool
 

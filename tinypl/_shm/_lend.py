@@ -25,11 +25,11 @@ import operator
 import os
 import weakref
 from contextlib import suppress
-from typing import Any
+from typing import Any, Literal
 
 from ._regions import Region, WriterSegment
 
-__all__ = ["Lending", "check_shape", "empty", "serve"]
+__all__ = ["Lending", "check_order", "check_shape", "empty", "serve"]
 
 
 class Lent:
@@ -88,6 +88,20 @@ def check_shape(shape: object) -> tuple[int, ...]:
     if any(d < 0 for d in dims):
         raise ValueError(f"shape must hold non-negative ints, got {shape!r}")
     return dims
+
+
+def check_order(order: object) -> Literal["C", "F"]:
+    """``order`` if it is ``"C"`` or ``"F"``, else a ``ValueError`` naming it.
+
+    Examples:
+        >>> check_order("F")
+        'F'
+    """
+    if order == "C":
+        return "C"
+    if order == "F":
+        return "F"
+    raise ValueError(f"order must be 'C' or 'F', got {order!r}")
 
 
 def _dim(value: object) -> int:
@@ -158,7 +172,4 @@ def empty(shape: int | tuple[int, ...], dtype: Any = float, order: str = "C") ->
         return pool.empty(shape, dtype, order)
     import numpy as np
 
-    dims = check_shape(shape)
-    if order not in ("C", "F"):
-        raise ValueError(f"order must be 'C' or 'F', got {order!r}")
-    return np.empty(dims, dtype, "F" if order == "F" else "C")
+    return np.empty(check_shape(shape), dtype, check_order(order))

@@ -18,7 +18,7 @@ import time
 from typing import Any, Final
 
 from ._layout import U64, MessageFormat, PoolHeader
-from ._lend import Lending, Lent, check_shape, release
+from ._lend import Lending, Lent, check_order, check_shape, release
 from ._pickling import dumps_out_of_band
 from ._regions import Region, WriterSegment
 from ._segments import (
@@ -76,13 +76,17 @@ class PoolState:
 
     # ---- allocation -------------------------------------------------------------
 
+    def _free(self, states: bytes, region: Region) -> bool:
+        """Whether ``region`` may be handed out, split or merged: its state byte says
+        free (the reader is done with it) and no lent array of this process pins it."""
+        return states[region.slot] == 0 and region not in self.lending.pinned
+
     def _best_free(self, need: int) -> tuple[WriterSegment, Region] | None:
         best: tuple[WriterSegment, Region] | None = None
-        pinned = self.lending.pinned
         for segment in self.segments:
             states = segment.states()
             for r in segment.regions:
-                fits = states[r.slot] == 0 and r.size >= need and r not in pinned
+                fits = r.size >= need and self._free(states, r)
                 if fits and (best is None or r.size < best[1].size):
                     best = (segment, r)
         return best
@@ -111,23 +115,18 @@ class PoolState:
     def _coalesce(self) -> bool:
         """Merge adjacent free regions (a free slot can only be taken by us, so this is safe)."""
         changed = False
-        pinned = self.lending.pinned
-
-        def free(r: Region) -> bool:
-            return states[r.slot] == 0 and r not in pinned
-
         for segment in self.segments:
             states = segment.states()
             merged: list[Region] = []
             for r in segment.regions:
                 prev = merged[-1] if merged else None
-                if prev is not None and free(prev) and free(r):
+                if prev is not None and self._free(states, prev) and self._free(states, r):
                     prev.size += r.size
                     segment.free_slots.append(r.slot)
                     changed = True
                 else:
                     merged.append(r)
-            if merged and free(merged[-1]):
+            if merged and self._free(states, merged[-1]):
                 last = merged.pop()
                 segment.top = last.offset
                 segment.free_slots.append(last.slot)
@@ -184,17 +183,16 @@ class PoolState:
         """Close the newest segments with no region in use until at most ``keep`` bytes
         stay allocated; returns how many were closed."""
         closed = 0
-        pinned = self.lending.pinned
         total = sum(segment.size - PoolHeader.SIZE for segment in self.segments)
         for segment in reversed(list(self.segments)):
             if total <= keep:
                 break
-            if b"\x01" in segment.states() or any(r in pinned for r in segment.regions):
+            states = segment.states()
+            if not all(self._free(states, r) for r in segment.regions):
                 continue
             self.segments.remove(segment)
             total -= segment.size - PoolHeader.SIZE
-            attached = segment.mm[PoolHeader.ATTACHED]
-            segment.close(unlink=not segment.referenced or bool(attached))
+            _close_segment(segment, reader_alive=True)
             closed += 1
         return closed
 
@@ -204,12 +202,16 @@ class PoolState:
         self.closed = True
         reader_alive = pid_alive(*self.reader)
         for segment in self.segments:
-            # A name that a sent message refers to, and that the reader has not attached
-            # yet, must survive: the reader attaches and unlinks it when it loads (or
-            # discards) that message.
-            attached = segment.mm[PoolHeader.ATTACHED]
-            segment.close(unlink=not segment.referenced or bool(attached) or not reader_alive)
+            _close_segment(segment, reader_alive)
         self.segments.clear()
+
+
+def _close_segment(segment: WriterSegment, reader_alive: bool) -> None:
+    # A name that a sent message refers to, and that the reader has not attached yet,
+    # must survive: the reader attaches and unlinks it when it loads (or discards) that
+    # message.
+    attached = segment.mm[PoolHeader.ATTACHED]
+    segment.close(unlink=not segment.referenced or bool(attached) or not reader_alive)
 
 
 class _Message:
@@ -427,23 +429,21 @@ class ShmPool(ClosingContext):
         """
         import numpy as np
 
-        dims = check_shape(shape)
-        if order not in ("C", "F"):
-            raise ValueError(f"order must be 'C' or 'F', got {order!r}")
+        dims, layout = check_shape(shape), check_order(order)
         kind = np.dtype(dtype)
         nbytes = kind.itemsize * int(np.prod(dims, dtype=np.int64))
         state = self._state
         plain = kind.hasobject or kind.subdtype is not None  # subarrays add dimensions
         if plain or nbytes < max(state.min_buffer, 1) or state.closed:
-            return np.empty(dims, kind, "F" if order == "F" else "C")
+            return np.empty(dims, kind, layout)
         if os.getpid() != state.pid:
             raise RuntimeError("a ShmPool can only be used by the process that created it")
         with state.lock:
             got = state.alloc(nbytes)
             if got is None:
-                return np.empty(dims, kind, "F" if order == "F" else "C")
+                return np.empty(dims, kind, layout)
             base = state.lending.lend(*got, nbytes)
-        return base.view(kind).reshape(dims, order=order)
+        return base.view(kind).reshape(dims, order=layout)
 
     def stats(self) -> dict[str, int]:
         """Counters for monitoring and tests.
