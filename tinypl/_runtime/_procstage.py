@@ -30,6 +30,11 @@ class ProcessStage(WorkerStage[Any]):
 
 @build.register
 def _process(node: plan.RunInProcesses, upstream: Stage[Any]) -> Stage[Any]:
+    from ._forkserver import boot
+
+    # The server boots on the other core while the backend is imported and the rest of
+    # the run is built; the first worker's start then finds it ready (or nearly).
+    boot(node.start_method)
     from ._processes import process_stage
 
     return process_stage(node, upstream, ProcessStage)

@@ -89,7 +89,9 @@ def build_nodes(
     """``nodes`` built one on the other, on ``stage`` or (``None``) from the source node
     ``nodes[0]``; ``following`` is the node to come after the last of them."""
     from ._collect import attach
+    from ._forkserver import boot_for
 
+    boot_for(nodes)  # a fork server boots on the other core while this builds the run
     load_backends()
     if stage is None:
         stage = build_source(nodes[0])

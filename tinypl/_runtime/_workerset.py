@@ -8,27 +8,23 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib.machinery
 import multiprocessing
 import os
 import pickle
 import signal
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from typing import Any
 
 from .._errors import WorkerDied
 from .._shm import cleanup_orphans
+from ._forkserver import PRELOAD, default_start_method, without_main_reimport
 from ._worker import IDLE, STOP, WorkerSpec, run_worker
 
 __all__ = ["WorkerSet", "default_start_method"]
 
-_MAIN_LOCK = threading.Lock()
-#: What a forkserver imports before it forks the first worker.
-PRELOAD = ["tinypl._runtime._worker", "tinypl._shm", "cloudpickle", "threadpoolctl"]
 #: Seconds a terminated worker gets to exit before it is killed.
 TERMINATE_GRACE = 0.5
 
@@ -38,45 +34,6 @@ Discard = Callable[[bytes], None]
 
 def _ignore(message: bytes) -> None:
     """No result can have arrived yet (a start that failed)."""
-
-
-def default_start_method() -> str:
-    """``forkserver`` where it exists (POSIX): fork is unsafe once threads run, and
-    forkserver forks workers from a clean single-threaded server, cheaper than spawn.
-
-    Examples:
-        >>> default_start_method() in ("forkserver", "spawn")
-        True
-    """
-    methods = multiprocessing.get_all_start_methods()
-    return "forkserver" if "forkserver" in methods else "spawn"
-
-
-@contextlib.contextmanager
-def _without_main_reimport(method: str) -> Iterator[None]:
-    """Start workers without re-running the parent's ``__main__`` in them.
-
-    Under forkserver and spawn, multiprocessing re-imports the main script in every
-    child, which runs an unguarded script (no ``if __name__ == "__main__"``) once more
-    per worker. Workers need nothing from it: stage functions and items travel by
-    value (cloudpickle). Naming the main module ``__main__`` for the moment the children
-    are prepared makes multiprocessing skip that import.
-    """
-    main = sys.modules.get("__main__")
-    if method == "fork" or main is None:
-        yield
-        return
-    with _MAIN_LOCK:
-        missing = object()
-        saved = main.__dict__.get("__spec__", missing)
-        main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
-        try:
-            yield
-        finally:
-            if saved is missing:
-                del main.__spec__
-            else:
-                main.__spec__ = saved
 
 
 def _describe_exit(exitcode: int | None) -> str:
@@ -160,14 +117,13 @@ class WorkerSet:
                 self.progress = context.RawArray("d", 3 * self.count)
             if method == "forkserver":
                 # The server imports what every worker needs once, so that each worker
-                # starts warm (no effect once the server runs). Not numpy: it would
-                # add 0.1 s to the server's boot, and workers import it when they need.
+                # starts warm (no effect once the server runs).
                 context.set_forkserver_preload(PRELOAD)
             self.wake_r, self.wake_w = os.pipe()
             # A pipe rather than an Event: no named semaphore to clean up, and every
             # worker sees the one message, since workers only poll it and never read it.
             self._stop_reader, self._stop_writer = context.Pipe(duplex=False)
-            with _without_main_reimport(method):
+            with without_main_reimport(method):
                 for index in range(self.count):
                     self._spawn(context, spec, index)
         except BaseException as error:
@@ -249,7 +205,7 @@ class WorkerSet:
             connection.close()
         if self.progress is not None:
             self.progress[3 * index + 2] = 0.0
-        with _without_main_reimport(self._context.get_start_method()):
+        with without_main_reimport(self._context.get_start_method()):
             self._spawn(self._context, self._spec, index, at=True)
         cleanup_orphans(pids=[old.pid])
         old.close()
