@@ -1,16 +1,15 @@
 """The start method of process stages, and booting the fork server early.
 
-Light to import (multiprocessing only): the process builder calls :func:`boot` before it
-imports the process backend, so that the server's own boot (a fresh interpreter that
-imports ``PRELOAD``: about 0.1 s) runs on the other core while this process imports
-and builds the rest of the run, instead of after it.
+Light to import (multiprocessing is imported by the first call that needs it): every
+run calls :func:`boot_for` before it imports the backends, so that the server's own boot
+(a fresh interpreter that imports ``PRELOAD``: about 0.1 s) runs on the other core while
+this process imports and builds the rest of the run, instead of after it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.machinery
-import multiprocessing
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -32,6 +31,8 @@ def default_start_method() -> str:
         >>> default_start_method() in ("forkserver", "spawn")
         True
     """
+    import multiprocessing
+
     methods = multiprocessing.get_all_start_methods()
     return "forkserver" if "forkserver" in methods else "spawn"
 
@@ -49,6 +50,7 @@ def boot(method: str | None) -> bool:
     if method != "forkserver":
         return False
     try:
+        import multiprocessing
         from multiprocessing import forkserver
 
         context = multiprocessing.get_context(method)
