@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import subprocess
@@ -59,14 +60,22 @@ def test_boot_is_idempotent_and_only_for_forkserver() -> None:
     assert forkserver._forkserver._forkserver_pid == pid
 
 
+@pytest.mark.timeout(60)
 def test_a_boot_that_fails_is_left_to_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
     from multiprocessing import forkserver
 
-    def refuse() -> None:
-        raise OSError(24, "Too many open files")
+    import tinypl as pl
 
-    monkeypatch.setattr(forkserver, "ensure_running", refuse)
+    def refuse(*args: object) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    pl.process.shutdown()  # no warm set may take the run: its workers must start
+    monkeypatch.setattr(forkserver, "ensure_running", refuse)  # what boot() calls
+    monkeypatch.setattr(forkserver.ForkServer, "ensure_running", refuse)  # a start's
     assert _forkserver.boot("forkserver") is False
+    with pytest.raises(OSError, match=r"process\(map\): too many open files") as caught:
+        list(pl.Pipe(range(3)).map(abs).process(2, start_method="forkserver"))
+    assert caught.value.errno == errno.EMFILE
 
 
 @pytest.mark.timeout(60)

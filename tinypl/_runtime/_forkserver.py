@@ -13,7 +13,10 @@ import importlib.machinery
 import sys
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .._plan import Node
 
 __all__ = ["PRELOAD", "boot", "boot_for", "default_start_method", "without_main_reimport"]
 
@@ -40,7 +43,8 @@ def default_start_method() -> str:
 def boot(method: str | None) -> bool:
     """Start the fork server now if ``method`` (``None``: the default) needs one that
     does not run yet; ``True`` when it runs. Never raises: a server that cannot start
-    here fails again when the first worker starts, and is reported there, with the stage.
+    here fails again when the first worker starts, and raises there (a start's errors
+    are the start's to report: an fd limit is named with the stage).
 
     Examples:
         >>> boot("spawn")
@@ -62,7 +66,7 @@ def boot(method: str | None) -> bool:
     return True
 
 
-def boot_for(nodes: Iterable[Any]) -> bool:
+def boot_for(nodes: Iterable[Node]) -> bool:
     """:func:`boot` for the first process stage among the physical ``nodes`` of a run,
     before any of them is built (building imports every backend: tens of ms).
 

@@ -32,8 +32,9 @@ class ProcessStage(WorkerStage[Any]):
 def _process(node: plan.RunInProcesses, upstream: Stage[Any]) -> Stage[Any]:
     from ._forkserver import boot
 
-    # The server boots on the other core while the backend is imported and the rest of
-    # the run is built; the first worker's start then finds it ready (or nearly).
+    # ``build_nodes`` booted the server already when this node came in its slice; a run
+    # that builds it on its own (``build_next``: a resumed run, an ordered region) boots
+    # it here, still before the backend is imported and the rest of the run is built.
     boot(node.start_method)
     from ._processes import process_stage
 
