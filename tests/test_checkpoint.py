@@ -56,6 +56,9 @@ class Letters:
     def __len__(self) -> int:
         return 5
 
+    def __repr__(self) -> str:
+        return "Letters()"
+
     def __getitem__(self, index: int) -> str:
         if not 0 <= index < 5:
             raise IndexError(index)
