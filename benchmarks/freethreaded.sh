@@ -2,12 +2,16 @@
 # Build (or reuse) a free-threaded CPython (3.13 by default, FT_VERSION=3.14 where a Debian
 # mirror holds its source) and run tinypl's thread benchmarks on it.
 #
-# On 3.13t, whether a pure-Python CPU-bound function scales in two threads depends on how
-# its code object came to be: the benchmarks' spin (an imported module) ran 0.6-0.9x
-# serial in two threads, plain threads and ThreadPoolExecutor included, while the same
-# source exec'd in some scripts ran 1.9x. The objects its loop touches are then shared and
-# reference-counted atomically. 3.14 defers those counts; its Debian source was not on the
-# mirror when this was written (404), hence the option.
+# On 3.13t, a pure-Python CPU-bound function scales in two threads only if its code's
+# constants are immortal. CPython 3.13t immortalizes the constants of code it loads from
+# a .pyc and of the main script, but not of code made by an explicit compile() (gh-118527),
+# and importlib compiles a module that has no usable .pyc with compile(): under `python -B`
+# or PYTHONDONTWRITEBYTECODE (set on these machines), the benchmarks' `spin` kept its large
+# int constants mortal, every iteration counted references to them atomically from both
+# threads, and two threads ran 0.7-1.0x serial, whatever library ran them. So this script
+# byte-compiles tinypl and the benchmarks into a cache folder (PYTHONPYCACHEPREFIX, never
+# the repository) and runs them from there; measured with the same interpreter, the spin
+# then ran 1.9-2.0x serial in two threads.
 #
 #   benchmarks/freethreaded.sh            # build/reuse, then the benchmarks
 #   benchmarks/freethreaded.sh --build    # only build/reuse the interpreter and its venv
@@ -101,7 +105,7 @@ make_venv() {
     # Wheels only, for every package: a source build may need a compiler toolchain
     # (hypothesis' native part wants Rust and crates.io) that is not there.
     "$VENV/bin/python" -m pip install -q --only-binary :all: numpy attrs toolz cloudpickle \
-        threadpoolctl pytest pytest-timeout hypothesis psutil pillow tqdm
+        threadpoolctl pytest pytest-timeout pytest-xdist hypothesis psutil pillow tqdm
     local peer
     for peer in grain spdl; do
         "$VENV/bin/python" -m pip install -q --only-binary :all: "$peer" \
@@ -109,20 +113,28 @@ make_venv() {
     done
 }
 
+# Byte-compiled code, kept out of the repository (see the top): every run below imports
+# tinypl and the benchmarks from .pyc files in the cache, as an installed package would be.
+use_bytecode() {
+    unset PYTHONDONTWRITEBYTECODE
+    export PYTHONPYCACHEPREFIX=$CACHE/pycache
+    "$VENV/bin/python" -m compileall -q "$REPO/tinypl" "$REPO/benchmarks" "$REPO/tests" >/dev/null
+}
+
 run_benchmarks() {
     cd "$REPO"
     log "GIL enabled: $("$VENV/bin/python" -c 'import sys; print(sys._is_gil_enabled())')"
     # The thread suite (efficiency, overhead, and the CPU-bound pure-Python case), then
     # the image loader on threads (peers without cp313t wheels show n/a).
-    PYTHONPATH=$REPO "$VENV/bin/python" -B -m benchmarks thread --no-t010 "$@"
-    PYTHONPATH=$REPO "$VENV/bin/python" -B -m benchmarks dataloader --part files --no-t010 \
+    PYTHONPATH=$REPO "$VENV/bin/python" -m benchmarks thread --no-t010 "$@"
+    PYTHONPATH=$REPO "$VENV/bin/python" -m benchmarks dataloader --part files --no-t010 \
         --files-peers serial,pool,tinypl-threads,tinypl-processes,spdl,grain-threads
 }
 
 run_tests() {
     cd "$REPO"
     log "running the whole test suite on $("$VENV/bin/python" -VV)"
-    PYTHONPATH=$REPO "$VENV/bin/python" -m pytest -q -x -p no:cacheprovider
+    PYTHONPATH=$REPO "$VENV/bin/python" -m pytest -q -n 2 -p no:cacheprovider
 }
 
 mode=bench
@@ -133,6 +145,7 @@ case ${1:-} in
 esac
 build_python
 make_venv
+use_bytecode
 case $mode in
     build) ;;
     bench) run_benchmarks "$@" ;;
