@@ -134,7 +134,7 @@ run_benchmarks() {
 run_tests() {
     cd "$REPO"
     log "running the whole test suite on $("$VENV/bin/python" -VV)"
-    PYTHONPATH=$REPO "$VENV/bin/python" -m pytest -q -n 2 -p no:cacheprovider
+    PYTHONPATH=$REPO "$VENV/bin/python" -m pytest -q -p no:cacheprovider
 }
 
 mode=bench
