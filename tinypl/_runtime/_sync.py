@@ -57,21 +57,15 @@ __all__: list[str] = []
 # Iterators whose __next__ is one atomic C call, so several threads may pull them at once.
 # Only the GIL makes it atomic: without it (a free-threaded build, where the GIL can only
 # be turned on later, never off) two threads pulling a list or range iterator at once get
-# the same item twice. There such a source is still shareable, but the first time it is
-# shared its raw stream becomes the iterator under a lock (``_lock_when_shared``): a
-# single-threaded run keeps pulling the C iterator directly.
+# the same item twice. There such a source is pulled under a lock from the start, by its
+# own view and by its raw stream alike: a lock taken only once a thread stage shares it
+# would miss what already holds the bare iterator (a stage built earlier on the same live
+# source, in another thread), which then pulls it unlocked beside the workers.
 _EMPTY: tuple[Iterable[Any], ...] = (range(0), [], (), "", b"", bytearray(), {}, set())
 _GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 _THREAD_SAFE_ITERATORS = frozenset(
     [*(type(iter(x)) for x in _EMPTY), type(iter({}.values())), type(iter({}.items()))]
 )
-
-
-def _lock_when_shared(stage: Stage[Any]) -> bool:
-    """``_can_share`` of a builtin iterator's source without the GIL."""
-    stage._raw = Locked(stage.raw, threading.Lock())
-    stage._thread_safe = True
-    return True
 
 
 def _view(
@@ -169,11 +163,10 @@ def _source(node: plan.Source) -> Stage[Any]:
         iterator = _detachable(iterator)
         stop = iterator.close  # type: ignore[attr-defined]
         safe = False  # now a generator
-    stage: SourceStage[Any] = SourceStage(iterator, None)
-    stage._attach(raw=iterator, node=None, upstream=stop, may_mark=False, thread_safe=safe)
+    pulled = iterator if _GIL or not safe else Locked(iterator, threading.Lock())
+    stage: SourceStage[Any] = SourceStage(pulled, None)
+    stage._attach(raw=pulled, node=None, upstream=stop, may_mark=False, thread_safe=safe)
     stage._probe = SourceProbe(iterator)
-    if safe and not _GIL:
-        stage._thread_safe = functools.partial(_lock_when_shared, stage)
     return stage
 
 
@@ -183,7 +176,7 @@ class _Runs(Parts):
     which any number of threads may call, when its upstream can be shared and no generator
     has started yet (a started one may hold an item; the automatic lock then guards it)."""
 
-    __slots__ = ("_drop", "_markers", "_ops", "_shared", "_tally", "_upstream")
+    __slots__ = ("_drop", "_markers", "_ops", "_shared", "_tally", "_upstream", "shared")
 
     def __init__(
         self,
@@ -200,6 +193,8 @@ class _Runs(Parts):
         self._upstream = upstream
         self._markers = markers
         self._shared = False
+        #: Once shared: the one iterator over the step function, which threads may pull.
+        self.shared: Iterator[Any] | None = None
         self._drop = drop
         self._tally = tally
 
@@ -241,9 +236,24 @@ class _Runs(Parts):
             seen=seen,
             tally=self._tally,
         )
-        self._iterables = iter((stepping(step),))
+        self.shared = stepping(step)
+        self._iterables = iter((self.shared,))
         self._shared = True
         return True
+
+
+def _share_run(stage: weakref.ref[Stage[Any]], runs: _Runs) -> bool:
+    """``_can_share`` of a fused run's stage (held weakly: no reference cycle delays its
+    collection). Once shared, the stage's raw stream is the step function's iterator
+    itself: threads pulling it then never go through the stage's ``itertools.chain``,
+    whose own state (the part in progress) is not safe to advance from two threads at
+    once, with the GIL or without (one thread could end the chain for all while another
+    still held the step iterator)."""
+    owner = stage()
+    if owner is None or not runs.share():
+        return False
+    owner._raw = runs.shared
+    return True
 
 
 @build.register
@@ -269,13 +279,13 @@ def _fused_stage(node: plan.Fused, upstream: Stage[Any], budget: Budget | None) 
         return shared
     runs = _Runs(node.ops, upstream, markers, dropping, tally)
     if markers:
-        raw = itertools.chain.from_iterable(runs)
-        stage = _view(raw, node, upstream, may_mark=True, thread_safe=runs.share)
+        stage = _view(
+            itertools.chain.from_iterable(runs), node, upstream, may_mark=True, thread_safe=False
+        )
     else:
         stage = ChainStage.over(runs)
-        stage._attach(
-            raw=None, node=node, upstream=upstream, may_mark=False, thread_safe=runs.share
-        )
+        stage._attach(raw=None, node=node, upstream=upstream, may_mark=False, thread_safe=False)
+    stage._thread_safe = functools.partial(_share_run, weakref.ref(stage), runs)
     stage._probe = FusedProbe(tally, runs)
     return stage
 
