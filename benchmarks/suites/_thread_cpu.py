@@ -10,12 +10,19 @@ keeps every peer near 1x; on a free-threaded build (``benchmarks/freethreaded.sh
 target is >= 1.9x for tinypl, ahead of every peer. The peers are built once, then
 ``--repeat`` rounds time one run of each, interleaved; every run starts and stops its
 threads (grain's and SPDL's pipelines are built per run as well).
+
+Besides best and median over all runs, each peer gets a *paired* speedup: the median over
+rounds of the serial run's time in that round over the peer's time in the same round. On
+a shared machine whose speed drifts between rounds (serial runs here read 0.47-1.2 s in
+one series), a ratio within a round cancels most of the drift that best and median of
+separately pooled runs keep.
 """
 
 from __future__ import annotations
 
 import functools
 import gc
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -115,6 +122,20 @@ def _interleaved(
     return {key: (samples[key], errors[key]) for key in runners}
 
 
+def paired(base: list[float], samples: list[float]) -> float | None:
+    """The median over rounds of ``base[i] / samples[i]`` (both lists hold one run per
+    round, in round order); ``None`` without a full pair.
+
+    Examples:
+        >>> paired([2.0, 4.0, 3.0], [1.0, 2.0, 3.0])
+        2.0
+    """
+    pairs = [b / s for b, s in zip(base, samples, strict=False) if s > 0]
+    if not pairs or len(base) != len(samples):
+        return None
+    return statistics.median(pairs)
+
+
 def cpu_part(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dict[str, Any]]:
     """Speedup over serial of every peer, interleaved rounds."""
     n: int = ctx.options.cpu_items
@@ -146,6 +167,7 @@ def cpu_part(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dic
             "median s",
             "x serial (best)",
             "x serial (median)",
+            "x serial (paired)",
             "status",
         ],
         left=frozenset({1}),
@@ -154,6 +176,9 @@ def cpu_part(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dic
     rows = []
     for key, res in results.items():
         rel = {s: r.ratio(serial.value(s), res.value(s)) for s in ("best", "median")}
+        rel["paired"] = None
+        if serial.timing is not None and res.timing is not None:
+            rel["paired"] = paired(serial.timing.samples, res.timing.samples)
         table.add_row(
             [
                 key,
@@ -161,20 +186,21 @@ def cpu_part(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section], dic
                 *r.timing_cells(res, 3),
                 r.fmt_ratio(rel["best"]),
                 r.fmt_ratio(rel["median"]),
+                r.fmt_ratio(rel["paired"]),
                 res.status,
             ]
         )
         rows.append({**res.to_dict(), "key": key, "speedup": rel})
     table.notes.append("x serial: serial time / peer time (a speedup); rounds interleave peers")
+    table.notes.append("paired: median over rounds of serial / peer within the round")
     summary = Section(
         title=f"Summary (target on a free-threaded build: >= {TARGET:g}x serial, "
         "ahead of every peer)"
     )
-    for stat in ("best", "median"):
-        ours = r.ratio(serial.value(stat), results["tinypl"].value(stat))
-        others = [
-            r.ratio(serial.value(stat), results[k].value(stat)) for k in ("tpe", "grain", "spdl")
-        ]
+    speedups = {row["key"]: row["speedup"] for row in rows}
+    for stat in ("best", "median", "paired"):
+        ours = speedups["tinypl"][stat]
+        others = [speedups[k][stat] for k in ("tpe", "grain", "spdl")]
         best_other = max((x for x in others if x is not None), default=None)
         ahead = None if ours is None or best_other is None else ours > best_other
         summary.lines.append(
