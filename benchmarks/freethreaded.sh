@@ -98,14 +98,23 @@ make_venv() {
         log "creating $VENV"
         "$PY" -m venv "$VENV"
     fi
-    # tinypl runs from the checkout (PYTHONPATH), so nothing is built inside the repository;
-    # its dependencies, the test dependencies and the peers that have cp313t wheels are
-    # installed. numpy only as a wheel: a source build would take far longer than Python's.
+    # tinypl runs from the checkout; its dependencies, the test dependencies and the
+    # peers that have cp313t wheels are installed. numpy only as a wheel: a source build
+    # would take far longer than Python's.
     "$VENV/bin/python" -m pip install -q --upgrade pip
     # Wheels only, for every package: a source build may need a compiler toolchain
     # (hypothesis' native part wants Rust and crates.io) that is not there.
     "$VENV/bin/python" -m pip install -q --only-binary :all: numpy attrs toolz cloudpickle \
         threadpoolctl pytest pytest-timeout pytest-xdist hypothesis psutil pillow tqdm
+    # The other extras, so the suite skips only what cannot run there (torch: no CPU
+    # wheel for 3.13t on PyPI). --prefer-binary, not --only-binary: a few of their
+    # dependencies have no cp313t wheel but build from source in pure Python (PyYAML).
+    "$VENV/bin/python" -m pip install -q --prefer-binary distributed mkdocs mkdocs-material \
+        "mkdocstrings[python]" ruff mypy loky mpi4py mpich \
+        || log "some extras did not install; the tests that need them will skip"
+    # Editable (hatchling: a .pth entry, nothing is written into the checkout), so the
+    # typing tests find tinypl installed from this checkout, as in CI.
+    "$VENV/bin/python" -m pip install -q --no-deps -e "$REPO"
     local peer
     for peer in grain spdl; do
         "$VENV/bin/python" -m pip install -q --only-binary :all: "$peer" \

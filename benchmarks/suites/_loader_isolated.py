@@ -126,11 +126,27 @@ def _figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "median": statistics.median(rates),
         "best": max(rates),
         "epochs": len(rates),
+        # One rate per round (None for a failed run), for the paired speedup.
+        "round_rates": [
+            None if "error" in run else statistics.median(c / s for s, c in run["epochs"])
+            for run in runs
+        ],
         "first_s": statistics.median(run["first_s"] for run in good),
         "peak_rss_mb": max(run["peak_rss_mb"] for run in good),
         "peak_pss_mb": max(run["peak_pss_mb"] for run in good),
         "errors": errors,
     }
+
+
+def paired(rates: list[float | None], base: list[float | None]) -> float | None:
+    """The median over rounds of ``rates[i] / base[i]`` (rounds where both ran).
+
+    Examples:
+        >>> paired([300.0, None, 200.0, 330.0], [100.0, 100.0, 200.0, 110.0])
+        3.0
+    """
+    pairs = [a / b for a, b in zip(rates, base, strict=False) if a and b]
+    return statistics.median(pairs) if pairs else None
 
 
 def _table(figures: dict[str, dict[str, Any]], rounds: int, epochs: int) -> Table:
@@ -146,6 +162,7 @@ def _table(figures: dict[str, dict[str, Any]], rounds: int, epochs: int) -> Tabl
             "x serial (median)",
             "samples/s (best)",
             "x serial (best)",
+            "x serial (paired)",
             "1st epoch s",
             "peak RSS MB",
             "peak PSS MB",
@@ -163,6 +180,7 @@ def _table(figures: dict[str, dict[str, Any]], rounds: int, epochs: int) -> Tabl
                 r.fmt_ratio(r.ratio(fig.get("median"), serial.get("median"))),
                 r.fmt_float(fig.get("best"), 0),
                 r.fmt_ratio(r.ratio(fig.get("best"), serial.get("best"))),
+                r.fmt_ratio(_paired_of(fig, serial)),
                 r.fmt_float(fig.get("first_s"), 2),
                 r.fmt_float(fig.get("peak_rss_mb"), 0),
                 r.fmt_float(fig.get("peak_pss_mb"), 0),
@@ -172,6 +190,10 @@ def _table(figures: dict[str, dict[str, Any]], rounds: int, epochs: int) -> Tabl
             ]
         )
     return table
+
+
+def _paired_of(fig: dict[str, Any], serial: dict[str, Any]) -> float | None:
+    return paired(fig.get("round_rates", []), serial.get("round_rates", []))
 
 
 def _summary(figures: dict[str, dict[str, Any]]) -> Section:
@@ -193,13 +215,16 @@ def _recipe_lines(key: str, figures: dict[str, dict[str, Any]]) -> list[str]:
         if k not in ("serial", "pool") and not k.startswith("tinypl") and "median" in f
     }
     lines = []
-    for stat in ("median", "best"):
-        x_serial = r.ratio(ours.get(stat), figures.get("serial", {}).get(stat))
+    serial = figures.get("serial", {})
+    for stat in ("median", "best", "paired"):
+        if stat == "paired":
+            x_serial = _paired_of(ours, serial)
+        else:
+            x_serial = r.ratio(ours.get(stat), serial.get(stat))
         line = f"{key} {stat:6}: {r.fmt_ratio(x_serial)} serial"
         line += f" ({r.verdict_min(x_serial, SERIAL_TARGET)})"
         if peers:
-            best_key = max(peers, key=lambda k: peers[k][stat])
-            lead = r.ratio(ours.get(stat), peers[best_key][stat])
+            lead, best_key = _lead(ours, peers, stat)
             verdict = r.verdict_min(lead, PEER_MARGIN)
             line += f"; fastest peer {best_key}: {r.fmt_ratio(lead)} ({verdict})"
         lines.append(line)
@@ -212,6 +237,22 @@ def _recipe_lines(key: str, figures: dict[str, dict[str, Any]]) -> list[str]:
                 f"{key} peak {kind.upper()}: {mine:.0f} MB vs torch {theirs:.0f} MB ({verdict})"
             )
     return lines
+
+
+def _lead(
+    ours: dict[str, Any], peers: dict[str, dict[str, Any]], stat: str
+) -> tuple[float | None, str]:
+    """How far ``ours`` leads the fastest peer by ``stat``; ``paired``: the median over
+    rounds of our rate over the fastest peer's rate in the same round."""
+    if stat != "paired":
+        best_key = max(peers, key=lambda k: peers[k][stat])
+        return r.ratio(ours.get(stat), peers[best_key][stat]), best_key
+    fastest = [
+        max((p["round_rates"][i] or 0.0 for p in peers.values() if i < len(p["round_rates"])),
+            default=None)
+        for i in range(len(ours.get("round_rates", [])))
+    ]
+    return paired(ours.get("round_rates", []), fastest), "of each round"
 
 
 def files_part(ctx: SuiteContext, rounds: int) -> tuple[list[Table | Section], dict[str, Any]]:
@@ -232,6 +273,8 @@ def files_part(ctx: SuiteContext, rounds: int) -> tuple[list[Table | Section], d
         "count in each process); PSS splits shared pages. Both include the peer's imports",
         "1st epoch s: the untimed first epoch of a process (imports excluded, worker start "
         "included), median over rounds",
+        "paired: the median over rounds of the peer's rate over serial's in the same round "
+        "(cancels the machine's drift between rounds)",
     ]
     return [table, _summary(figures)], {
         "rounds": rounds,

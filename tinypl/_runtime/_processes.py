@@ -131,13 +131,13 @@ class ChunkReading(FailureHandling):
     def refill(self) -> Any:
         """Block until something is ready, then return the first ready element."""
         start = time.perf_counter()
-        try:
-            with self._lock:
+        with self._lock:  # also over the sum: readers in several threads lose no wait
+            try:
                 while not self.ready:
                     self._step()
                 return self.ready.popleft()
-        finally:
-            self.insight.wait_s += time.perf_counter() - start
+            finally:
+                self.insight.wait_s += time.perf_counter() - start
 
 
 class ProcessCore(ChunkReading):
