@@ -30,8 +30,6 @@ __all__ = [
     "ChainStage",
     "Core",
     "EXHAUSTIBLE",
-    "FilterStage",
-    "MapStage",
     "Parts",
     "SourceStage",
     "Stage",
@@ -277,14 +275,6 @@ class Stage(Generic[T_co]):
 
 
 # The concrete classes inherit __next__ from a builtin, so iteration runs at C speed.
-
-
-class MapStage(map, Stage[T_co]):  # type: ignore[type-arg]
-    """A stage whose items come from a builtin ``map`` (no markers can occur)."""
-
-
-class FilterStage(filter, Stage[T_co]):  # type: ignore[type-arg]
-    """A stage whose items come from a builtin ``filter`` (no markers can occur)."""
 
 
 # Iterators of builtin sequences whose ``__setstate__`` moves them to their end.

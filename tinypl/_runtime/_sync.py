@@ -1,8 +1,8 @@
 """The synchronous backend: stages that run in whichever thread pulls them.
 
 Each builder handles the three kinds of stream it may be put on:
-- *plain*: no marker can occur, so per-item stages compile to builtin ``map``/``filter``/
-  ``chain`` objects (no Python frame per item for the stage itself);
+- *plain*: no marker can occur, so a fused run of per-item stages is one compiled
+  generator behind a C ``itertools.chain`` (no marker test per item);
 - *marked*: markers may occur, so a small raw iterator passes them on;
 - *tagged*: inside an ordered region, where elements are ``(n, items)`` records.
 """
