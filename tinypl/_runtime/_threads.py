@@ -14,6 +14,7 @@ raised once every worker has stopped: items produced before it are delivered fir
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import threading
@@ -294,8 +295,9 @@ class ThreadCore(FailureHandling):
                 )
         # Items left in the queue are dropped with the run; readers see the end.
         out = self.out
-        while not out.empty():
-            out.get_nowait()
+        with contextlib.suppress(Empty):  # another reader may take the last one first
+            while True:
+                out.get_nowait()
         out.put(FAILED if self.error is not None else END)
 
 
