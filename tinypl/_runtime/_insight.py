@@ -21,7 +21,7 @@ from .._plan_insight import Progress, Report
 from ._collect import name_of, start_timing
 from ._hint import remaining
 from ._registry import build
-from ._stage import Stage, make_view
+from ._stage import Stage, make_view, share_through
 from ._stats import Probe
 
 __all__ = ["ProgressStep", "ReportCore"]
@@ -131,6 +131,10 @@ class ReportCore:
             thread.join(JOIN_TIMEOUT)
 
 
+def _same(raw: Iterator[Any]) -> Iterator[Any]:
+    return raw
+
+
 @build.register
 def _report(node: Report, upstream: Stage[Any]) -> Stage[Any]:
     start_timing(upstream)
@@ -138,7 +142,8 @@ def _report(node: Report, upstream: Stage[Any]) -> Stage[Any]:
     raw = upstream.raw  # the stage adds nothing per item
     stage: Stage[Any] = make_view(raw, upstream._tagger)
     stage._attach(raw=raw, node=node, upstream=upstream, may_mark=upstream._may_mark,
-                  thread_safe=upstream._can_share, tagger=upstream._tagger, core=core)  # fmt: skip
+                  thread_safe=False, tagger=upstream._tagger, core=core)  # fmt: skip
+    share_through(stage, upstream, _same)
     stage._probe = Probe(name_of(node))
     weakref.finalize(stage, core.shutdown)
     core.start(stage)

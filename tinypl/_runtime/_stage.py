@@ -427,3 +427,31 @@ def make_view(raw: Iterator[Any], tagger: Tagger | None, cls: type[V] | None = N
         inner: Iterator[Any] = itertools.chain.from_iterable(map(tagger.divert, raw))
         return kind(is_marker, inner)  # type: ignore[no-any-return]
     return kind(is_marker, raw)  # type: ignore[no-any-return]
+
+
+def share_through(
+    stage: Stage[Any], upstream: Stage[Any], rebuild: Callable[[Iterator[Any]], Iterator[Any]]
+) -> None:
+    """Let ``stage``, whose raw stream ``rebuild`` made over ``upstream.raw`` and which adds
+    nothing unsafe to share, be shared whenever ``upstream`` can be.
+
+    Asking ``upstream`` may swap its raw stream (a fused run hands its step iterator to
+    threads instead of its ``itertools.chain``, see ``_sync._share_run``); ``stage`` then
+    rebuilds its own over the new one, or the threads pulling it would still advance the
+    chain together (items lost without an error on a free-threaded build). Nothing has
+    been pulled through either yet: a run that has started is not shared."""
+    ref = weakref.ref(stage)  # held weakly: no reference cycle delays its collection
+
+    def can_share() -> bool:
+        before = upstream.raw
+        if not upstream._can_share():
+            return False
+        after = upstream.raw
+        if after is not before:
+            owner = ref()
+            if owner is None:
+                return False
+            owner._raw = rebuild(after)
+        return True
+
+    stage._thread_safe = can_share

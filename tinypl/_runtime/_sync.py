@@ -37,6 +37,7 @@ from ._stage import (
     WorkerStage,
     guarded_view,
     make_view,
+    share_through,
 )
 from ._stats import CountingParts, FlattenProbe, FusedProbe, SourceProbe
 from ._steps import (
@@ -89,16 +90,21 @@ def _view(
     return stage
 
 
-def _follow(raw: Iterator[Any], node: plan.Node, upstream: Stage[Any]) -> Stage[Any]:
-    """A stage over ``raw`` that keeps ``upstream``'s markers, numbering and sharing."""
-    return _view(
-        raw,
+def _follow(
+    over: Callable[[Iterator[Any]], Iterator[Any]], node: plan.Node, upstream: Stage[Any]
+) -> Stage[Any]:
+    """A stage over ``over(upstream.raw)`` that keeps ``upstream``'s markers, numbering
+    and sharing."""
+    stage = _view(
+        over(upstream.raw),
         node,
         upstream,
         may_mark=upstream._may_mark,
-        thread_safe=upstream._can_share,
+        thread_safe=False,
         tagger=upstream._tagger,
     )
+    share_through(stage, upstream, over)
+    return stage
 
 
 def _group(
@@ -109,7 +115,7 @@ def _group(
     drop, seen = _dropping(node, budget)
     tally = _tally_for(ops, upstream, timed=True)
     apply = group_function(ops, drop=drop, seen=seen, tally=tally)
-    stage = _follow(GroupApply(upstream.raw, apply, tagger), node, upstream)
+    stage = _follow(functools.partial(GroupApply, apply=apply, tagger=tagger), node, upstream)
     stage._probe = FusedProbe(tally)
     return stage
 
@@ -329,8 +335,13 @@ def _on(node: plan.On, upstream: Stage[Any]) -> Stage[Any]:
         return _group(node, upstream, (node.op,))
     if not upstream._may_mark:
         return upstream  # no marker can pass, so there is nothing to react to
-    raw = OnStep(upstream.raw, node.marker, node.fn, node.consume)
-    return _view(raw, node, upstream, may_mark=True, thread_safe=upstream._can_share)
+
+    def over(raw: Iterator[Any]) -> Iterator[Any]:
+        return OnStep(raw, node.marker, node.fn, node.consume)
+
+    stage = _view(over(upstream.raw), node, upstream, may_mark=True, thread_safe=False)
+    share_through(stage, upstream, over)
+    return stage
 
 
 @build.register
@@ -351,8 +362,7 @@ def _ratelimit(node: plan.Ratelimit, upstream: Stage[Any]) -> Stage[Any]:
 
 @build.register
 def _trace(node: plan.Trace, upstream: Stage[Any]) -> Stage[Any]:
-    raw = TraceStep(upstream.raw, node.message)
-    return _follow(raw, node, upstream)
+    return _follow(functools.partial(TraceStep, message=node.message), node, upstream)
 
 
 @build.register
