@@ -109,9 +109,14 @@ make_venv() {
     # The other extras, so the suite skips only what cannot run there (torch: no CPU
     # wheel for 3.13t on PyPI). --prefer-binary, not --only-binary: a few of their
     # dependencies have no cp313t wheel but build from source in pure Python (PyYAML).
-    "$VENV/bin/python" -m pip install -q --prefer-binary distributed mkdocs mkdocs-material \
-        "mkdocstrings[python]" ruff mypy loky mpi4py mpich \
-        || log "some extras did not install; the tests that need them will skip"
+    # One at a time: one that cannot build (a new mypy wants ast-serialize, whose source
+    # build fetches crates from the network) must not keep the others out.
+    local extra
+    for extra in distributed mkdocs mkdocs-material "mkdocstrings[python]" ruff mypy loky \
+        mpi4py mpich; do
+        "$VENV/bin/python" -m pip install -q --prefer-binary "$extra" >/dev/null 2>&1 \
+            || log "$extra did not install; the tests that need it will skip"
+    done
     # Editable (hatchling: a .pth entry, nothing is written into the checkout), so the
     # typing tests find tinypl installed from this checkout, as in CI.
     "$VENV/bin/python" -m pip install -q --no-deps -e "$REPO"
