@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -35,6 +36,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # on for its own tests, checks what it must keep (reliability, seeds, init, shared
 # memory) and stops the idle workers after each test.
 pl_process.keep_warm(0)
+
+# A shell starts background jobs (`cmd &` without job control, nohup) with SIGINT ignored,
+# and Python then leaves it ignored, so no Ctrl-C test could see KeyboardInterrupt and
+# every child would inherit the same blindness. Put back the handler an interactive run
+# has; a Python handler resets to the default across exec, so children get theirs too.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
