@@ -342,10 +342,11 @@ class Pipe(StreamMethods, InsightMethods, Generic[T_co]):
     ) -> Pipe[T_co]:
         """Run the stages above, back to the previous thread stage, in ``workers`` threads.
 
-        Items go through a queue of ``maxsize`` (default ``2 * workers``), not necessarily
-        in order; add ``.order()`` to restore it. A stage that is unsafe to enter from
-        several threads (a generator source, flatten, partition, ...) is guarded with a
-        lock automatically. A worker's exception is raised at the consumer's next pull;
+        Items go through a queue of ``maxsize`` (default ``2 * workers``, which may grow up
+        to ``16 * workers`` while the reader keeps up), not necessarily in order; add
+        ``.order()`` to restore it. A stage that is unsafe to enter from several threads
+        (a generator source, flatten, partition, ...) is guarded with a lock
+        automatically. A worker's exception is raised at the consumer's next pull;
         ``on_worker_error="forward"`` raises ``WorkerError`` from it instead, and
         ``"forward-and-print"`` (or ``"exit"``) also logs it.
 

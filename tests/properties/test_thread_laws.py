@@ -129,14 +129,15 @@ def build(
 
 
 def bound(ops: list[Op]) -> int:
-    """The sum of the bounds: a thread stage holds ``maxsize + workers`` items, an order
-    window ``maxsize`` (default: what all thread stages hold). Slack, named: +1 per order
-    for the record the load is handing out, +1 per flatten for the item it is expanding,
-    +1 for the item on its way to the consumer."""
-    threads = sum(
-        op[1] + (2 * op[1] if op[2] is None else op[2]) for op in ops if op[0] == "thread"
-    )
-    orders = sum((threads if op[1] is None else op[1]) + 1 for op in ops if op[0] == "order")
+    """The sum of the bounds: a thread stage holds ``maxsize + workers`` items (a default
+    ``maxsize``, ``2 * workers``, may grow up to ``16 * workers``), an order window
+    ``maxsize`` (default: what all thread stages hold before any growth). Slack, named: +1
+    per order for the record the load is handing out, +1 per flatten for the item it is
+    expanding, +1 for the item on its way to the consumer."""
+    stages = [(op[1], op[2]) for op in ops if op[0] == "thread"]
+    threads = sum(w + (16 * w if m is None else m) for w, m in stages)
+    first = sum(w + (2 * w if m is None else m) for w, m in stages)
+    orders = sum((first if op[1] is None else op[1]) + 1 for op in ops if op[0] == "order")
     flattens = sum(1 for op in ops if op[0] == "flatten")
     return threads + orders + flattens + 1
 

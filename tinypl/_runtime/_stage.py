@@ -362,7 +362,8 @@ class WorkerStage(ViewStage[T_co]):
 
     @property
     def maxsize(self) -> int:
-        """The bound of what may be in flight (items for threads, chunks for processes)."""
+        """The bound of what may be in flight now (items for threads, chunks for processes;
+        a thread stage's default bound grows while its reader keeps up)."""
         return int(self._pool.maxsize)
 
     @property

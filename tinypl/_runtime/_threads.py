@@ -6,7 +6,9 @@ below them where a stage is not safe to enter from several threads.
 
 Queues are ``queue.SimpleQueue`` (C-level, no Python lock dance per item); the bound is a
 second ``SimpleQueue`` of free slots that a worker takes before it enqueues an item. The
-slots are made as they are first needed, so a large bound costs nothing up front.
+slots are made as they are first needed, so a large bound costs nothing up front. A
+default bound doubles (up to ``GROW`` times) when a worker finds the queue full after a
+reader found it empty (``_grow``).
 Control messages (a worker finished, a worker failed, the end) share the item queue, so
 they arrive in order with the items; nothing is found by polling. A worker error is
 raised once every worker has stopped: items produced before it are delivered first.
@@ -41,6 +43,9 @@ __all__ = ["JOIN_TIMEOUT", "ThreadStage", "ThreadWorkerError"]
 #: finishes that call first) before it warns and gives up on it.
 JOIN_TIMEOUT = 30.0
 
+#: How far a default bound (``maxsize`` left unset) may grow: 8 times, so ``16 * workers``.
+GROW = 8
+
 _ids = itertools.count()
 
 
@@ -58,6 +63,7 @@ class ThreadCore(FailureHandling):
         *,
         init: Callable[[], Any] | None = None,
         timeout: float | None = None,
+        grow_to: int | None = None,
     ) -> None:
         self.upstream = upstream
         self.init = init
@@ -72,6 +78,10 @@ class ThreadCore(FailureHandling):
         self.out: SimpleQueue[Any] = SimpleQueue()
         self._slots: SimpleQueue[None] = SimpleQueue()  # slots freed by readers
         self._unissued = maxsize  # slots never handed out yet
+        #: The bound may double up to this (see ``_grow``); ``maxsize`` is the bound now.
+        self._cap = maxsize if grow_to is None else max(grow_to, maxsize)
+        #: Set by a reader that found the queue empty; ``_grow`` clears it.
+        self.waited = False
         self.free = self._slots.put
         self.free_slots = self._slots.qsize
         self.get: Callable[[], Any] = self._start_and_get
@@ -103,6 +113,7 @@ class ThreadCore(FailureHandling):
     # -- workers -------------------------------------------------------------------------
 
     def _start_and_get(self) -> Any:
+        self.waited = False  # waiting for the workers to start says nothing of the reader
         with self._lock:
             if self.insight.started is None:
                 self.insight.started = time.perf_counter()
@@ -154,7 +165,31 @@ class ThreadCore(FailureHandling):
                 if self._unissued:
                     self._unissued -= 1
                     return
+        if self.maxsize < self._cap:
+            try:
+                return self._slots.get_nowait()
+            except Empty:
+                if self.waited and self._grow():
+                    return
         self._slots.get()
+
+    def _grow(self) -> bool:
+        """Double the bound (up to its cap) and take one of the new slots.
+
+        Called by a worker that finds the queue full when a reader has found it empty
+        since the last growth: the reader keeps up on average and is only late to be
+        scheduled (two busy workers on two cores), so the workers should not stall for
+        it. A reader slower than the workers never finds the queue empty, and the bound
+        stays.
+        """
+        with self._lock:
+            if not self.waited or self.maxsize >= self._cap:
+                return False
+            added = min(self.maxsize, self._cap - self.maxsize)
+            self.maxsize += added
+            self._unissued += added - 1
+            self.waited = False
+            return True
 
     def _work(self, info: WorkerInfo) -> None:
         entered(info)
@@ -332,6 +367,7 @@ def _read(core: ThreadCore) -> Any:
         except Empty:
             # Only a reader that has to wait reads the clock: the wait on this stage.
             start = time.perf_counter()
+            core.waited = True
             try:
                 x = core.get()
             except Empty:
@@ -362,6 +398,7 @@ def _thread(node: plan.Thread, upstream: Stage[Any]) -> Stage[Any]:
         node.on_worker_error,
         init=node.init,
         timeout=node.timeout,
+        grow_to=GROW * node.queue_size if node.maxsize is None else None,
     )
     stage = worker_stage(ThreadStage, QueueReader(core), node, upstream, core)
     stage._probe = ThreadProbe(core, f"thread({node.workers})")
