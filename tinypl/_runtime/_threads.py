@@ -79,7 +79,7 @@ class ThreadCore(FailureHandling):
         self._slots: SimpleQueue[None] = SimpleQueue()  # slots freed by readers
         self._unissued = maxsize  # slots never handed out yet
         #: The bound may double up to this (see ``_grow``); ``maxsize`` is the bound now.
-        self._cap = maxsize if grow_to is None else max(grow_to, maxsize)
+        self._cap = maxsize if grow_to is None else grow_to
         #: Set by a reader that found the queue empty; ``_grow`` clears it.
         self.waited = False
         self.free = self._slots.put
