@@ -48,6 +48,45 @@ def test_iter_boots_the_server_that_forks_the_workers() -> None:
     assert seen["parents"] == [seen["at_iter"]]  # the workers are that server's children
 
 
+# The first backend build of a run notes whether the server runs by then.
+BEFORE_BUILD = textwrap.dedent(
+    """
+    import json
+    from multiprocessing import forkserver
+    import tinypl as pl
+    from tinypl._runtime import _registry
+
+    seen = []
+    load_backends = _registry.load_backends
+
+    def noting():
+        seen.append(forkserver._forkserver._forkserver_pid is not None)
+        load_backends()
+
+    _registry.load_backends = noting
+    pipe = pl.Pipe(range(6)).map(abs).thread(2).map(abs).process(2).order()
+    print(json.dumps({"seen": seen, "items": list(pipe)}))
+    """
+)
+
+
+@pytest.mark.timeout(60)
+def test_a_run_boots_the_server_before_it_builds_its_first_stage() -> None:
+    # The process stage comes after a thread stage, so the build reaches it last: the
+    # boot must not wait for that (issue 17: ~20 ms of backend imports on a first run).
+    done = subprocess.run(
+        [sys.executable, "-c", BEFORE_BUILD],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["items"] == list(range(6))
+    assert seen["seen"] and seen["seen"][0] is True
+
+
 @pytest.mark.timeout(60)
 def test_boot_is_idempotent_and_only_for_forkserver() -> None:
     from multiprocessing import forkserver

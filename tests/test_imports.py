@@ -111,6 +111,24 @@ def test_what_a_worker_imports_leaves_the_builder_and_the_backends_out() -> None
     assert [m for m in BUILDER if m in loaded] == []
 
 
+STDLIB_PROBE = """
+import json, sys
+import multiprocessing.forkserver
+before = set(sys.modules)
+import tinypl._runtime._worker, tinypl._shm, tinypl._workerinfo
+new = set(sys.modules) - before
+print(json.dumps(sorted(m for m in ("pathlib", "logging", "secrets") if m in new)))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_imports_no_stdlib_module_it_only_might_need() -> None:
+    # Issue 17: pathlib (by way of importlib.abc), logging and secrets cost a fork
+    # server 5-11 ms of its boot and each worker more, for a base class, a warning that
+    # is rarely logged and a random segment name.
+    assert _probe(STDLIB_PROBE) == []
+
+
 def test_every_public_name_resolves_to_its_module_attribute() -> None:
     import importlib
 

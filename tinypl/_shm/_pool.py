@@ -9,7 +9,6 @@ Examples:
 
 from __future__ import annotations
 
-import logging
 import mmap
 import os
 import pickle
@@ -34,8 +33,6 @@ from ._segments import (
 )
 
 __all__ = ["GROW_RETRY_INTERVAL", "ShmPool"]
-
-logger = logging.getLogger("tinypl")
 
 GROW_RETRY_INTERVAL: Final = 1.0
 """Seconds a pool waits before it tries to create a segment again after a failure."""
@@ -140,6 +137,9 @@ class PoolState:
         except OSError as exc:
             self.grow_failed_at = time.monotonic()
             # Once per pool: a full /dev/shm stays full, and results still arrive inline.
+            import logging  # here: a fork server imports this module, rarely logs
+
+            logger = logging.getLogger("tinypl")
             log = logger.debug if self.warned else logger.warning
             self.warned = True
             log("ShmPool: cannot create a shared memory segment (sending inline): %s", exc)

@@ -15,10 +15,8 @@ Examples:
 from __future__ import annotations
 
 import fcntl
-import logging
 import mmap
 import os
-import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -28,8 +26,6 @@ from ._layout import U64, BlockState, RingBlock, RingHeader
 from ._segments import ALIGN, Backoff, open_segment_fd, pid_alive, unlink_segment
 
 __all__ = ["Block", "BufferClosedError", "RingCore", "RingMapping"]
-
-logger = logging.getLogger("tinypl")
 
 _HEADER = RingBlock.HEADER
 _DATA = RingHeader.SIZE
@@ -193,7 +189,7 @@ class RingCore:
             _HEADER.pack_into(mm, _DATA + pos + total, size - total, 0, BlockState.FREE, 0)
         seq: int = U64.unpack_from(mm, RingHeader.SEQ)[0] + 1
         U64.pack_into(mm, RingHeader.SEQ, seq)
-        token = ((seq & 0xFFFFFFFF) << 32) | secrets.randbits(32)
+        token = ((seq & 0xFFFFFFFF) << 32) | int.from_bytes(os.urandom(4), "little")
         _HEADER.pack_into(mm, _DATA + pos, total, token, BlockState.WRITING, os.getpid())
         RingBlock.PAYLOAD.pack_into(mm, _DATA + pos + RingBlock.PAYLOAD_AT, 0, 0)
         U64.pack_into(mm, RingHeader.ROVER, (pos + total) % self.capacity)
@@ -232,7 +228,9 @@ class RingCore:
             size, _token, state, pid = self._block(mm, pos)
             busy = state in (BlockState.WRITING, BlockState.READING)
             if busy and pid != me and not pid_alive(pid):
-                logger.warning(
+                import logging  # here: only a dead process's block needs it
+
+                logging.getLogger("tinypl").warning(
                     "SharedMemoryRingBuffer %s: reclaiming %d bytes held by dead process %d",
                     self.name,
                     size,
@@ -292,9 +290,7 @@ class RingCore:
             if 0 <= pos <= self.capacity - RingBlock.HEADER_SIZE and pos % ALIGN == 0:
                 size, found, state, _pid = _HEADER.unpack_from(mm, _DATA + pos)
                 if found == token and size == nbytes and state == BlockState.READY:
-                    _HEADER.pack_into(
-                        mm, _DATA + pos, size, token, BlockState.READING, os.getpid()
-                    )
+                    _HEADER.pack_into(mm, _DATA + pos, size, token, BlockState.READING, os.getpid())
                     return True
         return False
 

@@ -21,7 +21,6 @@ import errno
 import mmap
 import multiprocessing.util as mp_util
 import os
-import secrets
 import time
 import weakref
 from collections.abc import Callable
@@ -196,7 +195,7 @@ def segment_name(kind: str, creator: Creator, reader: Creator | None = None) -> 
         (30, 40)
     """
     people = [*creator, *(reader or ())]
-    fields = [kind, f"{_pid_namespace():x}", *(f"{n:x}" for n in people), secrets.token_hex(6)]
+    fields = [kind, f"{_pid_namespace():x}", *(f"{n:x}" for n in people), os.urandom(6).hex()]
     return NAME_PREFIX + "_".join(fields)
 
 

@@ -11,7 +11,6 @@ Examples:
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable
 
@@ -28,8 +27,6 @@ from ._segments import (
 )
 
 __all__ = ["cleanup", "cleanup_orphans"]
-
-logger = logging.getLogger("tinypl")
 
 
 def _from_header(path: str) -> SegmentName | None:
@@ -125,7 +122,9 @@ def cleanup_orphans(pids: Iterable[int] | None = None) -> list[str]:
             if _orphaned(segment, alive, reader_may_be_me=wanted is not None):
                 unlink_segment(entry.name)
                 removed.append(entry.name)
-                logger.info(
+                import logging  # here: a fork server imports this module, rarely logs
+
+                logging.getLogger("tinypl").info(
                     "removed orphaned shared memory segment %s of dead process %d",
                     entry.name,
                     segment.creator[0],
