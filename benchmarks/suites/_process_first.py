@@ -16,10 +16,12 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks import _workloads as w
-from benchmarks.harness import REPO_ROOT, SuiteContext
+from benchmarks._bytecode import code_note, code_root
+from benchmarks.harness import SuiteContext
 from benchmarks.report import Table, fmt_float, fmt_ratio, verdict_min
 from benchmarks.suites import _process_peers as p
 from benchmarks.suites.startup import _clean_env
@@ -61,14 +63,15 @@ def _child(peer: str, n: int, loops: int, workers: int) -> dict[str, Any]:
     return out
 
 
-def _fresh(peer: str, n: int, loops: int, workers: int) -> dict[str, Any]:
+def _fresh(peer: str, n: int, loops: int, workers: int, root: Path) -> dict[str, Any]:
+    """One fresh interpreter run from ``root`` (see ``_bytecode.code_root``)."""
     command = [sys.executable, "-B", "-m", "benchmarks.suites._process_first"]
     proc = subprocess.run(
         [*command, peer, str(n), str(loops), str(workers)],
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=REPO_ROOT,
+        cwd=root,
         env=_clean_env(),
         check=False,
     )
@@ -86,13 +89,14 @@ def first_run_table(ctx: SuiteContext, n: int, loops: int) -> tuple[Table, list[
     repeat, workers = ctx.options.first_repeat, ctx.options.workers
     samples: dict[str, list[dict[str, Any]]] = {key: [] for key in PEERS}
     errors: dict[str, str] = {}
+    root = code_root(ctx.options.from_source)
     for round_ in range(repeat):
         for key in PEERS:
             if key in errors:
                 continue
             ctx.progress(f"cpu, fresh process: {PEERS[key][0]} (round {round_ + 1}/{repeat})")
             try:
-                samples[key].append(_fresh(key, n, loops, workers))
+                samples[key].append(_fresh(key, n, loops, workers, root))
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 errors[key] = str(exc)
     table = Table(
@@ -119,6 +123,7 @@ def first_run_table(ctx: SuiteContext, n: int, loops: int) -> tuple[Table, list[
         "the second run of the same process shows what is left once warm (tinypl reuses "
         "the workers of the first run unless keep_warm(0))",
         "peers with their defaults (fork on Linux for ProcessPoolExecutor, mpire and torch)",
+        code_note(ctx.options.from_source),
     ]
     return table, rows
 

@@ -31,7 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import REPO_ROOT, SuiteContext
+from benchmarks._bytecode import code_note, code_root
+from benchmarks.harness import SuiteContext
 from benchmarks.report import Section, SuiteReport, Table, fmt_float, fmt_ratio, ratio
 from benchmarks.suites.base import Part, Suite, add_part_option, run_parts
 
@@ -116,6 +117,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_part: bool = True) ->
     parser.add_argument("--first-repeat", type=int, default=FIRST_REPEAT)
     parser.add_argument("--first-items", type=int, default=100)
     parser.add_argument(
+        "--from-source",
+        action="store_true",
+        help="fresh interpreters import this checkout's tinypl from source (default: a "
+        "byte-compiled copy in the cache folder, as pip installs it; see _bytecode.py)",
+    )
+    parser.add_argument(
         "--methods",
         default=",".join(METHODS),
         help="comma-separated start methods (default: %(default)s)",
@@ -129,14 +136,14 @@ def _clean_env() -> dict[str, str]:
 
 
 def _python(
-    args: list[str], *, timeout: float, path: bool = False
+    args: list[str], *, timeout: float, root: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``path``: the repository on ``PYTHONPATH`` too. A forkserver imports tinypl (its
-    preload) before it applies the parent's ``sys.path``, so a script that only inserts
-    the repository into ``sys.path`` gets workers running another installed tinypl."""
+    """``root`` (see ``_bytecode.code_root``): on ``PYTHONPATH`` too. A forkserver imports
+    tinypl (its preload) before it applies the parent's ``sys.path``, so a script that only
+    inserts ``root`` into ``sys.path`` gets workers running another installed tinypl."""
     env = _clean_env()
-    if path:
-        env["PYTHONPATH"] = str(REPO_ROOT)
+    if root is not None:
+        env["PYTHONPATH"] = str(root)
     return subprocess.run(
         [sys.executable, "-B", "-s", *args],
         capture_output=True,
@@ -151,9 +158,10 @@ def _python(
 # --------------------------------------------------------------------------- import time
 
 
-def import_times(module: str) -> dict[str, float]:
-    """Cumulative import time (us) of every module in one fresh ``import module``."""
-    code = f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); import {module}"
+def import_times(module: str, root: Path) -> dict[str, float]:
+    """Cumulative import time (us) of every module in one fresh ``import module``, with
+    ``root`` first on ``sys.path``."""
+    code = f"import sys; sys.path.insert(0, {str(root)!r}); import {module}"
     proc = _python(["-X", "importtime", "-c", code], timeout=120)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -175,10 +183,11 @@ def _import_part(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section],
         f"(target: tinypl <= {IMPORT_TARGET:g}x toolz)",
         headers=["module", "runs", "best ms", "median ms", "x toolz (median)", "status"],
     )
+    root = code_root(ctx.options.from_source)
     for module in ("toolz", "tinypl"):
         ctx.progress(f"import {module} x {repeat} (fresh processes)")
         try:
-            runs = [import_times(module) for _ in range(repeat)]
+            runs = [import_times(module, root) for _ in range(repeat)]
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             medians[module] = None
             table.add_row([module, "0", "-", "-", "-", f"n/a: {exc}"])
@@ -203,6 +212,7 @@ def _import_part(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section],
         "figure = cumulative time of the top-level module in -X importtime (interpreter "
         "start-up excluded)",
         "heavy modules loaded by import tinypl: " + (", ".join(loaded.get("tinypl", [])) or "none"),
+        code_note(ctx.options.from_source),
     ]
     summary = Section(
         title="Summary",
@@ -218,9 +228,9 @@ def _import_part(ctx: SuiteContext, repeat: int) -> tuple[list[Table | Section],
 # --------------------------------------------------------------------------- first item
 
 
-def first_item_runs(script: Path, peer: str, method: str, n: int) -> dict[str, Any]:
+def first_item_runs(script: Path, peer: str, method: str, n: int, root: Path) -> dict[str, Any]:
     """One fresh process running the script: its imports and its two runs."""
-    proc = _python([str(script), peer, method, str(n)], timeout=300, path=True)
+    proc = _python([str(script), peer, method, str(n)], timeout=300, root=root)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARKER):
             result: dict[str, Any] = json.loads(line[len(MARKER) :])
@@ -233,13 +243,13 @@ def _measure_config(ctx: SuiteContext, folder: Path, key: str, method: str) -> d
     peer, imports = CONFIGS[key]
     script = folder / f"user_{key.replace('+', '_').replace(' ', '_')}.py"
     (folder / f"{LIBRARY}.py").write_text(LIBRARY_SOURCE, encoding="utf-8")
-    if not script.exists():
-        text = SCRIPT.format(root=str(REPO_ROOT), imports=imports, marker=MARKER)
-        script.write_text(text, encoding="utf-8")
+    root = code_root(ctx.options.from_source)
+    text = SCRIPT.format(root=str(root), imports=imports, marker=MARKER)
+    script.write_text(text, encoding="utf-8")
     n, repeat = ctx.options.first_items, ctx.options.first_repeat
     ctx.progress(f"first item: {key} {method} x {repeat} (fresh processes)")
     try:
-        results = [first_item_runs(script, peer, method, n) for _ in range(repeat)]
+        results = [first_item_runs(script, peer, method, n, root) for _ in range(repeat)]
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         return {"error": str(exc)}
     expected = sum(range(1, n + 1))
@@ -303,6 +313,7 @@ def _first_item_part(
         "by value, one from a library module by reference, so each spawn or forkserver "
         "worker imports that module (and torch); DataLoader's spawn and forkserver workers "
         "import the main script, so its torch import",
+        code_note(ctx.options.from_source),
     ]
     return [table], {"items": ctx.options.first_items, "rows": rows}
 
