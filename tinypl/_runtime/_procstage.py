@@ -32,9 +32,9 @@ class ProcessStage(WorkerStage[Any]):
 def _process(node: plan.RunInProcesses, upstream: Stage[Any]) -> Stage[Any]:
     from ._forkserver import boot
 
-    # ``build_nodes`` booted the server already when this node came in its slice; a run
-    # that builds it on its own (``build_next``: a resumed run, an ordered region) boots
-    # it here, still before the backend is imported and the rest of the run is built.
+    # A run's entry (``_checkpoint.start``, ``materialize``) booted the server before
+    # building anything; a stage built on its own (``build_next`` outside a run) boots it
+    # here, still before the backend is imported.
     boot(node.start_method)
     from ._processes import process_stage
 

@@ -89,9 +89,7 @@ def build_nodes(
     """``nodes`` built one on the other, on ``stage`` or (``None``) from the source node
     ``nodes[0]``; ``following`` is the node to come after the last of them."""
     from ._collect import attach
-    from ._forkserver import boot_for
 
-    boot_for(nodes)  # a fork server boots on the other core while this builds the run
     load_backends()
     if stage is None:
         stage = build_source(nodes[0])
@@ -105,4 +103,8 @@ def build_nodes(
 
 def materialize(plan: Node) -> Stage[Any]:
     """A fresh run of ``plan``: optimize it, then build each node on the one below."""
-    return build_nodes(chain(optimize(plan)))
+    from ._forkserver import boot_for
+
+    nodes = chain(optimize(plan))
+    boot_for(nodes)  # a fork server boots on the other core while this builds the run
+    return build_nodes(nodes)
