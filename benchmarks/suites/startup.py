@@ -239,11 +239,12 @@ def first_item_runs(script: Path, peer: str, method: str, n: int, root: Path) ->
     raise RuntimeError(f"exit {proc.returncode}: {tail[:120]}")
 
 
-def _measure_config(ctx: SuiteContext, folder: Path, key: str, method: str) -> dict[str, Any]:
+def _measure_config(
+    ctx: SuiteContext, folder: Path, root: Path, key: str, method: str
+) -> dict[str, Any]:
     peer, imports = CONFIGS[key]
     script = folder / f"user_{key.replace('+', '_').replace(' ', '_')}.py"
     (folder / f"{LIBRARY}.py").write_text(LIBRARY_SOURCE, encoding="utf-8")
-    root = code_root(ctx.options.from_source)
     text = SCRIPT.format(root=str(root), imports=imports, marker=MARKER)
     script.write_text(text, encoding="utf-8")
     n, repeat = ctx.options.first_items, ctx.options.first_repeat
@@ -296,10 +297,11 @@ def _first_item_part(
         left=frozenset({1}),
     )
     rows: list[dict[str, Any]] = []
+    root = code_root(ctx.options.from_source)
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as folder:
         for method in methods:
             for key in CONFIGS:
-                row = _measure_config(ctx, Path(folder), key, method)
+                row = _measure_config(ctx, Path(folder), root, key, method)
                 rows.append({"config": key, "start_method": method, **row})
                 table.add_row(_first_item_cells(key, method, row))
     table.notes += [
