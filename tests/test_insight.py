@@ -176,6 +176,51 @@ def test_an_exception_of_a_stage_function_counts_one_error_of_its_step() -> None
     assert rows["map(fast)"].errors == 0
 
 
+def _counts(run: Any) -> list[tuple[str, int, int, int]]:
+    rows = rows_of(run.stats())
+    names = ("map(_fails_at_6)", "filter(odd)", "map(_pair)", "flatten()")
+    return [(name, rows[name].items_in, rows[name].items_out, rows[name].errors) for name in names]
+
+
+def _fails_at_6(x: int) -> int:
+    if x == 6:
+        raise ValueError("six")
+    return x
+
+
+def _pair(x: int) -> list[int]:
+    return [x, x]
+
+
+def test_a_sync_run_counts_exactly_between_items_and_across_a_restart() -> None:
+    # A fused run counts a filter's drops and a flatten's elements where the GIL holds
+    # in cells of its generated code (tinypl._runtime._tally): each read sees every
+    # count up to the item the run is suspended at, in the untimed form (before the
+    # first stats() call), in the timed one and after an error restarted it.
+    mark = pl.Marker("tick")
+    pipe = Pipe(iter(range(10))).insert_marker(mark, every=4)
+    run = iter(pipe.map(_fails_at_6).filter(odd).map(_pair).flatten())
+    assert [next(run), next(run), next(run)] == [1, 1, 3]
+    # suspended at the first element of pair(3): 0-3 pulled, 0 and 2 dropped
+    assert _counts(run) == [
+        ("map(_fails_at_6)", 4, 4, 0),
+        ("filter(odd)", 4, 2, 0),
+        ("map(_pair)", 2, 2, 0),
+        ("flatten()", 2, 3, 0),
+    ]
+    assert [next(run), next(run), next(run)] == [3, 5, 5]
+    with pytest.raises(ValueError, match="six"):
+        next(run)
+    assert list(run) == [7, 7, 9, 9]
+    assert _counts(run) == [
+        ("map(_fails_at_6)", 10, 9, 1),
+        ("filter(odd)", 9, 5, 0),
+        ("map(_pair)", 5, 5, 0),
+        ("flatten()", 5, 10, 0),
+    ]
+    assert rows_of(run.stats())["filter(odd)"].markers == 2
+
+
 def test_ignored_errors_are_counted_in_thread_and_process_stages() -> None:
     run = iter(Pipe([1, 0, 2, 0]).map(inverse).thread(2).ignore_errors(log=False))
     assert sorted(run) == [0.5, 1.0]

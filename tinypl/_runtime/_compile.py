@@ -72,6 +72,8 @@ class _Code:
         self.op_index = 0
         #: Whether the lines being written time their ops.
         self.timing = False
+        #: The counter slots kept in closure cells (``_tally.counter``); None: in ``_c``.
+        self.cells: set[int] | None = None
 
     def param(self, value: Any) -> str:
         self.params.append(value)
@@ -145,13 +147,13 @@ def _(op: OnOp, code: _Code) -> bool:
     if op.marker is None:
         code.line(f"{fn}()")
         if op.consume and code.tally is not None:
-            code.line(_tally.consumed_line(code.op_index))
+            code.line(_tally.consumed_line(code, code.op_index))
         return not op.consume
     code.line(f"if x0 is {code.param(op.marker)}:")
     code.line(f"    {fn}()")
     if op.consume:
         if code.tally is not None:
-            code.line("    " + _tally.consumed_line(code.op_index))
+            code.line("    " + _tally.consumed_line(code, code.op_index))
         code.line("    continue")
     return True
 
@@ -168,7 +170,7 @@ def _body(code: _Code, sink: str, *, markers: bool, timed: bool | None = None) -
         code.line("if x0.__class__ is _Marker:")
         code.depth += 1
         if tally is not None:
-            code.line(f"_c[{_tally.MARKERS}] += 1")
+            code.line(_tally.counter(code, _tally.MARKERS))
         passes = True
         for index, op in enumerate(code._ops):
             code.op, code.op_index = op, index
@@ -188,7 +190,7 @@ def _data(code: _Code, sink: str, *, timed: bool) -> None:
     code.var = "x0"
     depth = code.depth
     if tally is not None and tally.count_in:
-        code.line(f"_c[{_tally.IN}] += 1")
+        code.line(_tally.counter(code, _tally.IN))
     if code.seen is not None:
         code.line(f"_k = {code.param(code.seen)}()")
     for index, op in enumerate(code._ops):
@@ -310,6 +312,8 @@ def _generator(
     """The generator form; with ``counts`` (a list of ``tally``), a *slice* form: the end
     of its loop is the end of a slice of the source, not of the stream."""
     code = _drop_form(_Code(ops), drop, seen, tally)
+    if tally is not None and not timed and _tally.CELLS:
+        code.cells = set()
     code.depth = 4
     _body(code, "yield {}", markers=markers, timed=timed)
     code.depth = 3
@@ -327,8 +331,13 @@ def _generator(
     code.depth = 1
     code.line("return _run")
     header = list(_GENERATOR_HEADER)
-    header[1:1] = _tally.head(code, 2, shared=False, counts=counts, timed=timed)
-    return _finish(code, header)
+    cells = code.cells or set()
+    bind, declare = _tally.cell_lines(cells)
+    header[1:1] = declare + _tally.head(code, 2, shared=False, counts=counts, timed=timed)
+    run = _finish(code, bind + header)
+    if tally is not None:
+        tally.keep_cells(run, cells)
+    return run
 
 
 def restarting(
