@@ -53,6 +53,13 @@ class Server:
         finally:
             server.close()
             self._loop.run_until_complete(server.wait_closed())
+            # A connection the client dropped before it was accepted may still have its
+            # handler pending: end it here, on an open loop, or it is destroyed later and
+            # its ``writer.close()`` fails on the closed loop (an unraisable warning).
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._loop.close()
 
     def _count(self, opened: int) -> None:
