@@ -409,6 +409,18 @@ def test_an_unordered_thread_stage_recomputes_only_what_was_not_delivered() -> N
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_drained_run_counts_exactly_the_elements_of_its_source(ordered: bool) -> None:
+    # Each worker that finds the source's end had taken a number for it: the number is
+    # handed back, never counted as an element delivered (it was, once per worker).
+    pipe = Pipe(range(5)).map(double).thread(2)
+    with (pipe.order() if ordered else pipe).iter() as run:
+        assert sorted(run) == [0, 2, 4, 6, 8]
+        state = run.state_dict()
+    assert (state["count"], state.get("done", [])) == (5, [])
+
+
+@pytest.mark.timeout(60)
 def test_past_a_straggler_the_state_lists_what_was_delivered_and_stays_small() -> None:
     release = threading.Event()
     waiting = threading.Event()

@@ -100,6 +100,16 @@ class Tagger:
             elif n > self._next:
                 self._done.add(n)
 
+    def retract(self, n: int) -> None:
+        """Number ``n``, the last issued, numbered no element (its pull found the end):
+        the next ``issue`` hands it out again. Completing it instead would count an
+        element past the end as delivered (a checkpoint listed it)."""
+        with self._cond:
+            if n == self._issued - 1:
+                self._issued = n
+                return
+        self.complete(n)
+
     def completed(self) -> tuple[int, list[int]]:
         """The lowest number not yet completed, and the completed numbers above it."""
         with self._cond:
@@ -155,6 +165,9 @@ class SaveRaw:
             n = self._tagger.issue()
             try:
                 x = self._pull()
+            except StopIteration:
+                self._tagger.retract(n)
+                raise
             except BaseException:
                 self._tagger.complete(n)
                 raise
